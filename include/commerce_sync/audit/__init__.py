@@ -1,0 +1,1 @@
+"""Audit: the hash-chained transfer ledger, lineage and trace queries."""

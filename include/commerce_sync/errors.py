@@ -1,0 +1,33 @@
+"""Exceptions that carry enough context for an operator to act on them."""
+
+from __future__ import annotations
+
+
+class CommerceSyncError(Exception):
+    """Base class for errors raised by commerce_sync."""
+
+
+class ConfigError(CommerceSyncError):
+    """Configuration is invalid: the message names the file, the key and the problem."""
+
+
+class DataError(CommerceSyncError):
+    """The input data is unusable as a whole (not retryable: fixing the data is needed)."""
+
+
+class FeedError(DataError):
+    """A supplier feed could not be read or parsed; names the supplier and the location."""
+
+    def __init__(self, supplier: str, location: str, problem: str) -> None:
+        self.supplier = supplier
+        self.location = location
+        self.problem = problem
+        super().__init__(f"supplier {supplier!r}: feed {location} rejected: {problem}")
+
+
+class TransientError(CommerceSyncError):
+    """A network or service fault that may go away on retry."""
+
+
+class ChannelError(CommerceSyncError):
+    """A channel refused or failed a request."""

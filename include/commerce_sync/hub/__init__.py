@@ -1,0 +1,1 @@
+"""The PostgreSQL hub: schema migrations, staging, merge and change detection."""

@@ -1,0 +1,1 @@
+"""Sources: the ERP reader, feed transports and the XML/CSV feed parsers."""

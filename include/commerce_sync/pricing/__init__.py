@@ -1,0 +1,1 @@
+"""Pricing and stock rules per channel."""

@@ -1,0 +1,366 @@
+"""ERP products and own stock into the hub: incremental by watermark, streamed, change-detected.
+
+Rows are read with a server-side cursor from the ERP's query (``erp.yaml``), validated and
+normalised in a streaming pass, COPYed into ``staging.erp_product`` and merged into
+``hub.product`` / ``hub.stock`` by row hash in one transaction together with the ledger row.
+Rows with ``cursor >= watermark`` are read again on the next run on purpose: a row committed late
+with the same timestamp is never missed, and the hash comparison makes the re-read a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from commerce_sync.audit import ledger
+from commerce_sync.config import ErpSource
+from commerce_sync.db import connect
+from commerce_sync.sources.gtin import gtin_problem, normalize_gtin
+
+DATASET = "product"
+STAGED_COLUMNS = (
+    "sku",
+    "gtin",
+    "name",
+    "brand",
+    "category",
+    "description",
+    "purchase_price",
+    "currency",
+    "vat_rate",
+    "stock",
+    "reserved",
+    "active",
+    "source_updated_at",
+)
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one ERP row cannot enter the hub."""
+
+    record_no: int
+    key: str | None
+    expectation: str
+    column: str
+    observed: str | None
+    reason: str
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ErpSyncResult:
+    """What one ERP transfer did."""
+
+    transfer_id: str
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+    rows_changed: int
+    rows_deactivated: int
+    watermark: str | None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value).strip()
+    return text or None
+
+
+def validate_row(
+    record_no: int, row: dict[str, Any], currency: str, cursor_column: str = "updated_at"
+) -> tuple[list[str | None] | None, RowProblem | None]:
+    """Normalise one ERP row into staging values, or say which rule it breaks."""
+    raw = {k: _text(v) for k, v in row.items()}
+    sku = raw.get("sku")
+
+    def problem(expectation: str, column: str, reason: str) -> tuple[None, RowProblem]:
+        return None, RowProblem(record_no, sku, expectation, column, raw.get(column), reason, raw)
+
+    if not sku:
+        return problem("sku_not_null", "sku", "sku is missing")
+    if not raw.get("name"):
+        return problem("name_not_null", "name", f"SKU {sku}: name is missing")
+    gtin = raw.get("gtin")
+    if gtin is not None:
+        why = gtin_problem(gtin)
+        if why:
+            return problem("gtin_valid", "gtin", f"SKU {sku}: GTIN {gtin!r} {why}")
+        gtin = normalize_gtin(gtin)
+    try:
+        price = Decimal(raw.get("purchase_price") or "")
+    except InvalidOperation:
+        return problem(
+            "purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number"
+        )
+    if not price.is_finite() or price <= 0:
+        return problem("purchase_price_positive", "purchase_price", f"SKU {sku}: purchase price must be > 0")
+    try:
+        vat = Decimal(raw.get("vat_rate") or "")
+    except InvalidOperation:
+        return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is not a number")
+    if not (Decimal(0) <= vat < Decimal(1)):
+        return problem("vat_rate_fraction", "vat_rate", f"SKU {sku}: VAT rate must be a fraction in [0, 1)")
+    counts: dict[str, int] = {}
+    for column in ("stock", "reserved"):
+        value = raw.get(column) or "0"
+        if not value.lstrip("-").isdigit():
+            return problem(f"{column}_integer", column, f"SKU {sku}: {column} is not an integer")
+        counts[column] = int(value)
+    active_text = (raw.get("active") or "true").lower()
+    if active_text not in _TRUE | _FALSE:
+        return problem("active_boolean", "active", f"SKU {sku}: active is not a boolean")
+    values: list[str | None] = [
+        sku,
+        gtin,
+        raw.get("name"),
+        raw.get("brand"),
+        raw.get("category"),
+        raw.get("description"),
+        str(price),
+        currency,
+        str(vat),
+        str(counts["stock"]),
+        str(counts["reserved"]),
+        "true" if active_text in _TRUE else "false",
+        raw.get(cursor_column),
+    ]
+    return values, None
+
+
+def _read_watermark(conn: psycopg.Connection, source: str) -> datetime | None:
+    row = conn.execute(
+        "SELECT watermark FROM hub.source_watermark WHERE source = %s AND dataset = %s", (source, DATASET)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _erp_rows(erp_dsn: str, erp: ErpSource, since: datetime | None) -> Iterator[dict[str, Any]]:
+    query = sql.SQL("SELECT * FROM ({query}) AS erp_rows").format(query=sql.SQL(erp.query))
+    params: list[Any] = []
+    if since is not None:
+        query += sql.SQL(" WHERE {cursor} >= %s").format(cursor=sql.Identifier(erp.cursor_column))
+        params.append(since)
+    query += sql.SQL(" ORDER BY {key}").format(key=sql.Identifier(erp.key))
+    with connect(erp_dsn) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        with conn.cursor(name="erp_extract", row_factory=dict_row) as cur:
+            cur.itersize = erp.fetch_size
+            cur.execute(query, params)
+            yield from cur
+
+
+def _quarantine(
+    conn: psycopg.Connection, source: str, transfer_id: str, problems: Sequence[RowProblem]
+) -> None:
+    if not problems:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO hub.quarantine (dataset, source, transfer_id, record_key, record_no, expectation,
+                                           column_name, observed_value, reason, raw)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            [
+                (
+                    DATASET,
+                    source,
+                    transfer_id,
+                    p.key,
+                    p.record_no,
+                    p.expectation,
+                    p.column,
+                    p.observed,
+                    p.reason,
+                    Jsonb(p.raw),
+                )
+                for p in problems
+            ],
+        )
+
+
+_MERGE_PRODUCT = """
+MERGE INTO hub.product AS t
+USING (
+    SELECT s.sku, s.gtin, s.name, s.brand, s.category, s.description,
+           s.purchase_price::numeric AS purchase_price, s.currency, s.vat_rate::numeric AS vat_rate,
+           s.active::boolean AS active, s.source_updated_at::timestamptz AS source_updated_at,
+           md5(concat_ws('|', s.sku, s.gtin, s.name, s.brand, s.category, s.description,
+                         s.purchase_price::numeric, s.currency, s.vat_rate::numeric, s.active::boolean))
+               AS row_hash
+    FROM staging.erp_product AS s
+    WHERE s.transfer_id = %(transfer_id)s
+) AS s ON t.sku = s.sku
+WHEN MATCHED AND t.row_hash IS DISTINCT FROM s.row_hash THEN UPDATE SET
+    gtin = s.gtin, name = s.name, brand = s.brand, category = s.category, description = s.description,
+    purchase_price = s.purchase_price, currency = s.currency, vat_rate = s.vat_rate, active = s.active,
+    row_hash = s.row_hash, version = t.version + 1, source_updated_at = s.source_updated_at,
+    updated_at = now(), transfer_id = %(transfer_id)s
+WHEN NOT MATCHED THEN INSERT
+    (sku, gtin, name, brand, category, description, purchase_price, currency, vat_rate, active,
+     row_hash, source_updated_at, transfer_id)
+    VALUES (s.sku, s.gtin, s.name, s.brand, s.category, s.description, s.purchase_price, s.currency,
+            s.vat_rate, s.active, s.row_hash, s.source_updated_at, %(transfer_id)s)
+"""
+
+_MERGE_STOCK = """
+MERGE INTO hub.stock AS t
+USING (
+    SELECT s.sku, %(location)s AS location, s.stock::integer AS quantity, s.reserved::integer AS reserved,
+           md5(concat_ws('|', s.stock::integer, s.reserved::integer)) AS row_hash
+    FROM staging.erp_product AS s
+    WHERE s.transfer_id = %(transfer_id)s
+) AS s ON t.sku = s.sku AND t.location = s.location
+WHEN MATCHED AND t.row_hash IS DISTINCT FROM s.row_hash THEN UPDATE SET
+    quantity = s.quantity, reserved = s.reserved, row_hash = s.row_hash, version = t.version + 1,
+    updated_at = now(), transfer_id = %(transfer_id)s
+WHEN NOT MATCHED THEN INSERT (sku, location, quantity, reserved, row_hash, transfer_id)
+    VALUES (s.sku, s.location, s.quantity, s.reserved, s.row_hash, %(transfer_id)s)
+"""
+
+# On a full resync, products the ERP no longer returns are deactivated, never deleted.
+_DEACTIVATE_MISSING = """
+UPDATE hub.product AS t
+SET active = false, version = t.version + 1, updated_at = now(), transfer_id = %(transfer_id)s,
+    row_hash = md5(concat_ws('|', t.sku, t.gtin, t.name, t.brand, t.category, t.description,
+                             t.purchase_price, t.currency, t.vat_rate, false))
+WHERE t.active
+  AND NOT EXISTS (SELECT 1 FROM staging.erp_product AS s
+                  WHERE s.transfer_id = %(transfer_id)s AND s.sku = t.sku)
+  AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
+                  WHERE q.transfer_id = %(transfer_id)s AND q.record_key = t.sku)
+"""
+
+_RESOLVE_QUARANTINE = """
+UPDATE hub.quarantine AS q
+SET status = 'resolved', resolved_at = now(), resolved_transfer_id = %(transfer_id)s
+WHERE q.status = 'open' AND q.dataset = %(dataset)s AND q.source = %(source)s
+  AND EXISTS (SELECT 1 FROM staging.erp_product AS s
+              WHERE s.transfer_id = %(transfer_id)s AND s.sku = q.record_key)
+"""
+
+
+def _stage(
+    conn: psycopg.Connection,
+    transfer_id: str,
+    rows: Iterable[dict[str, Any]],
+    currency: str,
+    cursor_column: str,
+) -> tuple[int, list[RowProblem], datetime | None, str]:
+    """COPY valid rows into staging; return (rows read, problems, max cursor, payload sha256)."""
+    read = 0
+    problems: list[RowProblem] = []
+    max_cursor: datetime | None = None
+    digest = hashlib.sha256()
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("transfer_id", "record_no", *STAGED_COLUMNS))
+    copy_sql = sql.SQL("COPY staging.erp_product ({}) FROM STDIN").format(columns)
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for read, row in enumerate(rows, start=1):
+            values, problem = validate_row(read, row, currency, cursor_column)
+            cursor_value = row.get(cursor_column)
+            if isinstance(cursor_value, datetime) and (max_cursor is None or cursor_value > max_cursor):
+                max_cursor = cursor_value
+            if problem is not None:
+                problems.append(problem)
+                continue
+            assert values is not None
+            digest.update("\x1f".join(v or "" for v in values).encode("utf-8") + b"\x1e")
+            copy.write_row([transfer_id, read, *values])
+    return read, problems, max_cursor, digest.hexdigest()
+
+
+def sync_erp(
+    hub_dsn: str,
+    erp: ErpSource,
+    erp_dsn: str,
+    run: ledger.RunContext,
+    *,
+    full_resync: bool = False,
+) -> ErpSyncResult:
+    """Bring ERP products and own stock into the hub; see the module docstring for guarantees.
+
+    Args:
+        hub_dsn: the hub database.
+        erp: the ERP source configuration.
+        erp_dsn: the ERP database (from its Airflow connection).
+        run: the Airflow run recording this transfer.
+        full_resync: ignore the watermark, read everything and deactivate products the ERP no
+            longer returns.
+    """
+    transfer = ledger.Transfer(source=erp.id, target="hub", dataset=DATASET, run=run)
+    tid = str(transfer.transfer_id)
+    with ledger.recording(hub_dsn, transfer):
+        with connect(hub_dsn) as conn:
+            since = None if full_resync else _read_watermark(conn, erp.id)
+        transfer.details = {"full_resync": full_resync, "since": since.isoformat() if since else None}
+        with connect(hub_dsn) as conn:
+            read, problems, max_cursor, payload = _stage(
+                conn, tid, _erp_rows(erp_dsn, erp, since), erp.currency, erp.cursor_column
+            )
+        try:
+            with connect(hub_dsn) as conn:
+                _quarantine(conn, erp.id, tid, problems)
+                params = {
+                    "transfer_id": tid,
+                    "location": erp.stock_location,
+                    "dataset": DATASET,
+                    "source": erp.id,
+                }
+                changed = conn.execute(_MERGE_PRODUCT, params).rowcount
+                deactivated = conn.execute(_DEACTIVATE_MISSING, params).rowcount if full_resync else 0
+                stock_changed = conn.execute(_MERGE_STOCK, params).rowcount
+                conn.execute(_RESOLVE_QUARANTINE, params)
+                if max_cursor is not None:
+                    conn.execute(
+                        """INSERT INTO hub.source_watermark (source, dataset, watermark, transfer_id)
+                           VALUES (%s, %s, %s, %s)
+                           ON CONFLICT (source, dataset) DO UPDATE
+                           SET watermark = GREATEST(hub.source_watermark.watermark, EXCLUDED.watermark),
+                               updated_at = now(), transfer_id = EXCLUDED.transfer_id""",
+                        (erp.id, DATASET, max_cursor, tid),
+                    )
+                transfer.rows_read = read
+                transfer.rows_written = read - len(problems)
+                transfer.rows_rejected = len(problems)
+                skus_changed = conn.execute(
+                    """SELECT count(*) FROM hub.product AS p
+                       WHERE p.transfer_id = %(transfer_id)s
+                          OR EXISTS (SELECT 1 FROM hub.stock AS s
+                                     WHERE s.sku = p.sku AND s.transfer_id = %(transfer_id)s)""",
+                    params,
+                ).fetchone()[0]  # type: ignore[index]
+                transfer.rows_changed = skus_changed
+                transfer.payload_sha256 = payload
+                transfer.details.update(
+                    products_changed=changed,
+                    products_deactivated=deactivated,
+                    stock_changed=stock_changed,
+                    watermark=max_cursor.isoformat() if max_cursor else None,
+                    rejected=[{"sku": p.key, "reason": p.reason} for p in problems[:20]],
+                )
+                ledger.append(conn, transfer, "success")
+        finally:
+            with connect(hub_dsn) as conn:
+                conn.execute("DELETE FROM staging.erp_product WHERE transfer_id = %s", (tid,))
+    return ErpSyncResult(
+        transfer_id=tid,
+        rows_read=read,
+        rows_loaded=read - len(problems),
+        rows_quarantined=len(problems),
+        rows_changed=transfer.rows_changed,
+        rows_deactivated=deactivated,
+        watermark=max_cursor.isoformat() if max_cursor else None,
+    )

@@ -12,9 +12,15 @@ from commerce_sync.pricing.rules import charm_at_least, charm_nearest, compute_p
 D = Decimal
 
 
-def rule(margin: str = "25", commission: str = "10", min_margin: str = "5", rounding: str = "0.99") -> PricingRule:
+def rule(
+    margin: str = "25", commission: str = "10", min_margin: str = "5", rounding: str = "0.99"
+) -> PricingRule:
     return PricingRule(
-        id="test-rule", version=1, margin_pct=D(margin), commission_pct=D(commission), min_margin_pct=D(min_margin),
+        id="test-rule",
+        version=1,
+        margin_pct=D(margin),
+        commission_pct=D(commission),
+        min_margin_pct=D(min_margin),
         rounding=rounding,  # type: ignore[arg-type]
     )
 
@@ -92,5 +98,7 @@ def test_zero_cost_cannot_be_priced() -> None:
         (0, 0, 0, 5, True, 0),
     ],
 )
-def test_sellable_quantity(own: int, reserved: int, dropship: int, buffer: int, active: bool, expected: int) -> None:
+def test_sellable_quantity(
+    own: int, reserved: int, dropship: int, buffer: int, active: bool, expected: int
+) -> None:
     assert sellable_quantity(own, reserved, dropship, buffer, active=active) == expected

@@ -1,0 +1,1 @@
+"""Channels: marketplace API clients and feed writers."""

@@ -1,0 +1,64 @@
+"""
+### ERP → hub: products and own stock
+
+Reads the ERP's products incrementally (by the `updated_at` watermark kept in
+`hub.source_watermark`), validates each row, COPYs valid rows into staging and merges them into
+`hub.product` and `hub.stock` by change hash. Only changed SKUs get a new version; the ledger row
+(`audit.transfer`, dataset `product`) is written in the same transaction.
+
+**Params**: `full_resync` (default off) reads everything and deactivates products the ERP no
+longer returns (never deletes them).
+
+**Runbook**
+- *Failed, "configuration problem"*: fix `include/config/erp.yaml` or the `erp_db` connection, clear the task.
+- *Failed, "data was refused"*: nothing changed in the hub; see `hub.quarantine` (dataset `product`) for rows
+  and reasons, fix them in the ERP, clear the task.
+- *Up for retry*: the ERP or hub database did not answer; retries back off exponentially.
+- Re-running or clearing is always safe: rows already merged are recognised by hash and not changed again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from commerce_sync import assets
+from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+
+
+@dag(
+    schedule="*/30 * * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["commerce-sync", "source:erp", "hub"],
+    doc_md=__doc__,
+    params={
+        "full_resync": Param(
+            False,
+            type="boolean",
+            description="Read every ERP row (ignore the watermark) and deactivate products the ERP no longer has.",
+        )
+    },
+)
+def erp_to_hub_products() -> None:
+    @task(outlets=[assets.HUB_PRODUCT])
+    def sync_erp_products() -> dict[str, Any]:
+        from commerce_sync.config import load_config
+        from commerce_sync.connections import get_connection
+        from commerce_sync.sources.erp import sync_erp
+
+        full_resync = bool(get_current_context()["params"]["full_resync"])
+        with operator_errors("ERP"):
+            config = load_config()
+            erp_dsn = get_connection(config.erp.conn_id).postgres_dsn()
+            result = sync_erp(hub_dsn(), config.erp, erp_dsn, run_context(), full_resync=full_resync)
+        return asdict(result)
+
+    sync_erp_products()
+
+
+erp_to_hub_products()

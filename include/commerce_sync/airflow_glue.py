@@ -1,0 +1,85 @@
+"""The thin layer between Airflow tasks and the library: context, connections, error mapping.
+
+Task bodies in ``dags/`` call into :mod:`commerce_sync` through these helpers so that:
+- every transfer knows its run, task, try and map index (for the ledger);
+- the hub is reached through the ``hub_db`` Airflow connection;
+- bad data and bad configuration fail the task without retry and say what to do, while
+  transient faults raise a retryable error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from commerce_sync.audit.ledger import RunContext
+from commerce_sync.connections import get_connection
+from commerce_sync.errors import ChannelError, ConfigError, DataError, TransientError
+
+HUB_CONN_ID = "hub_db"
+
+
+def run_context() -> RunContext:
+    """The current task instance as a ledger RunContext."""
+    context = get_current_context()
+    ti = context["ti"]
+    return RunContext(
+        run_id=ti.run_id,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+        map_index=ti.map_index,
+    )
+
+
+def hub_dsn() -> str:
+    """DSN of the hub database from the ``hub_db`` connection."""
+    return get_connection(HUB_CONN_ID).postgres_dsn()
+
+
+@contextmanager
+def operator_errors(what: str) -> Iterator[None]:
+    """Map library errors to Airflow's retry semantics, with a message an operator can act on.
+
+    Args:
+        what: the subject, e.g. ``"supplier 'acme'"``; it starts every failure message.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        raise AirflowFailException(
+            f"{what}: configuration problem, not retried. {exc}\n"
+            "What to do: fix the YAML under include/config or the Airflow connection, then clear the task."
+        ) from exc
+    except DataError as exc:
+        raise AirflowFailException(
+            f"{what}: the data was refused, not retried; nothing was changed in the hub. {exc}\n"
+            "What to do: fix the source data (or ask the supplier/ERP owner to), then clear the task. "
+            "Rejected rows are in hub.quarantine; the attempt is in audit.transfer."
+        ) from exc
+    except ChannelError as exc:
+        raise AirflowFailException(
+            f"{what}: the channel refused the request, not retried. {exc}\n"
+            "What to do: read the channel's message above; fix credentials or offer data, then clear the task."
+        ) from exc
+    except TransientError as exc:
+        raise AirflowException(
+            f"{what}: temporary fault, will retry with backoff. {exc}\n"
+            "What to do: nothing unless retries are exhausted; then check the service's status and clear the task."
+        ) from exc
+
+
+# Defaults every DAG uses: retries with exponential backoff for transient faults (bad data fails
+# without retry through AirflowFailException, see operator_errors).
+DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)

@@ -166,6 +166,4 @@ def write_google_feed(dsn: str, channel: Channel, data_dir: Path, run: ledger.Ru
             transfer.payload_sha256 = digest
             transfer.details = {"path": str(target), "rewritten": rewritten, "item_count": count}
             ledger.append(conn, transfer, "success")
-    return FeedResult(
-        channel.id, str(target), count, changed, rewritten, digest, skipped, str(transfer.transfer_id)
-    )
+    return FeedResult(channel.id, str(target), count, changed, rewritten, digest, skipped, str(transfer.transfer_id))

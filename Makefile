@@ -1,0 +1,14 @@
+# Every target does its own set-up (venv, pinned packages, hub database, Airflow home).
+.PHONY: demo test ui bench clean
+
+demo: ## Run the whole sync once against the sandbox and print a summary
+	@bash scripts/demo.sh
+
+test: ## Lint, type check and run the whole test suite
+	@bash scripts/test.sh
+
+ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
+	@bash scripts/ui.sh
+
+clean: ## Remove local state (Airflow home, data, venv); databases are kept
+	rm -rf .airflow .data .venv

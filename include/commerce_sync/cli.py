@@ -1,0 +1,123 @@
+"""``commerce-sync``: operator and developer commands.
+
+commerce-sync db setup            create the hub database if missing and apply migrations
+commerce-sync db migrate          apply pending migrations
+commerce-sync ledger verify       walk the audit chain; exit 1 on the first broken row
+commerce-sync sandbox prepare     load the sandbox ERP database and write the sandbox feeds
+commerce-sync sandbox set-price   change one purchase price in the sandbox ERP
+commerce-sync demo                run every DAG once against the sandbox and print a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from decimal import Decimal
+
+from commerce_sync.db import connect, ensure_database, redact
+from commerce_sync.errors import CommerceSyncError
+from commerce_sync.settings import data_dir, hub_database_url
+
+
+def erp_database_url() -> str:
+    """The sandbox ERP database: ``ERP_DATABASE_URL`` or ``commerce_erp`` beside the hub."""
+    from commerce_sync.db import with_database
+
+    return os.environ.get("ERP_DATABASE_URL") or with_database(hub_database_url(), "commerce_erp")
+
+
+def _db_setup(_: argparse.Namespace) -> int:
+    from commerce_sync.hub.migrate import migrate
+
+    url = hub_database_url()
+    if ensure_database(url):
+        print(f"created database {redact(url)}")
+    applied = migrate(url)
+    print(f"hub schema up to date ({'applied ' + ', '.join(applied) if applied else 'nothing to apply'})")
+    return 0
+
+
+def _db_migrate(_: argparse.Namespace) -> int:
+    from commerce_sync.hub.migrate import migrate
+
+    applied = migrate(hub_database_url())
+    print(f"applied: {', '.join(applied) or 'nothing'}")
+    return 0
+
+
+def _ledger_verify(args: argparse.Namespace) -> int:
+    from commerce_sync.audit.ledger import verify
+
+    expected = None
+    if args.expect_head:
+        seq, _, digest = args.expect_head.partition(":")
+        expected = (int(seq), digest)
+    with connect(hub_database_url()) as conn:
+        result = verify(conn, expected_head=expected)
+    print(json.dumps(result.__dict__, indent=2))
+    return 0 if result.ok else 1
+
+
+def _sandbox_prepare(_: argparse.Namespace) -> int:
+    from commerce_sync.sandbox.erp import load_erp
+    from commerce_sync.sandbox.feeds import write_feeds
+
+    rows = load_erp(erp_database_url())
+    feeds = write_feeds(data_dir() / "sandbox" / "feeds")
+    print(f"sandbox ERP {redact(erp_database_url())}: {rows} products; feeds: {', '.join(map(str, feeds.values()))}")
+    return 0
+
+
+def _sandbox_set_price(args: argparse.Namespace) -> int:
+    from commerce_sync.sandbox.erp import set_purchase_price
+
+    set_purchase_price(erp_database_url(), args.sku, Decimal(args.price))
+    print(f"{args.sku}: purchase price set to {args.price} in the sandbox ERP")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from commerce_sync.devtools.demo import run_demo
+
+    return run_demo(erp_url=erp_database_url(), hub_url=hub_database_url())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commerce-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="hub database").add_subparsers(dest="action", required=True)
+    db.add_parser("setup", help="create the database if missing and migrate").set_defaults(func=_db_setup)
+    db.add_parser("migrate", help="apply pending migrations").set_defaults(func=_db_migrate)
+
+    led = sub.add_parser("ledger", help="audit ledger").add_subparsers(dest="action", required=True)
+    verify = led.add_parser("verify", help="verify the hash chain")
+    verify.add_argument("--expect-head", help="SEQ:HASH of a previously exported chain head")
+    verify.set_defaults(func=_ledger_verify)
+
+    sandbox = sub.add_parser("sandbox", help="sandbox data").add_subparsers(dest="action", required=True)
+    sandbox.add_parser("prepare", help="load the ERP demo DB and write feeds").set_defaults(func=_sandbox_prepare)
+    set_price = sandbox.add_parser("set-price", help="change one purchase price in the sandbox ERP")
+    set_price.add_argument("sku")
+    set_price.add_argument("price")
+    set_price.set_defaults(func=_sandbox_set_price)
+
+    sub.add_parser("demo", help="run every DAG once against the sandbox").set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommerceSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

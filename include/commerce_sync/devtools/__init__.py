@@ -1,0 +1,1 @@
+"""Developer tooling: the demo runner and local set-up helpers (not used by the DAGs)."""

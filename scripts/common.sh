@@ -1,0 +1,86 @@
+# shellcheck shell=bash
+# Set-up shared by `make demo`, `make test` and `make ui`: venv, pinned packages, hub database,
+# embedded Airflow home. Idempotent and quiet when there is nothing to do. Source it, don't run it.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO
+VENV="$REPO/.venv"
+PYTHON_BIN="${PYTHON:-python3.11}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    command -v "$PYTHON_BIN" >/dev/null || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+    log "creating .venv with $PYTHON_BIN"
+    "$PYTHON_BIN" -m venv "$VENV"
+  fi
+  # Reinstall only when a requirements file changed since the last successful install.
+  local stamp="$VENV/.requirements.sha256"
+  local want
+  want="$(cat "$REPO/requirements.txt" "$REPO/requirements-dev.txt" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing pinned dependencies with uv"
+    [ -x "$VENV/bin/uv" ] || "$VENV/bin/python" -m pip install --quiet "uv==0.13.9"
+    "$VENV/bin/uv" pip sync --quiet -p "$VENV/bin/python" "$REPO/requirements.txt" "$REPO/requirements-dev.txt"
+    "$VENV/bin/uv" pip install --quiet -p "$VENV/bin/python" --no-deps -e "$REPO"
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+export_env() {
+  export HUB_DATABASE_URL="${HUB_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/commerce_hub}"
+  export ERP_DATABASE_URL="${ERP_DATABASE_URL:-${HUB_DATABASE_URL%/*}/commerce_erp}"
+  export COMMERCE_SYNC_DATA_DIR="${COMMERCE_SYNC_DATA_DIR:-$REPO/.data}"
+  export SANDBOX_FEEDS_PORT="${SANDBOX_FEEDS_PORT:-8701}"
+  export SANDBOX_ALLEGRO_PORT="${SANDBOX_ALLEGRO_PORT:-8702}"
+
+  export AIRFLOW_HOME="$REPO/.airflow"
+  export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
+  export AIRFLOW__CORE__PLUGINS_FOLDER="$REPO/plugins"
+  export AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  export AIRFLOW__CORE__PARALLELISM=4
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
+  export AIRFLOW__API__HOST=127.0.0.1
+  export AIRFLOW__API__PORT="${AIRFLOW_PORT:-8080}"
+  export AIRFLOW__OPENLINEAGE__NAMESPACE=commerce_sync
+  export AIRFLOW__OPENLINEAGE__TRANSPORT="{\"type\": \"file\", \"log_file_path\": \"$COMMERCE_SYNC_DATA_DIR/openlineage/events.jsonl\", \"append\": true}"
+
+  # Dev connections: the hub, the sandbox ERP and the sandbox simulators (credentials are the
+  # simulator's demo values; real ones belong in a secrets backend, never in the repo).
+  export AIRFLOW_CONN_HUB_DB="$HUB_DATABASE_URL"
+  export AIRFLOW_CONN_ERP_DB="$ERP_DATABASE_URL"
+  export AIRFLOW_CONN_SUPPLIER_ACME="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_FEEDS_PORT\"}"
+  export AIRFLOW_CONN_SUPPLIER_BRAVO="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_FEEDS_PORT\"}"
+  export AIRFLOW_CONN_ALLEGRO_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_ALLEGRO_PORT\", \"login\": \"demo-client\", \"password\": \"demo-secret\"}"
+}
+
+ensure_airflow_home() {
+  mkdir -p "$AIRFLOW_HOME" "$COMMERCE_SYNC_DATA_DIR/openlineage"
+  if [ ! -f "$AIRFLOW_HOME/jwt_secret" ]; then
+    "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$AIRFLOW_HOME/jwt_secret"
+  fi
+  AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
+  export AIRFLOW__API_AUTH__JWT_SECRET
+  local stamp="$AIRFLOW_HOME/.migrated-3.3.2"
+  if [ ! -f "$stamp" ]; then
+    log "initialising the Airflow metadata database in .airflow/"
+    airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
+    touch "$stamp"
+  fi
+}
+
+ensure_hub() {
+  log "hub database: $("$VENV/bin/python" -c 'import os; from commerce_sync.db import redact; print(redact(os.environ["HUB_DATABASE_URL"]))')"
+  commerce-sync db setup
+}
+
+setup_all() {
+  ensure_venv
+  export_env
+  ensure_hub
+  ensure_airflow_home
+}

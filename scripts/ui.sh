@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Airflow standalone (api-server, scheduler, dag-processor, triggerer) on 127.0.0.1:8080 plus the
+# sandbox simulators, for clicking through runs. Ctrl-C stops both.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+setup_all
+commerce-sync sandbox prepare
+python -m commerce_sync.sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" \
+  --feeds-port "$SANDBOX_FEEDS_PORT" --allegro-port "$SANDBOX_ALLEGRO_PORT" &
+SANDBOX_PID=$!
+trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
+log "Airflow UI: http://127.0.0.1:$AIRFLOW__API__PORT  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
+# standalone spawns `airflow` subcommands: the venv's bin is on PATH (ensure_venv).
+trap - INT
+airflow standalone

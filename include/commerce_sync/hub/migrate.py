@@ -57,7 +57,7 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                        version text PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = dict(conn.execute("SELECT version, sha256 FROM hub.schema_migration").fetchall())
+            done: dict[str, str] = dict(conn.execute("SELECT version, sha256 FROM hub.schema_migration").fetchall())
             for migration in discover(directory):
                 if migration.version in done:
                     if done[migration.version] != migration.sha256:

@@ -1,0 +1,1 @@
+"""Quality: Great Expectations suites as code, row quarantine and batch gates."""

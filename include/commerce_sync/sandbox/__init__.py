@@ -1,0 +1,1 @@
+"""Demo and test fixtures: catalog, ERP database, supplier feeds and a local Allegro simulator."""

@@ -1,0 +1,64 @@
+"""Run the sandbox servers: ``python -m commerce_sync.sandbox serve --data-dir DIR``.
+
+Writes the supplier feeds into ``DIR/feeds``, keeps the Allegro simulator's state in
+``DIR/allegro_state.json``, prints one line with both base URLs and serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from commerce_sync.sandbox.feeds import write_feeds
+from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync.settings import data_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m commerce_sync.sandbox", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the supplier feeds and the Allegro simulator")
+    serve.add_argument("--data-dir", type=Path, default=data_dir() / "sandbox")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--feeds-port", type=int, default=8701)
+    serve.add_argument("--allegro-port", type=int, default=8702)
+    serve.add_argument("--products", type=int, default=300, help="catalog size")
+    serve.add_argument("--seed", type=int, default=42, help="catalog seed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    feeds_dir = args.data_dir / "feeds"
+    write_feeds(feeds_dir, args.products, args.seed)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    server = SandboxServer(
+        feeds_dir,
+        args.data_dir / "allegro_state.json",
+        host=args.host,
+        feeds_port=args.feeds_port,
+        allegro_port=args.allegro_port,
+        catalog_n=args.products,
+        seed=args.seed,
+    )
+    with server:
+        print(f"sandbox feeds: {server.feeds_url}/feeds/  allegro: {server.allegro_url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

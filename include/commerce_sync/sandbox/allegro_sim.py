@@ -1,0 +1,560 @@
+"""A local Allegro REST API simulator: OAuth client credentials, offers and batch change commands.
+
+It follows the public contract of ``api.allegro.pl`` for the calls the publisher makes:
+
+* ``POST /auth/oauth/token?grant_type=client_credentials`` with HTTP Basic ``client_id:secret``;
+* ``GET /sale/offers?offset=&limit=`` (limit 1..1000, optional ``external.id`` filter);
+* ``PUT /sale/offer-price-change-commands/{commandId}`` (``modification.type = FIXED_PRICE``) and
+  ``PUT /sale/offer-quantity-change-commands/{commandId}`` (``modification.changeType = FIXED``
+  or ``GAIN``), both with ``offerCriteria = [{"type": "CONTAINS_OFFERS", "offers": [{"id"}]}]``;
+* ``GET .../{commandId}`` (general report) and ``GET .../{commandId}/tasks`` (task report).
+
+``/sale`` calls need ``Authorization: Bearer`` and ``Accept: application/vnd.allegro.public.v1+json``.
+Errors use Allegro's shape ``{"errors": [{"code", "message", "path", "userMessage", "details"}]}``.
+
+Commands are idempotent by ``commandId``: a repeated PUT with the same body returns the original
+report and changes nothing; a different body under a used id is a 409. Commands are processed at
+once, but the PUT answers like Allegro's queue (``success`` and ``failed`` still 0), so clients
+must poll the report. State (offers, commands, counters) lives in memory and is written
+atomically to a JSON file after every change, so a restart continues where it stopped. Tokens are
+kept in memory only: after a restart clients get a 401 and must fetch a new token.
+
+Sandbox-only endpoints (no auth): ``GET /_sandbox/stats`` and ``POST /_sandbox/reset``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from commerce_sync.sandbox.catalog import products
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
+MAX_OFFERS_PER_COMMAND = 1000
+MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_TOKEN_TTL = 43199
+OFFER_ID_BASE = 17_000_000_000
+CommandKind = Literal["price", "quantity"]
+KINDS: dict[str, CommandKind] = {
+    "offer-price-change-commands": "price",
+    "offer-quantity-change-commands": "quantity",
+}
+_AMOUNT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class ApiError(Exception):
+    """An error answer in Allegro's format."""
+
+    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error document."""
+        return {
+            "errors": [
+                {
+                    "code": self.code,
+                    "message": self.message,
+                    "details": None,
+                    "path": self.path,
+                    "userMessage": self.message,
+                }
+            ]
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _canonical(body: Any) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def initial_offers(catalog_n: int = 300, seed: int = 42) -> list[dict[str, Any]]:
+    """One offer per active catalog product, priced and stocked unlike what the pricing computes.
+
+    The price is purchase price x 1.37 to the cent (pricing rounds to its own price points) and the
+    stock is the ERP stock + 3, so the first sync has something to publish for every offer.
+    """
+    offers = []
+    for product in products(catalog_n, seed):
+        if not product.active:
+            continue
+        number = int(product.sku.removeprefix("SKU-"))
+        offers.append(
+            {
+                "id": str(OFFER_ID_BASE + number),
+                "name": product.name[:75],
+                "external": {"id": product.sku},
+                "sellingMode": {
+                    "format": "BUY_NOW",
+                    "price": {
+                        "amount": str((product.purchase_price * Decimal("1.37")).quantize(Decimal("0.01"))),
+                        "currency": "PLN",
+                    },
+                },
+                "stock": {"available": product.stock + 3, "unit": "UNIT"},
+                "publication": {"status": "ACTIVE"},
+            }
+        )
+    return offers
+
+
+def _empty_stats() -> dict[str, int]:
+    return {"price_commands": 0, "quantity_commands": 0, "offers_changed": 0, "requests": 0}
+
+
+class AllegroSimulator:
+    """The simulator's state and rules, independent of HTTP; every method is thread-safe."""
+
+    def __init__(
+        self,
+        state_path: Path,
+        *,
+        catalog_n: int = 300,
+        seed: int = 42,
+        client_id: str = "demo-client",
+        client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's documented demo secret
+        token_ttl: int = DEFAULT_TOKEN_TTL,
+    ) -> None:
+        self.state_path = state_path
+        self.catalog_n = catalog_n
+        self.seed = seed
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.token_ttl = token_ttl
+        self._lock = threading.RLock()
+        self._tokens: dict[str, float] = {}
+        self._offers: dict[str, dict[str, Any]] = {}
+        self._commands: dict[str, dict[str, dict[str, Any]]] = {"price": {}, "quantity": {}}
+        self._stats = _empty_stats()
+        self._load()
+
+    def __repr__(self) -> str:
+        return f"AllegroSimulator(state_path={str(self.state_path)!r}, offers={len(self._offers)})"
+
+    # ------------------------------------------------------------------ state
+    def _load(self) -> None:
+        with self._lock:
+            if self.state_path.exists():
+                state = json.loads(self.state_path.read_text(encoding="utf-8"))
+                self._offers = {offer["id"]: offer for offer in state["offers"]}
+                self._commands = {"price": {}, "quantity": {}, **state.get("commands", {})}
+                self._stats = {**_empty_stats(), **state.get("stats", {})}
+            else:
+                self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._offers = {offer["id"]: offer for offer in initial_offers(self.catalog_n, self.seed)}
+        self._commands = {"price": {}, "quantity": {}}
+        self._stats = _empty_stats()
+        self._save()
+
+    def _save(self) -> None:
+        state = {"offers": list(self._offers.values()), "commands": self._commands, "stats": self._stats}
+        data = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".allegro-state.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def save(self) -> None:
+        """Persist the state now (the request counter is otherwise saved with the next change)."""
+        with self._lock:
+            self._save()
+
+    def reset(self) -> None:
+        """Back to the initial offers, no commands, zero counters."""
+        with self._lock:
+            self._reset_state()
+
+    def stats(self) -> dict[str, int]:
+        """Counters since the state file was created (or last reset)."""
+        with self._lock:
+            return dict(self._stats)
+
+    def count_request(self) -> None:
+        """Count one API request."""
+        with self._lock:
+            self._stats["requests"] += 1
+
+    def offer(self, offer_id: str) -> dict[str, Any] | None:
+        """A copy of one offer, or None."""
+        with self._lock:
+            found = self._offers.get(offer_id)
+            return json.loads(json.dumps(found)) if found else None
+
+    # ------------------------------------------------------------------ auth
+    def issue_token(self, client_id: str, client_secret: str) -> dict[str, Any]:
+        """A bearer token for valid client credentials."""
+        valid_id = secrets.compare_digest(client_id, self._client_id)
+        valid_secret = secrets.compare_digest(client_secret, self._client_secret)
+        if not (valid_id and valid_secret):
+            raise ApiError(401, "invalid_client", "Bad credentials")
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self.token_ttl
+        return {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": self.token_ttl,
+            "scope": "allegro:api:sale:offers:read allegro:api:sale:offers:write",
+            "jti": str(uuid.uuid4()),
+        }
+
+    def check_token(self, token: str) -> bool:
+        """True if ``token`` was issued by this process and has not expired."""
+        with self._lock:
+            expires = self._tokens.get(token)
+            if expires is None:
+                return False
+            if expires <= time.monotonic():
+                del self._tokens[token]
+                return False
+            return True
+
+    def expire_tokens(self) -> None:
+        """Invalidate every token (tests use this to force a refresh)."""
+        with self._lock:
+            self._tokens.clear()
+
+    # ------------------------------------------------------------------ offers
+    def list_offers(self, offset: int, limit: int, external_ids: list[str] | None = None) -> dict[str, Any]:
+        """A page of offers in Allegro's ``GET /sale/offers`` shape."""
+        if limit < 1 or limit > 1000:
+            raise ApiError(422, "VALIDATION_ERROR", "limit must be between 1 and 1000", "limit")
+        if offset < 0:
+            raise ApiError(422, "VALIDATION_ERROR", "offset must not be negative", "offset")
+        with self._lock:
+            offers = list(self._offers.values())
+            if external_ids:
+                wanted = set(external_ids)
+                offers = [o for o in offers if o["external"]["id"] in wanted]
+            page = json.loads(json.dumps(offers[offset : offset + limit]))
+        return {"offers": page, "count": len(page), "totalCount": len(offers)}
+
+    # ------------------------------------------------------------------ commands
+    def submit(self, kind: CommandKind, command_id: str, body: Any) -> dict[str, Any]:
+        """Apply a change command once; a repeat with the same body returns the first report."""
+        try:
+            parsed = uuid.UUID(command_id)
+        except ValueError:
+            raise _invalid("commandId must be a UUID", "commandId") from None
+        if str(parsed) != command_id.lower():
+            raise _invalid("commandId must be a UUID", "commandId")
+        modification, offer_ids = self._validate(kind, body)
+        fingerprint = _canonical(body)
+        with self._lock:
+            existing = self._commands[kind].get(command_id)
+            if existing is not None:
+                if existing["body"] != fingerprint:
+                    raise ApiError(
+                        409,
+                        "CONFLICT",
+                        f"command {command_id} already exists with a different body",
+                        "commandId",
+                    )
+                return dict(existing["accepted"])
+            scheduled = _now()
+            tasks = []
+            changed = 0
+            for offer_id in offer_ids:
+                status, message = self._apply(kind, offer_id, modification)
+                changed += status == "SUCCESS"
+                tasks.append(
+                    {
+                        "offer": {"id": offer_id},
+                        "field": kind,
+                        "status": status,
+                        "message": message,
+                        "scheduledAt": scheduled,
+                        "finishedAt": _now(),
+                    }
+                )
+            accepted = {
+                "id": command_id,
+                "taskCount": {"total": len(tasks), "success": 0, "failed": 0},
+            }
+            self._commands[kind][command_id] = {
+                "body": fingerprint,
+                "accepted": accepted,
+                "createdAt": scheduled,
+                "tasks": tasks,
+            }
+            self._stats[f"{kind}_commands"] += 1
+            self._stats["offers_changed"] += changed
+            self._save()
+            return dict(accepted)
+
+    def _validate(self, kind: CommandKind, body: Any) -> tuple[dict[str, Any], list[str]]:
+        if not isinstance(body, dict):
+            raise _invalid("body must be a JSON object")
+        modification = body.get("modification")
+        if not isinstance(modification, dict):
+            raise _invalid("modification is required", "modification")
+        if kind == "price":
+            if modification.get("type") != "FIXED_PRICE":
+                raise _invalid("only modification.type FIXED_PRICE is supported", "modification.type")
+            price = modification.get("price")
+            amount = price.get("amount") if isinstance(price, dict) else None
+            currency = price.get("currency") if isinstance(price, dict) else None
+            if not isinstance(amount, str) or not _AMOUNT.match(amount) or Decimal(amount) <= 0:
+                raise _invalid(
+                    "price.amount must be a positive decimal string with at most 2 decimals",
+                    "modification.price.amount",
+                )
+            if not isinstance(currency, str) or not _CURRENCY.match(currency):
+                raise _invalid("price.currency must be an ISO 4217 code", "modification.price.currency")
+        else:
+            change_type = modification.get("changeType")
+            value = modification.get("value")
+            if change_type not in ("FIXED", "GAIN"):
+                raise _invalid("modification.changeType must be FIXED or GAIN", "modification.changeType")
+            if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 1_000_000:
+                raise _invalid("modification.value must be an integer", "modification.value")
+            if change_type == "FIXED" and value < 0:
+                raise _invalid("a FIXED quantity must not be negative", "modification.value")
+        criteria = body.get("offerCriteria")
+        if not isinstance(criteria, list) or not criteria:
+            raise _invalid("offerCriteria must be a non-empty list", "offerCriteria")
+        offer_ids: list[str] = []
+        for index, criterion in enumerate(criteria):
+            path = f"offerCriteria[{index}]"
+            if not isinstance(criterion, dict) or criterion.get("type") != "CONTAINS_OFFERS":
+                raise _invalid("criterion type must be CONTAINS_OFFERS", path + ".type")
+            offers = criterion.get("offers")
+            if not isinstance(offers, list) or not offers:
+                raise _invalid("offers must be a non-empty list", path + ".offers")
+            for position, item in enumerate(offers):
+                offer_id = item.get("id") if isinstance(item, dict) else None
+                if not isinstance(offer_id, str) or not offer_id:
+                    raise ApiError(
+                        400, "VALIDATION_ERROR", "offer id must be a string", f"{path}.offers[{position}].id"
+                    )
+                if offer_id not in offer_ids:
+                    offer_ids.append(offer_id)
+        if len(offer_ids) > MAX_OFFERS_PER_COMMAND:
+            raise _invalid(f"at most {MAX_OFFERS_PER_COMMAND} offers per command", "offerCriteria")
+        return modification, offer_ids
+
+    def _apply(self, kind: CommandKind, offer_id: str, modification: dict[str, Any]) -> tuple[str, str]:
+        offer = self._offers.get(offer_id)
+        if offer is None:
+            return "FAIL", f"Offer {offer_id} not found"
+        if kind == "price":
+            price = offer["sellingMode"]["price"]
+            currency = modification["price"]["currency"]
+            if currency != price["currency"]:
+                return "FAIL", f"Currency {currency} differs from the offer's currency {price['currency']}"
+            price["amount"] = str(Decimal(modification["price"]["amount"]).quantize(Decimal("0.01")))
+        else:
+            stock = offer["stock"]
+            value = int(modification["value"])
+            new = value if modification["changeType"] == "FIXED" else stock["available"] + value
+            if new < 0:
+                return "FAIL", f"Quantity of offer {offer_id} cannot become negative"
+            stock["available"] = new
+        return "SUCCESS", ""
+
+    def report(self, kind: CommandKind, command_id: str) -> dict[str, Any]:
+        """The general report of a command (processing is immediate, so it is final)."""
+        with self._lock:
+            command = self._command(kind, command_id)
+            tasks = command["tasks"]
+            success = sum(task["status"] == "SUCCESS" for task in tasks)
+            return {
+                "id": command_id,
+                "taskCount": {"total": len(tasks), "success": success, "failed": len(tasks) - success},
+            }
+
+    def tasks(self, kind: CommandKind, command_id: str, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the task report."""
+        if limit < 1 or limit > 1000 or offset < 0:
+            raise ApiError(422, "VALIDATION_ERROR", "limit must be 1..1000 and offset >= 0", "limit")
+        with self._lock:
+            command = self._command(kind, command_id)
+            return {"tasks": json.loads(json.dumps(command["tasks"][offset : offset + limit]))}
+
+    def _command(self, kind: CommandKind, command_id: str) -> dict[str, Any]:
+        command = self._commands[kind].get(command_id)
+        if command is None:
+            raise ApiError(404, "NOT_FOUND", f"command {command_id} not found", "commandId")
+        return command
+
+
+class AllegroHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that carries the simulator for its handlers."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: AllegroSimulator) -> None:
+        self.simulator = simulator
+        super().__init__(address, AllegroHandler)
+
+
+class AllegroHandler(BaseHTTPRequestHandler):
+    """Routes requests to the simulator and renders its answers and errors."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "AllegroSandbox/1.0"
+
+    @property
+    def simulator(self) -> AllegroSimulator:
+        """The simulator of the server handling this request."""
+        server = self.server
+        assert isinstance(server, AllegroHTTPServer)
+        return server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Request lines only (no headers), so tokens never reach the log.
+        log.debug("allegro sandbox: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        try:
+            body = self._read_body()
+            if parts[:1] == ["_sandbox"]:
+                self._sandbox(method, parts[1:])
+                return
+            self.simulator.count_request()
+            if parts == ["auth", "oauth", "token"] and method == "POST":
+                self._token(query, body)
+                return
+            if parts[:1] != ["sale"]:
+                raise ApiError(404, "NOT_FOUND", f"no resource {url.path}")
+            self._authorise(method)
+            self._sale(method, parts[1:], query, body)
+        except ApiError as error:
+            if error.code in ("invalid_client", "invalid_token", "invalid_grant", "unsupported_grant_type"):
+                self._send(error.status, {"error": error.code, "error_description": error.message})
+            else:
+                self._send(error.status, error.body())
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise ApiError(413, "PAYLOAD_TOO_LARGE", "request body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _sandbox(self, method: str, parts: list[str]) -> None:
+        if method == "GET" and parts == ["stats"]:
+            self._send(200, self.simulator.stats())
+        elif method == "POST" and parts == ["reset"]:
+            self.simulator.reset()
+            self._send(200, self.simulator.stats())
+        elif method == "POST" and parts == ["expire-tokens"]:
+            self.simulator.expire_tokens()
+            self._send(200, {"expired": True})
+        else:
+            raise ApiError(404, "NOT_FOUND", "unknown sandbox endpoint")
+
+    def _token(self, query: dict[str, list[str]], body: bytes) -> None:
+        form = parse_qs(body.decode("utf-8", "replace")) if body else {}
+        grant = (query.get("grant_type") or form.get("grant_type") or [""])[0]
+        if grant != "client_credentials":
+            raise ApiError(400, "unsupported_grant_type", "only grant_type=client_credentials is supported")
+        header = self.headers.get("Authorization") or ""
+        if not header.startswith("Basic "):
+            raise ApiError(401, "invalid_client", "HTTP Basic client authentication required")
+        try:
+            decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(401, "invalid_client", "malformed Basic credentials") from None
+        client_id, _, client_secret = decoded.partition(":")
+        self._send(200, self.simulator.issue_token(client_id, client_secret), content_type="application/json")
+
+    def _authorise(self, method: str) -> None:
+        header = self.headers.get("Authorization") or ""
+        if not header.startswith("Bearer ") or not self.simulator.check_token(header[7:].strip()):
+            raise ApiError(401, "invalid_token", "Invalid or expired access token")
+        if MEDIA_TYPE not in (self.headers.get("Accept") or ""):
+            raise ApiError(406, "NOT_ACCEPTABLE", f"Accept must be {MEDIA_TYPE}")
+        if method == "PUT" and MEDIA_TYPE not in (self.headers.get("Content-Type") or ""):
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be {MEDIA_TYPE}")
+
+    def _sale(self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes) -> None:
+        if parts == ["offers"] and method == "GET":
+            offset = _int_param(query, "offset", 0)
+            limit = _int_param(query, "limit", 20)
+            self._send(200, self.simulator.list_offers(offset, limit, query.get("external.id")))
+            return
+        kind = KINDS.get(parts[0]) if parts else None
+        if kind is None or len(parts) not in (2, 3):
+            raise ApiError(404, "NOT_FOUND", "no such resource")
+        command_id = parts[1]
+        if method == "PUT" and len(parts) == 2:
+            try:
+                document = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise _invalid("body is not valid JSON") from None
+            self._send(201, self.simulator.submit(kind, command_id, document))
+        elif method == "GET" and len(parts) == 2:
+            self._send(200, self.simulator.report(kind, command_id))
+        elif method == "GET" and parts[2] == "tasks":
+            offset = _int_param(query, "offset", 0)
+            limit = _int_param(query, "limit", 100)
+            self._send(200, self.simulator.tasks(kind, command_id, offset, limit))
+        else:
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
+
+    def _send(self, status: int, document: Any, content_type: str = MEDIA_TYPE) -> None:
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _invalid(message: str, path: str | None = None) -> ApiError:
+    return ApiError(400, "VALIDATION_ERROR", message, path)
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        return int(values[0])
+    except ValueError:
+        raise ApiError(422, "VALIDATION_ERROR", f"{name} must be an integer", name) from None

@@ -1,0 +1,245 @@
+"""The sandbox's two HTTP listeners on loopback: supplier feeds and the Allegro simulator.
+
+``GET /feeds/<name>`` serves files of the feeds directory with a strong, content-based ``ETag``
+(sha256), ``Last-Modified`` and ``Content-Length``, answers conditional requests with 304, and
+refuses any name that is not a plain file name in that directory. The Allegro listener is
+described in :mod:`commerce_sync.sandbox.allegro_sim`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from email.utils import formatdate, parsedate_to_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from commerce_sync.sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
+
+log = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class FeedsHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves one directory's files under ``/feeds/``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], feeds_dir: Path) -> None:
+        self.feeds_dir = feeds_dir.resolve()
+        self._digests: dict[tuple[str, int, int], str] = {}
+        self._digest_lock = threading.Lock()
+        super().__init__(address, FeedsHandler)
+
+    def etag(self, path: Path, mtime_ns: int, size: int) -> str:
+        """Quoted sha256 of the file, cached per (path, mtime, size)."""
+        key = (str(path), mtime_ns, size)
+        with self._digest_lock:
+            cached = self._digests.get(key)
+        if cached is None:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            cached = f'"{digest.hexdigest()}"'
+            with self._digest_lock:
+                self._digests[key] = cached
+        return cached
+
+
+class FeedsHandler(BaseHTTPRequestHandler):
+    """``GET``/``HEAD /feeds/<name>`` with conditional-request support."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "FeedsSandbox/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("feeds sandbox: " + format, *args)
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def _serve(self, *, send_body: bool) -> None:
+        server = self.server
+        assert isinstance(server, FeedsHTTPServer)
+        raw = urlsplit(self.path).path
+        if not raw.startswith("/feeds/"):
+            self._plain(404, "not found")
+            return
+        name = unquote(raw.removeprefix("/feeds/"))
+        # Only a plain name of a file directly in the feeds directory: no separators, no dot-files.
+        if not _SAFE_NAME.match(name) or ".." in name:
+            self._plain(400, "invalid feed name")
+            return
+        path = (server.feeds_dir / name).resolve()
+        if path.parent != server.feeds_dir or not path.is_file():
+            self._plain(404, f"no feed {name}")
+            return
+        stat = path.stat()
+        etag = server.etag(path, stat.st_mtime_ns, stat.st_size)
+        last_modified = formatdate(stat.st_mtime, usegmt=True)
+        if self._not_modified(etag, int(stat.st_mtime)):
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", last_modified)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", _content_type(name))
+        self.send_header("Content-Length", str(stat.st_size))
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        if send_body:
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 16), b""):
+                    self.wfile.write(block)
+
+    def _not_modified(self, etag: str, mtime: int) -> bool:
+        # RFC 9110: If-None-Match wins; If-Modified-Since counts only when it is absent.
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            candidates = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            return "*" in candidates or etag in candidates
+        if_modified_since = self.headers.get("If-Modified-Since")
+        if if_modified_since:
+            try:
+                since = parsedate_to_datetime(if_modified_since)
+            except (TypeError, ValueError):
+                return False
+            return mtime <= int(since.timestamp())
+        return False
+
+    def _plain(self, status: int, message: str) -> None:
+        data = message.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".xml"):
+        return "application/xml"
+    if name.endswith(".csv"):
+        return "text/csv; charset=windows-1250" if name.startswith("bravo") else "text/csv"
+    return "application/octet-stream"
+
+
+class SandboxServer:
+    """Both sandbox listeners in background threads; use as a context manager or start/stop.
+
+    Args:
+        feeds_dir: directory whose files are served under ``/feeds/``.
+        allegro_state: JSON file holding the Allegro simulator's state (created if missing).
+        host: interface to bind (loopback by default).
+        feeds_port: port of the feeds listener (0 = any free port).
+        allegro_port: port of the Allegro listener (0 = any free port).
+        catalog_n: catalog size for the simulator's initial offers.
+        seed: catalog seed.
+        client_id: the OAuth client id the simulator accepts.
+        client_secret: the OAuth client secret the simulator accepts.
+        token_ttl: lifetime of issued tokens in seconds.
+    """
+
+    def __init__(
+        self,
+        feeds_dir: Path,
+        allegro_state: Path,
+        host: str = "127.0.0.1",
+        feeds_port: int = 0,
+        allegro_port: int = 0,
+        catalog_n: int = 300,
+        seed: int = 42,
+        *,
+        client_id: str = "demo-client",
+        client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's documented demo secret
+        token_ttl: int = 43199,
+    ) -> None:
+        self.feeds_dir = feeds_dir
+        self.host = host
+        self._ports = (feeds_port, allegro_port)
+        self.simulator = AllegroSimulator(
+            allegro_state,
+            catalog_n=catalog_n,
+            seed=seed,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_ttl=token_ttl,
+        )
+        self._feeds: FeedsHTTPServer | None = None
+        self._allegro: AllegroHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> SandboxServer:
+        """Bind both listeners and serve them in daemon threads."""
+        if self._feeds is not None:
+            return self
+        self.feeds_dir.mkdir(parents=True, exist_ok=True)
+        self._feeds = FeedsHTTPServer((self.host, self._ports[0]), self.feeds_dir)
+        try:
+            self._allegro = AllegroHTTPServer((self.host, self._ports[1]), self.simulator)
+        except BaseException:
+            self._feeds.server_close()
+            self._feeds = None
+            raise
+        for name, server in (("feeds", self._feeds), ("allegro", self._allegro)):
+            # A short poll interval keeps stop() fast (tests start and stop servers a lot).
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop both listeners and persist the simulator's state."""
+        for server in (self._feeds, self._allegro):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        self._feeds = self._allegro = None
+        self.simulator.save()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @staticmethod
+    def _url(server: ThreadingHTTPServer | None) -> str:
+        if server is None:
+            raise RuntimeError("the sandbox server is not running; call start() first")
+        host, port = server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def feeds_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the feeds listener."""
+        return self._url(self._feeds)
+
+    @property
+    def allegro_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the Allegro listener."""
+        return self._url(self._allegro)

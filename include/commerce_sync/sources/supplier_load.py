@@ -1,0 +1,338 @@
+"""Load one supplier's feed into the hub: fetch, stage, validate, quarantine, merge, record.
+
+Guarantees:
+
+* the hub changes only in one transaction that also appends the ``success`` ledger row;
+* any failure (feed unreadable, network, every row invalid, database) leaves ``hub.supplier_offer``
+  as it was and appends a ``failed`` ledger row;
+* rows that fail validation are kept in ``hub.quarantine`` with the reason, and the rest still load;
+* re-running with the same feed changes nothing (the merge compares row hashes), so a retried or
+  cleared task is harmless;
+* in ``full`` mode, active offers missing from the feed are deactivated (quantity 0). An offer that
+  is in the feed but quarantined keeps its last good state.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from commerce_sync.audit import ledger
+from commerce_sync.config import Supplier
+from commerce_sync.connections import ConnectionInfo
+from commerce_sync.db import connect
+from commerce_sync.errors import DataError, FeedError
+from commerce_sync.quality.quarantine import quarantine, resolve_fixed
+from commerce_sync.quality.suites import NUMBER_SPACES, ValidationOutcome, validate_supplier_offers
+from commerce_sync.sources.feeds import RawRecord, read_records
+from commerce_sync.sources.transports import FetchResult, FetchState, fetch
+
+log = logging.getLogger(__name__)
+
+DATASET = "supplier_offer"
+STAGED_FIELDS = ("supplier_sku", "gtin", "name", "purchase_price", "currency", "quantity")
+
+
+@dataclass(frozen=True)
+class SupplierSyncResult:
+    """What one supplier sync did (the same counts are in its ledger row)."""
+
+    supplier: str
+    location: str
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+    rows_changed: int
+    not_modified: bool
+    transfer_id: uuid.UUID
+
+
+def _row_hash(gtin: str, name: str, price: str, currency: str, quantity: str, active: str) -> sql.Composable:
+    """The change hash over the business columns, given the SQL expression for each.
+
+    ``quote_nullable`` keeps NULL and the empty string apart and makes the separator unambiguous;
+    numbers are hashed in their canonical typed form, so "12,3" and "12.30" hash alike.
+    """
+    return sql.SQL(
+        "md5(concat_ws('|', quote_nullable({g}), quote_nullable({n}), ({p})::text, ({c})::text, "
+        "({q})::text, ({a})::text))"
+    ).format(
+        g=sql.SQL(gtin),
+        n=sql.SQL(name),
+        p=sql.SQL(price),
+        c=sql.SQL(currency),
+        q=sql.SQL(quantity),
+        a=sql.SQL(active),
+    )
+
+
+# Typed, valid rows of one transfer. Quarantined records are excluded; the casts cannot fail on
+# what is left because validation checked the same normalisation (NUMBER_SPACES, separators).
+_TYPED_SOURCE = sql.SQL(
+    """
+    SELECT v.*, {row_hash} AS row_hash
+      FROM (SELECT s.supplier,
+                   s.supplier_sku,
+                   CASE WHEN s.gtin IS NULL THEN NULL
+                        ELSE lpad(regexp_replace(s.gtin, '[^0-9]', '', 'g'), 14, '0') END AS gtin,
+                   s.name,
+                   replace(regexp_replace(s.purchase_price, %(spaces)s, '', 'g'), ',', '.')::numeric(14, 4)
+                       AS purchase_price,
+                   s.currency,
+                   regexp_replace(s.quantity, %(spaces)s, '', 'g')::integer AS quantity,
+                   true AS active,
+                   s.record_no,
+                   s.source_line
+              FROM staging.supplier_offer AS s
+             WHERE s.transfer_id = %(transfer_id)s
+               AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
+                                WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
+           ) AS v
+    """
+).format(row_hash=_row_hash("v.gtin", "v.name", "v.purchase_price", "v.currency", "v.quantity", "v.active"))
+
+_MERGE = sql.SQL(
+    """
+    MERGE INTO hub.supplier_offer AS t
+    USING ({source}) AS s
+       ON t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
+    WHEN MATCHED AND t.row_hash IS DISTINCT FROM s.row_hash THEN UPDATE SET
+         gtin = s.gtin, name = s.name, purchase_price = s.purchase_price, currency = s.currency,
+         quantity = s.quantity, active = true, row_hash = s.row_hash, version = t.version + 1,
+         source_file_sha256 = %(sha256)s, source_record_no = s.record_no, source_line = s.source_line,
+         updated_at = now(), transfer_id = %(transfer_id)s
+    WHEN NOT MATCHED THEN INSERT
+         (supplier, supplier_sku, gtin, name, purchase_price, currency, quantity, active, row_hash,
+          source_file_sha256, source_record_no, source_line, transfer_id)
+         VALUES (s.supplier, s.supplier_sku, s.gtin, s.name, s.purchase_price, s.currency, s.quantity, true,
+                 s.row_hash, %(sha256)s, s.record_no, s.source_line, %(transfer_id)s)
+    """
+).format(source=_TYPED_SOURCE)
+
+_DEACTIVATE_MISSING = sql.SQL(
+    """
+    UPDATE hub.supplier_offer AS t
+       SET active = false, quantity = 0, version = t.version + 1, updated_at = now(),
+           transfer_id = %(transfer_id)s, source_file_sha256 = %(sha256)s,
+           row_hash = {row_hash}
+     WHERE t.supplier = %(supplier)s
+       AND t.active
+       AND NOT EXISTS (SELECT 1 FROM staging.supplier_offer AS s
+                        WHERE s.transfer_id = %(transfer_id)s AND s.supplier_sku = t.supplier_sku)
+    """
+).format(row_hash=_row_hash("t.gtin", "t.name", "t.purchase_price", "t.currency", "0", "false"))
+
+_UPSERT_FETCH = """
+    INSERT INTO hub.source_fetch
+           (source, location, etag, last_modified, sha256, size_bytes, fetched_at, transfer_id)
+    VALUES (%(source)s, %(location)s, %(etag)s, %(last_modified)s, %(sha256)s, %(size)s, now(),
+            %(transfer_id)s)
+    ON CONFLICT (source, location) DO UPDATE SET
+        etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, sha256 = EXCLUDED.sha256,
+        size_bytes = EXCLUDED.size_bytes, fetched_at = EXCLUDED.fetched_at, transfer_id = EXCLUDED.transfer_id
+"""
+
+
+def previous_fetch(dsn: str, source: str) -> FetchState | None:
+    """The last successful fetch of ``source`` (for conditional GET), or None."""
+    with connect(dsn) as db:
+        row = db.execute(
+            "SELECT location, sha256, size_bytes, etag, last_modified FROM hub.source_fetch "
+            "WHERE source = %s ORDER BY fetched_at DESC LIMIT 1",
+            (source,),
+        ).fetchone()
+    return FetchState(*row) if row else None
+
+
+def _decimal_separator(supplier: Supplier) -> str:
+    mapping = supplier.xml if supplier.format == "xml" else supplier.csv
+    assert mapping is not None
+    return mapping.decimal_separator
+
+
+def _staged_rows(records: Iterator[RawRecord], supplier: Supplier, transfer_id: uuid.UUID) -> Iterator[tuple[Any, ...]]:
+    for record in records:
+        values = record.values
+        yield (
+            transfer_id,
+            supplier.id,
+            record.record_no,
+            record.source_line,
+            *(values.get(name) for name in STAGED_FIELDS[:4]),
+            values.get("currency") or supplier.currency,
+            values.get("quantity"),
+        )
+
+
+def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, transfer_id: uuid.UUID) -> int:
+    """Stream the feed's records into ``staging.supplier_offer`` with one COPY; return the count."""
+    assert fetched.path is not None
+    columns = ("transfer_id", "supplier", "record_no", "source_line", *STAGED_FIELDS)
+    statement = sql.SQL("COPY staging.supplier_offer ({}) FROM STDIN").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    count = 0
+    records = read_records(supplier, fetched.path, fetched.location)
+    with db.cursor() as cur, cur.copy(statement) as copy:
+        for row in _staged_rows(records, supplier, transfer_id):
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def _validate(db: psycopg.Connection, supplier: Supplier, transfer_id: uuid.UUID) -> tuple[ValidationOutcome, Any]:
+    import pandas as pd
+
+    columns = ["record_no", "source_line", *STAGED_FIELDS]
+    rows = db.execute(
+        sql.SQL("SELECT {} FROM staging.supplier_offer WHERE transfer_id = %s ORDER BY record_no").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        ),
+        (transfer_id,),
+    ).fetchall()
+    frame = pd.DataFrame.from_records(rows, columns=columns).astype(
+        {name: "object" for name in STAGED_FIELDS} | {"record_no": "int64"}
+    )
+    return validate_supplier_offers(frame, _decimal_separator(supplier)), frame
+
+
+def _raw_rows(frame: Any, record_nos: set[int]) -> dict[int, dict[str, Any]]:
+    """The staged values of the failing records, as plain Python (None, int, str) for JSON."""
+    import pandas as pd
+
+    failing = frame[frame["record_no"].isin(record_nos)]
+    raw: dict[int, dict[str, Any]] = {}
+    for record in failing.to_dict(orient="records"):
+        clean = {name: None if pd.isna(value) else value for name, value in record.items()}
+        for name in ("record_no", "source_line"):
+            number = clean[name]
+            clean[name] = None if number is None else int(number)
+        raw[int(record["record_no"])] = clean
+    return raw
+
+
+def sync_supplier(
+    dsn: str, supplier: Supplier, conn: ConnectionInfo | None, run: ledger.RunContext, work_dir: Path
+) -> SupplierSyncResult:
+    """Fetch ``supplier``'s feed and bring its valid offers into ``hub.supplier_offer``.
+
+    Args:
+        dsn: Hub database URL.
+        supplier: The supplier's configuration.
+        conn: Its transport's Airflow connection (None for file transports).
+        run: The Airflow run and task doing the work, for the ledger.
+        work_dir: Where downloads are written (deleted after success).
+
+    Raises:
+        FeedError: the feed could not be fetched or parsed (hub unchanged).
+        TransientError: the feed server stayed unreachable through the retries.
+        DataError: every row failed validation (rows are in quarantine; hub unchanged).
+    """
+    source = f"supplier:{supplier.id}"
+    transfer = ledger.Transfer(source=source, target="hub", dataset=DATASET, run=run)
+    transfer_id = transfer.transfer_id
+    fetched: FetchResult | None = None
+    staged = False
+    try:
+        with ledger.recording(dsn, transfer):
+            fetched = fetch(supplier, conn, work_dir, previous_fetch(dsn, source))
+            transfer.details = {
+                "location": fetched.location,
+                "size_bytes": fetched.size,
+                "etag": fetched.etag,
+            }
+            transfer.payload_sha256 = fetched.sha256
+            if fetched.not_modified:
+                transfer.message = "not modified"
+                with connect(dsn) as db:
+                    ledger.append(db, transfer, "success")
+                return SupplierSyncResult(supplier.id, fetched.location, 0, 0, 0, 0, True, transfer_id)
+
+            with connect(dsn) as db:
+                staged = True
+                transfer.rows_read = stage(db, supplier, fetched, transfer_id)
+                db.execute("ANALYZE staging.supplier_offer")
+            if transfer.rows_read == 0:
+                raise FeedError(supplier.id, fetched.location, "the feed holds no records")
+
+            with connect(dsn) as db:
+                outcome, frame = _validate(db, supplier, transfer_id)
+                rejected = outcome.failed_record_nos
+                if rejected:
+                    # Committed on its own: rejected rows stay on record even if nothing is merged.
+                    quarantine(db, DATASET, source, transfer_id, outcome.failures, _raw_rows(frame, rejected))
+            transfer.rows_rejected = len(rejected)
+            transfer.rows_written = transfer.rows_read - len(rejected)
+            transfer.details["validation"] = outcome.summary()
+            if transfer.rows_written == 0:
+                reasons = "; ".join(f"record {f.record_no}: {f.reason}" for f in outcome.failures[:5])
+                raise DataError(
+                    f"supplier {supplier.id!r}: all {transfer.rows_read} rows of {fetched.location} failed "
+                    f"validation ({len(outcome.failures)} failures, quarantined); first reasons: {reasons}"
+                )
+
+            with connect(dsn) as db:
+                params = {
+                    "transfer_id": transfer_id,
+                    "sha256": fetched.sha256,
+                    "spaces": NUMBER_SPACES,
+                    "supplier": supplier.id,
+                }
+                merged = db.execute(_MERGE, params).rowcount
+                deactivated = db.execute(_DEACTIVATE_MISSING, params).rowcount if supplier.mode == "full" else 0
+                resolved = resolve_fixed(db, DATASET, source, transfer_id)
+                db.execute(
+                    _UPSERT_FETCH,
+                    {
+                        "source": source,
+                        "location": fetched.location,
+                        "etag": fetched.etag,
+                        "last_modified": fetched.last_modified,
+                        "sha256": fetched.sha256,
+                        "size": fetched.size,
+                        "transfer_id": transfer_id,
+                    },
+                )
+                transfer.rows_changed = merged + deactivated
+                transfer.details.update({"rows_deactivated": deactivated, "quarantine_resolved": resolved})
+                ledger.append(db, transfer, "success")
+    finally:
+        if staged:
+            _drop_staging(dsn, transfer_id)
+    if fetched.temporary and fetched.path is not None:
+        fetched.path.unlink(missing_ok=True)
+    log.info(
+        "supplier %s: read %d, loaded %d, quarantined %d, changed %d (transfer %s)",
+        supplier.id,
+        transfer.rows_read,
+        transfer.rows_written,
+        transfer.rows_rejected,
+        transfer.rows_changed,
+        transfer_id,
+    )
+    return SupplierSyncResult(
+        supplier=supplier.id,
+        location=fetched.location,
+        rows_read=transfer.rows_read,
+        rows_loaded=transfer.rows_written,
+        rows_quarantined=transfer.rows_rejected,
+        rows_changed=transfer.rows_changed,
+        not_modified=False,
+        transfer_id=transfer_id,
+    )
+
+
+def _drop_staging(dsn: str, transfer_id: uuid.UUID) -> None:
+    # Staging is scratch: failing to clean it must not hide the real outcome of the sync.
+    try:
+        with connect(dsn, autocommit=True) as db:
+            db.execute("DELETE FROM staging.supplier_offer WHERE transfer_id = %s", (transfer_id,))
+    except psycopg.Error as exc:
+        log.warning("could not delete staging rows of transfer %s: %s", transfer_id, exc)

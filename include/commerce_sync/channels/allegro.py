@@ -41,6 +41,7 @@ COMMAND_PATHS: dict[CommandKind, str] = {
 }
 MAX_OFFERS_PER_COMMAND = 1000
 PAGE_SIZE = 1000
+PIPELINE_WINDOW = 50  # commands sent before their results are awaited
 COMMAND_NAMESPACE = uuid.UUID("5b0c3f4e-7a51-4c55-9f1e-2f6f2d0a9e11")
 """UUID5 namespace of commerce_sync's Allegro command ids (never change it: retries rely on it)."""
 _CENT = Decimal("0.01")
@@ -479,28 +480,29 @@ def publish_outbox(
                 result.claimed += len(outcomes)
                 result.failed += len(outcomes)
         account()
-        for chunk in _chunks([row for row in planned if row.problem is None], batch_size):
+        chunks = list(_chunks([row for row in planned if row.problem is None], batch_size))
+        # Commands are sent a window at a time and then awaited together: Allegro processes them
+        # asynchronously, so waiting for each before sending the next would serialise the latency.
+        for start in range(0, len(chunks), PIPELINE_WINDOW):
+            window = chunks[start : start + PIPELINE_WINDOW]
             with conn.transaction():
-                locked = _lock_pending(conn, [row.id for row in chunk])
-                rows = [row for row in chunk if row.id in locked]
-                if not rows:
-                    continue  # another publisher holds or already sent them
-                _send_chunk(conn, channel_id, client, transfer, rows, poll_timeout, result, digest)
+                locked = _lock_pending(conn, [row.id for chunk in window for row in chunk])
+                in_flight = []
+                for chunk in window:
+                    rows = [row for row in chunk if row.id in locked]
+                    if rows:  # else another publisher holds or already sent them
+                        in_flight.append(_send_chunk(client, rows, result, digest))
+                for kind, command_id, rows in in_flight:
+                    _collect_chunk(conn, channel_id, client, transfer, kind, command_id, rows, poll_timeout, result)
             account()
     account()
     return result
 
 
 def _send_chunk(
-    conn: psycopg.Connection,
-    channel_id: str,
-    client: AllegroClient,
-    transfer: ledger.Transfer,
-    rows: list[_Row],
-    poll_timeout: float,
-    result: PublishResult,
-    digest: Any,
-) -> None:
+    client: AllegroClient, rows: list[_Row], result: PublishResult, digest: Any
+) -> tuple[CommandKind, str, list[_Row]]:
+    """Send one command for ``rows``; its id is derived from their idempotency keys."""
     kind = rows[0].field
     group = rows[0].group
     assert group is not None
@@ -520,6 +522,21 @@ def _send_chunk(
         if exc.status != 409:
             raise
         log.info("allegro: command %s already known to Allegro; reading its result", command_id)
+    return kind, command_id, rows
+
+
+def _collect_chunk(
+    conn: psycopg.Connection,
+    channel_id: str,
+    client: AllegroClient,
+    transfer: ledger.Transfer,
+    kind: CommandKind,
+    command_id: str,
+    rows: list[_Row],
+    poll_timeout: float,
+    result: PublishResult,
+) -> None:
+    """Await one sent command and record each offer's outcome in the outbox."""
     client.wait_for_command(kind, command_id, timeout=poll_timeout)
     tasks = {str((task.get("offer") or {}).get("id")): task for task in client.command_tasks(kind, command_id)}
     outcomes: list[tuple[int, str, Any, str | None]] = []

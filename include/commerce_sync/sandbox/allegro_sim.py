@@ -95,15 +95,16 @@ def _canonical(body: Any) -> str:
 
 
 def initial_offers(catalog_n: int = 300, seed: int = 42) -> list[dict[str, Any]]:
-    """One offer per active catalog product, priced and stocked unlike what the pricing computes.
+    """One offer per catalog product, priced and stocked unlike what the pricing computes.
+
+    Products inactive in the ERP still have an (ended) offer: the marketplace keeps listings the
+    ERP has discontinued, and the sync must set their stock to 0 there.
 
     The price is purchase price x 1.37 to the cent (pricing rounds to its own price points) and the
     stock is the ERP stock + 3, so the first sync has something to publish for every offer.
     """
     offers = []
     for product in products(catalog_n, seed):
-        if not product.active:
-            continue
         number = int(product.sku.removeprefix("SKU-"))
         offers.append(
             {
@@ -118,7 +119,7 @@ def initial_offers(catalog_n: int = 300, seed: int = 42) -> list[dict[str, Any]]
                     },
                 },
                 "stock": {"available": product.stock + 3, "unit": "UNIT"},
-                "publication": {"status": "ACTIVE"},
+                "publication": {"status": "ACTIVE" if product.active else "ENDED"},
             }
         )
     return offers
@@ -425,6 +426,9 @@ class AllegroHandler(BaseHTTPRequestHandler):
     """Routes requests to the simulator and renders its answers and errors."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the client's
+    # delayed ACK adds ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
     server_version = "AllegroSandbox/1.0"
 
     @property

@@ -1,7 +1,7 @@
 """The demo: run every DAG once, in dependency order, against the sandbox; print what happened.
 
-Used by ``make demo``. The DAGs run through ``airflow dags test`` (the real task code, the real
-hub, the real simulators on 127.0.0.1), one after another in the order the Assets would trigger
+Used by ``make demo``. The DAGs run through ``DAG.test()`` as ``airflow dags test`` does (the real task code, the
+real hub, the real simulators on 127.0.0.1), one after another in the order the Assets would trigger
 them. The summary is read back from the audit ledger, so it shows what was recorded, not what the
 runner believes happened. Exit code 0 only if every DAG run succeeded, every expected transfer is
 in the ledger with status success, and the ledger's hash chain verifies.
@@ -9,8 +9,8 @@ in the ledger with status success, and the ledger's hash chain verifies.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -36,7 +36,6 @@ DAG_ORDER = (
     "hub_to_allegro_offers",
     "hub_to_google_feed",
 )
-_RUN_STATE = re.compile(r"DagRun Finished: .*?state=(\w+)|dag_run_state=(\w+)|state=(success|failed)\b")
 
 
 def _port_open(port: int) -> bool:
@@ -88,16 +87,46 @@ def sandbox_servers() -> Iterator[None]:
             proc.kill()
 
 
+def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[str, bool, float, Path]]:
+    """Run DAGs once, in order, in one child process; return (dag_id, ok, seconds, log) per DAG."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results_file = log_dir / "results.jsonl"
+    results_file.unlink(missing_ok=True)
+    with (log_dir / "runner.log").open("wb") as out:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "commerce_sync.devtools.run_dags",
+                "--log-dir",
+                str(log_dir),
+                "--results",
+                str(results_file),
+                *dag_ids,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    done = {}
+    if results_file.exists():
+        for line in results_file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            done[record["dag_id"]] = record
+    outcome = []
+    for dag_id in dag_ids:
+        record = done.get(dag_id)
+        if record is None:
+            outcome.append((dag_id, False, 0.0, log_dir / "runner.log"))
+        else:
+            outcome.append((dag_id, record["state"] == "success", float(record["seconds"]), Path(record["log"])))
+    return outcome
+
+
 def run_dag(dag_id: str, log_dir: Path) -> tuple[bool, float, Path]:
-    """``airflow dags test`` one DAG; return (succeeded, seconds, log file)."""
-    log_file = log_dir / f"{dag_id}.log"
-    started = time.monotonic()
-    with log_file.open("wb") as out:
-        proc = subprocess.run(["airflow", "dags", "test", dag_id], stdout=out, stderr=subprocess.STDOUT, check=False)
-    text = log_file.read_text(encoding="utf-8", errors="replace")
-    states = [next(g for g in m.groups() if g) for m in _RUN_STATE.finditer(text)]
-    ok = proc.returncode == 0 and bool(states) and states[-1] == "success"
-    return ok, time.monotonic() - started, log_file
+    """Run one DAG once; return (succeeded, seconds, log file)."""
+    _, ok, seconds, log_file = run_dags([dag_id], log_dir)[0]
+    return ok, seconds, log_file
 
 
 def ledger_summary(hub_url: str, since: datetime) -> list[dict[str, Any]]:
@@ -169,8 +198,7 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
     since = datetime.now(UTC)
     failures: list[str] = []
     with sandbox_servers():
-        for dag_id in DAG_ORDER:
-            ok, seconds, log_file = run_dag(dag_id, log_dir)
+        for dag_id, ok, seconds, log_file in run_dags(DAG_ORDER, log_dir):
             print(f"  {dag_id:<26} {'ok' if ok else 'FAILED':<7} {seconds:5.1f} s   log: {log_file}")
             if not ok:
                 failures.append(f"DAG {dag_id} failed; see {log_file}")

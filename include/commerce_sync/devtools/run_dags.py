@@ -1,0 +1,73 @@
+"""Run several DAGs once, in order, in one process: ``python -m commerce_sync.devtools.run_dags``.
+
+Equivalent to calling ``airflow dags test`` for each DAG (both run ``DAG.test()``: real task
+code, the configured metadata database, no scheduler), but the DAG folder is parsed and Airflow
+imported once, which cuts the demo from ~17 s to ~2 s per DAG after the first. Each DAG's output
+goes to its own log file; results are written as JSON lines to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--log-dir", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("dag_ids", nargs="+")
+    args = parser.parse_args(argv)
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags_folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    bag = DagBag(dag_folder=dags_folder) if dags_folder else DagBag()
+    all_ok = True
+    with args.results.open("w", encoding="utf-8") as results:
+        for dag_id in args.dag_ids:
+            log_file = args.log_dir / f"{dag_id}.log"
+            started = time.monotonic()
+            state = "error"
+            with log_file.open("w", encoding="utf-8") as log:
+                # Redirect at the file-descriptor level: Airflow's loggers hold their own handles.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                saved = os.dup(1), os.dup(2)
+                os.dup2(log.fileno(), 1)
+                os.dup2(log.fileno(), 2)
+                try:
+                    if dag_id in bag.import_errors.values() or dag_id not in bag.dags:
+                        print(f"DAG {dag_id!r} not found; import errors: {bag.import_errors}", flush=True)
+                    else:
+                        run = bag.dags[dag_id].test()
+                        state = str(getattr(run.state, "value", run.state))
+                except Exception:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os.dup2(saved[0], 1)
+                    os.dup2(saved[1], 2)
+                    os.close(saved[0])
+                    os.close(saved[1])
+            all_ok = all_ok and state == "success"
+            record = {
+                "dag_id": dag_id,
+                "state": state,
+                "seconds": round(time.monotonic() - started, 1),
+                "log": str(log_file),
+            }
+            results.write(json.dumps(record) + "\n")
+            results.flush()
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from tests.integration.test_pricing_compute import seed_products
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels.google_feed import G_NS, write_google_feed
 from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule
 from commerce_sync.db import connect
 from commerce_sync.pricing.compute import compute_channel_offers
+from tests.integration.test_pricing_compute import seed_products
 
 pytestmark = pytest.mark.integration
 RUN = ledger.RunContext(run_id="test", dag_id="test", task_id="feed")
@@ -23,9 +23,7 @@ CHANNEL = Channel(
     id="google",
     kind="google_merchant_feed",
     pricing_rule="g-rule",
-    feed=GoogleFeedSettings(
-        path="feeds/google.xml", title="Demo & <Shop>", shop_url="https://shop.example.com"
-    ),
+    feed=GoogleFeedSettings(path="feeds/google.xml", title="Demo & <Shop>", shop_url="https://shop.example.com"),
 )
 
 

@@ -17,9 +17,7 @@ from commerce_sync.pricing.rules import compute_price, sellable_quantity
 pytestmark = pytest.mark.integration
 D = Decimal
 RUN = ledger.RunContext(run_id="test", dag_id="test", task_id="compute")
-RULE = PricingRule(
-    id="test-rule", version=3, margin_pct=D("18.5"), commission_pct=D("11"), min_margin_pct=D("6")
-)
+RULE = PricingRule(id="test-rule", version=3, margin_pct=D("18.5"), commission_pct=D("11"), min_margin_pct=D("6"))
 ALLEGRO = Channel(id="allegro", kind="allegro", conn_id="x", pricing_rule="test-rule", stock_buffer=2)
 GOOGLE = Channel(
     id="google",

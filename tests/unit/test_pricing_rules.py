@@ -12,9 +12,7 @@ from commerce_sync.pricing.rules import charm_at_least, charm_nearest, compute_p
 D = Decimal
 
 
-def rule(
-    margin: str = "25", commission: str = "10", min_margin: str = "5", rounding: str = "0.99"
-) -> PricingRule:
+def rule(margin: str = "25", commission: str = "10", min_margin: str = "5", rounding: str = "0.99") -> PricingRule:
     return PricingRule(
         id="test-rule",
         version=1,
@@ -98,7 +96,5 @@ def test_zero_cost_cannot_be_priced() -> None:
         (0, 0, 0, 5, True, 0),
     ],
 )
-def test_sellable_quantity(
-    own: int, reserved: int, dropship: int, buffer: int, active: bool, expected: int
-) -> None:
+def test_sellable_quantity(own: int, reserved: int, dropship: int, buffer: int, active: bool, expected: int) -> None:
     assert sellable_quantity(own, reserved, dropship, buffer, active=active) == expected

@@ -224,16 +224,12 @@ def verify(conn: psycopg.Connection, *, expected_head: tuple[int, str] | None = 
             if row["prev_hash"] != prev:
                 return VerifyResult(False, checked, head_seq, prev, row["seq"], "prev_hash does not link")
             if row_hash(prev, row) != row["hash"]:
-                return VerifyResult(
-                    False, checked, head_seq, prev, row["seq"], "row content does not match hash"
-                )
+                return VerifyResult(False, checked, head_seq, prev, row["seq"], "row content does not match hash")
             prev = row["hash"]
             head_seq = row["seq"]
             if expected_head is not None and expected_head == (row["seq"], row["hash"]):
                 seen_expected = True
     if not seen_expected:
         assert expected_head is not None
-        return VerifyResult(
-            False, checked, head_seq, prev, expected_head[0], "exported head is no longer in the chain"
-        )
+        return VerifyResult(False, checked, head_seq, prev, expected_head[0], "exported head is no longer in the chain")
     return VerifyResult(True, checked, head_seq, prev if checked else None)

@@ -134,9 +134,7 @@ class OfferComputation:
     superseded: int
 
 
-def compute_channel_offers(
-    dsn: str, channel: Channel, rule: PricingRule, run: ledger.RunContext
-) -> OfferComputation:
+def compute_channel_offers(dsn: str, channel: Channel, rule: PricingRule, run: ledger.RunContext) -> OfferComputation:
     """Recompute ``channel``'s offers from the hub; write changes, outbox rows and the ledger row."""
     transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)

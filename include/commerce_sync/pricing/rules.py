@@ -53,9 +53,7 @@ def compute_price(
     tax = ONE + vat_rate if prices_include_vat else ONE
     commission = ONE + rule.commission_pct / HUNDRED
     raw = cost * (ONE + rule.margin_pct / HUNDRED) * commission * tax
-    floor = (cost * (ONE + rule.min_margin_pct / HUNDRED) * commission * tax).quantize(
-        CENT, rounding=ROUND_CEILING
-    )
+    floor = (cost * (ONE + rule.min_margin_pct / HUNDRED) * commission * tax).quantize(CENT, rounding=ROUND_CEILING)
     if rule.rounding == "0.99":
         price = charm_nearest(raw)
         if price < floor:
@@ -74,8 +72,6 @@ def sellable_quantity(own_stock: int, reserved: int, dropship: int, buffer: int,
     return max(0, own_stock - reserved + dropship - buffer)
 
 
-def compute_for_channel(
-    cost: Decimal, vat_rate: Decimal, channel: Channel, rule: PricingRule
-) -> PriceResult:
+def compute_for_channel(cost: Decimal, vat_rate: Decimal, channel: Channel, rule: PricingRule) -> PriceResult:
     """Convenience wrapper taking the channel's VAT setting."""
     return compute_price(cost, vat_rate, rule, prices_include_vat=channel.prices_include_vat)

@@ -104,9 +104,7 @@ def validate_row(
     try:
         price = Decimal(raw.get("purchase_price") or "")
     except InvalidOperation:
-        return problem(
-            "purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number"
-        )
+        return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number")
     if not price.is_finite() or price <= 0:
         return problem("purchase_price_positive", "purchase_price", f"SKU {sku}: purchase price must be > 0")
     try:
@@ -164,9 +162,7 @@ def _erp_rows(erp_dsn: str, erp: ErpSource, since: datetime | None) -> Iterator[
             yield from cur
 
 
-def _quarantine(
-    conn: psycopg.Connection, source: str, transfer_id: str, problems: Sequence[RowProblem]
-) -> None:
+def _quarantine(conn: psycopg.Connection, source: str, transfer_id: str, problems: Sequence[RowProblem]) -> None:
     if not problems:
         return
     with conn.cursor() as cur:

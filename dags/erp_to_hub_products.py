@@ -45,10 +45,11 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     },
 )
 def erp_to_hub_products() -> None:
-    @task(outlets=[assets.HUB_PRODUCT])
+    @task(inlets=[assets.ERP_PRODUCTS], outlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_QUARANTINE])
     def sync_erp_products() -> dict[str, Any]:
         from commerce_sync.config import load_config
         from commerce_sync.connections import get_connection
+        from commerce_sync.lineage import report_transfer
         from commerce_sync.sources.erp import sync_erp
 
         full_resync = bool(get_current_context()["params"]["full_resync"])
@@ -56,6 +57,7 @@ def erp_to_hub_products() -> None:
             config = load_config()
             erp_dsn = get_connection(config.erp.conn_id).postgres_dsn()
             result = sync_erp(hub_dsn(), config.erp, erp_dsn, run_context(), full_resync=full_resync)
+        report_transfer(result.transfer_id)
         return asdict(result)
 
     sync_erp_products()

@@ -43,12 +43,13 @@ def hub_to_allegro_offers() -> None:
         with operator_errors("channels.yaml"):
             return [c.id for c in load_config().channels if c.enabled and c.kind == "allegro"]
 
-    @task
+    @task(inlets=[assets.ALLEGRO_OFFERS], outlets=[assets.HUB_CHANNEL_LISTING])
     def sync_listings(channel_id: str) -> str:
         from commerce_sync.audit.ledger import Transfer, recording
         from commerce_sync.channels import allegro
         from commerce_sync.config import load_config
         from commerce_sync.connections import get_connection
+        from commerce_sync.lineage import report_transfer
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
@@ -57,22 +58,25 @@ def hub_to_allegro_offers() -> None:
             transfer = Transfer(
                 source=f"channel:{channel_id}", target="hub", dataset="channel_listing", run=run_context()
             )
+            report_transfer(transfer.transfer_id)
             with recording(dsn, transfer):
                 allegro.sync_listings(dsn, channel_id, client, transfer)
         return channel_id
 
-    @task(outlets=[assets.HUB_OUTBOX_ALLEGRO])
+    @task(inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING], outlets=[assets.ALLEGRO_OFFERS, assets.HUB_OUTBOX])
     def publish_deltas(channel_id: str) -> dict[str, Any]:
         from commerce_sync.audit.ledger import Transfer, recording
         from commerce_sync.channels import allegro
         from commerce_sync.config import load_config
         from commerce_sync.connections import get_connection
+        from commerce_sync.lineage import report_transfer
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             client = allegro.AllegroClient.from_connection(get_connection(str(channel.conn_id)))
             dsn = hub_dsn()
             transfer = Transfer(source="hub", target=f"channel:{channel_id}", dataset="offer_update", run=run_context())
+            report_transfer(transfer.transfer_id)
             with recording(dsn, transfer):
                 result = allegro.publish_outbox(dsn, channel_id, client, transfer, batch_size=channel.batch_size)
         return asdict(result)

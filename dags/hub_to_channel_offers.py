@@ -42,15 +42,20 @@ def hub_to_channel_offers() -> None:
         with operator_errors("channels.yaml"):
             return [c.id for c in load_config().channels if c.enabled]
 
-    @task(outlets=[assets.HUB_CHANNEL_OFFER])
+    @task(
+        inlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_SUPPLIER_OFFER],
+        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+    )
     def compute_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
         from commerce_sync.pricing.compute import compute_channel_offers
 
         with operator_errors(f"channel {channel_id!r}"):
             config = load_config()
             channel = config.channel(channel_id)
             result = compute_channel_offers(hub_dsn(), channel, config.rule_for(channel), run_context())
+        report_transfer(result.transfer_id)
         return asdict(result)
 
     compute_offers.expand(channel_id=list_channels())

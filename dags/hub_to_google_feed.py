@@ -40,15 +40,17 @@ def hub_to_google_feed() -> None:
         with operator_errors("channels.yaml"):
             return [c.id for c in load_config().channels if c.enabled and c.kind == "google_merchant_feed"]
 
-    @task(outlets=[assets.FEED_GOOGLE])
+    @task(inlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_PRODUCT], outlets=[assets.FEED_GOOGLE])
     def write_feed(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.google_feed import write_google_feed
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
         from commerce_sync.settings import data_dir
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             result = write_google_feed(hub_dsn(), channel, data_dir(), run_context())
+        report_transfer(result.transfer_id)
         return asdict(result)
 
     write_feed.expand(channel_id=list_channels())

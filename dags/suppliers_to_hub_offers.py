@@ -44,19 +44,25 @@ def suppliers_to_hub_offers() -> None:
         with operator_errors("suppliers.yaml"):
             return [s.id for s in load_config().suppliers if s.enabled]
 
-    @task(outlets=[assets.HUB_SUPPLIER_OFFER], max_active_tis_per_dagrun=4)
+    # The feed read is per supplier (configuration, unknown at parse time): it is reported at run time.
+    @task(outlets=[assets.HUB_SUPPLIER_OFFER, assets.HUB_QUARANTINE], max_active_tis_per_dagrun=4)
     def sync_supplier_feed(supplier_id: str) -> dict[str, Any]:
         from commerce_sync.config import HttpTransport, load_config
         from commerce_sync.connections import get_connection
+        from commerce_sync.lineage import report_input, report_transfer
         from commerce_sync.settings import data_dir
         from commerce_sync.sources.supplier_load import sync_supplier
 
         with operator_errors(f"supplier {supplier_id!r}"):
             supplier = load_config().supplier(supplier_id)
-            conn = get_connection(supplier.transport.conn_id) if isinstance(supplier.transport, HttpTransport) else None
+            transport = supplier.transport
+            conn_id = transport.conn_id if isinstance(transport, HttpTransport) else None
+            report_input(assets.supplier_feed(supplier_id, transport.type, transport.path, conn_id))
+            conn = get_connection(conn_id) if conn_id else None
             work_dir = data_dir() / "downloads" / supplier_id
             work_dir.mkdir(parents=True, exist_ok=True)
             result = sync_supplier(hub_dsn(), supplier, conn, run_context(), work_dir)
+        report_transfer(result.transfer_id)
         return asdict(result)
 
     sync_supplier_feed.expand(supplier_id=list_suppliers())

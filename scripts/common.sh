@@ -48,6 +48,9 @@ export_env() {
   export AIRFLOW__API__PORT="${AIRFLOW_PORT:-8080}"
   export AIRFLOW__OPENLINEAGE__NAMESPACE=commerce_sync
   export AIRFLOW__OPENLINEAGE__TRANSPORT="{\"type\": \"file\", \"log_file_path\": \"$COMMERCE_SYNC_DATA_DIR/openlineage/events.jsonl\", \"append\": true}"
+  # Datasets for TaskFlow tasks and the audit.transfer ids of each task run (include/commerce_sync/lineage.py).
+  export AIRFLOW__OPENLINEAGE__EXTRACTORS=commerce_sync.lineage.CommerceSyncTaskExtractor
+  export AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS=commerce_sync.lineage.transfer_run_facets
 
   # Dev connections: the hub, the sandbox ERP and the sandbox simulators (credentials are the
   # simulator's demo values; real ones belong in a secrets backend, never in the repo).

@@ -1,0 +1,298 @@
+"""The auditor's view in a real browser, inside the real Airflow UI.
+
+Starts ``airflow api-server`` (embedded Airflow home, plugins from ``plugins/``) with the ``hub_db``
+connection pointing at a test hub holding a few ledger rows, offers and quarantined rows, then
+drives Debian's chromium with Playwright: log in, open *Browse > Audit ledger*, filter the
+transfers, open one, trace a SKU, verify the chain and download the CSV export. Screenshots go to
+the test's tmp dir; the last one is copied to ``.data/screenshots/audit_view.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from commerce_sync.audit import ledger
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ACME_ID = uuid.UUID("00000000-0000-4000-8000-00000000ac01")
+SKU = "SKU-000001"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fill_hub(dsn: str) -> None:
+    """Ledger: ERP load, two supplier loads (acme quarantined 2 rows), a failed publish; offers."""
+    with psycopg.connect(dsn) as conn:
+        erp = ledger.Transfer(
+            source="erp",
+            target="hub",
+            dataset="product",
+            run=ledger.RunContext(run_id="manual__demo", dag_id="erp_products", task_id="load_products"),
+            rows_read=1,
+            rows_written=1,
+            rows_changed=1,
+            payload_sha256="e" * 64,
+        )
+        ledger.append(conn, erp, "success")
+        conn.execute(
+            """INSERT INTO hub.product (sku, gtin, name, purchase_price, currency, vat_rate, row_hash, transfer_id)
+               VALUES (%s, '05901234123457', 'Demo kettle', 50, 'PLN', 0.23, 'h1', %s)""",
+            (SKU, erp.transfer_id),
+        )
+        supplier_run = ledger.RunContext(run_id="manual__demo", dag_id="supplier_feeds", task_id="load_acme")
+        acme = ledger.Transfer(
+            source="supplier:acme",
+            target="hub",
+            dataset="supplier_offer",
+            run=supplier_run,
+            transfer_id=ACME_ID,
+            rows_read=201,
+            rows_written=199,
+            rows_rejected=2,
+            rows_changed=199,
+            payload_sha256="a" * 64,
+            details={"validation": {"suite": "supplier_offer", "expectations": 7, "passed": 5, "failed": 2}},
+        )
+        ledger.append(conn, acme, "success")
+        for no, (key, value) in enumerate([("ACM-BAD-PRICE", "=1+2"), ("ACM-BAD-EAN", "123")], start=1):
+            conn.execute(
+                """INSERT INTO hub.quarantine (dataset, source, transfer_id, record_key, record_no, source_line,
+                                               expectation, column_name, observed_value, reason, raw)
+                   VALUES ('supplier_offer', 'supplier:acme', %s, %s, %s, %s, 'expect_match_regex', 'price',
+                           %s, 'not a price', %s)""",
+                (ACME_ID, key, no, no + 3, value, Jsonb({"sku": key, "price": value})),
+            )
+        bravo = ledger.Transfer(source="supplier:bravo", target="hub", dataset="supplier_offer", run=supplier_run)
+        ledger.append(conn, bravo, "success")
+        pricing = ledger.Transfer(
+            source="hub",
+            target="channel:allegro",
+            dataset="channel_offer",
+            run=ledger.RunContext(run_id="manual__demo", dag_id="channel_pricing", task_id="compute"),
+            rows_read=1,
+            rows_changed=1,
+        )
+        ledger.append(conn, pricing, "success")
+        conn.execute(
+            """INSERT INTO hub.channel_offer (channel, sku, price, currency, quantity, availability, cost,
+                                              floor_price, floor_applied, rule_id, rule_version, row_hash,
+                                              transfer_id)
+               VALUES ('allegro', %s, 79.99, 'PLN', 5, 'in_stock', 50, 60, false, 'default', '1', 'h2', %s)""",
+            (SKU, pricing.transfer_id),
+        )
+        failed = ledger.Transfer(
+            source="hub",
+            target="channel:allegro",
+            dataset="channel_offer",
+            run=ledger.RunContext(run_id="manual__demo", dag_id="publish_allegro", task_id="publish"),
+            message="HTTPError: 503 from the marketplace",
+        )
+        ledger.append(conn, failed, "failed")
+
+
+@pytest.fixture(scope="module")
+def playwright_ready() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "needs Debian's chromium at /usr/bin/chromium: `apt-get install -y chromium` (scripts/test.sh does)"
+        )
+    pytest.importorskip("playwright.sync_api", reason="needs playwright (requirements-dev.txt)")
+    if not (REPO / ".airflow" / ".migrated-3.3.2").exists():
+        pytest.skip("needs the embedded Airflow home .airflow/: run through `make test` (scripts/test.sh)")
+
+
+@pytest.fixture
+def api_server(playwright_ready: None, hub_dsn: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real `airflow api-server` with the project's env and hub_db pointing at the test hub."""
+    _fill_hub(hub_dsn)
+    port = _free_port()
+    env = dict(os.environ, HUB_DATABASE_URL=hub_dsn, AIRFLOW_PORT=str(port), COMMERCE_SYNC_DATA_DIR=str(tmp_path))
+    script = (
+        'source scripts/common.sh; export_env; export PATH="$VENV/bin:$PATH"; ensure_airflow_home; '
+        'exec airflow api-server -p "$1"'
+    )
+    log_path = tmp_path / "api-server.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", script, "api-server", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = started + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"api-server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/v2/version", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"api-server did not answer within 120 s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        startup = time.monotonic() - started
+        passwords_file = REPO / ".airflow" / "simple_auth_manager_passwords.json.generated"
+        password = json.loads(passwords_file.read_text())["admin"]
+        yield {"base": base, "password": password, "startup_s": startup, "log": log_path, "hub": hub_dsn}
+    finally:
+        stop_started = time.monotonic()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+        print(f"api-server stopped in {time.monotonic() - stop_started:.1f} s")
+
+
+def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base = api_server["base"]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    timings: dict[str, float] = {"api_server_start_s": round(api_server["startup_s"], 1)}
+
+    # Without a session, the plugin refuses: CSV -> 401, pages -> the Airflow login page.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/audit/transfers.csv", timeout=10)
+    assert refused.value.code == 401
+
+    browser_started = time.monotonic()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+            context.set_default_timeout(30_000)
+            page = context.new_page()
+
+            def shot(name: str) -> Path:
+                path = shots / f"{len(list(shots.iterdir())) + 1:02d}_{name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                return path
+
+            # Unauthenticated page -> login page, which returns to the audit view afterwards.
+            page.goto(f"{base}/audit/")
+            page.wait_for_url("**/auth/login**")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(api_server["password"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{base}/audit/**")
+            expect(page.locator("header")).to_contain_text("signed in as admin")
+
+            # Open the view from the Airflow UI's navigation (Browse > Audit ledger, in an iframe).
+            page.goto(f"{base}/")
+            page.get_by_role("button", name="Browse").click()
+            page.get_by_role("menuitem", name="Audit ledger").click()
+            page.wait_for_url("**/plugin/audit")
+            frame = page.frame_locator("iframe")
+            expect(frame.locator("#page-info")).to_contain_text("5 transfers, page 1 of 1")
+            shot("nav_audit_ledger")
+
+            # Filter: supplier acme only.
+            frame.locator("select[name=source]").select_option("supplier:acme")
+            frame.get_by_role("button", name="Filter").click()
+            expect(frame.locator("#page-info")).to_contain_text("1 transfers")
+            expect(frame.locator("#transfers")).to_contain_text("supplier:acme")
+            shot("filtered")
+
+            # CSV export of the filtered list.
+            with page.expect_download() as download_info:
+                frame.locator("#export-csv").click()
+            download = download_info.value
+            csv_path = tmp_path / "transfers.csv"
+            download.save_as(csv_path)
+            rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+            assert [(r["source"], r["target"], r["rows_rejected"], r["transfer_id"]) for r in rows] == [
+                ("supplier:acme", "hub", "2", str(ACME_ID))
+            ]
+
+            # Transfer detail with its quarantined rows.
+            frame.locator("#transfers a", has_text="2").first.click()
+            expect(frame.locator("h1")).to_contain_text("supplier:acme → hub")
+            expect(frame.locator("#quarantine")).to_contain_text("ACM-BAD-PRICE")
+            expect(frame.locator("#validation")).to_contain_text("expectations")
+            shot("transfer_detail")
+            with page.expect_download() as quarantine_download:
+                frame.locator("#quarantine-csv").click()
+            quarantine_path = tmp_path / "quarantine.csv"
+            quarantine_download.value.save_as(quarantine_path)
+            quarantined = list(csv.DictReader(io.StringIO(quarantine_path.read_text(encoding="utf-8"))))
+            assert [(q["record_key"], q["observed_value"]) for q in quarantined] == [
+                ("ACM-BAD-PRICE", "'=1+2"),
+                ("ACM-BAD-EAN", "123"),
+            ]
+
+            # SKU trace.
+            frame.get_by_role("link", name="SKU trace").click()
+            frame.locator("input[name=channel]").fill("allegro")
+            frame.locator("input[name=sku]").fill(SKU)
+            frame.get_by_role("button", name="Trace").click()
+            expect(frame.locator("h1")).to_contain_text(f"Trace of {SKU} on allegro")
+            expect(frame.locator("#gaps, #gaps-none").first).to_be_visible()
+            expect(frame.locator("#trace")).to_contain_text("79.99")
+            shot("sku_trace")
+
+            # Chain verification.
+            frame.get_by_role("link", name="Chain verification").click()
+            expect(frame.locator("#verify-state")).to_contain_text("chain OK")
+            with psycopg.connect(api_server["hub"]) as conn:
+                head = conn.execute("SELECT hash FROM audit.transfer ORDER BY seq DESC LIMIT 1").fetchone()
+            expect(frame.locator("#verify-facts")).to_contain_text(head[0])
+            last = shot("chain_verification")
+
+            # Logged out (new context, no cookie): the iframe URL sends the browser to the login page.
+            anonymous = browser.new_context()
+            anonymous_page = anonymous.new_page()
+            anonymous_page.goto(f"{base}/audit/verify")
+            anonymous_page.wait_for_url("**/auth/login?next=*")
+            anonymous.close()
+        finally:
+            browser.close()
+    timings["browser_flow_s"] = round(time.monotonic() - browser_started, 1)
+
+    keep = REPO / ".data" / "screenshots"
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy(last, keep / "audit_view.png")
+    print(f"timings: {timings}; screenshots: {shots}; latest copied to {keep / 'audit_view.png'}")

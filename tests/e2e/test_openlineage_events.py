@@ -1,0 +1,182 @@
+"""OpenLineage events of whole DAG runs: real datasets on every task, joined to the audit ledger.
+
+Runs the sync DAGs once through Airflow (``DAG.test()``, as ``airflow dags test``) against the sandbox
+with the OpenLineage file transport pointed at a temporary file, then reads the JSON-lines events and
+checks that every task's COMPLETE event names the datasets it reads and writes (namespace + name), and
+that every event of a transfer-writing task after START carries the ``commerce_sync_transfer`` facet
+whose ids are rows of ``audit.transfer`` written by that very task run. About 25 s here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from commerce_sync.db import connect, drop_database
+from commerce_sync.devtools.demo import DAG_ORDER, run_dags
+from commerce_sync.hub.migrate import migrate
+from commerce_sync.lineage import TRANSFER_FACET_KEY
+from commerce_sync.sandbox.erp import load_erp
+from commerce_sync.sandbox.feeds import write_feeds
+from commerce_sync.sandbox.server import SandboxServer
+from tests.conftest import new_database
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SYNC_DAGS = tuple(d for d in DAG_ORDER if d != "hub_maintenance")
+
+HUB = "postgres://hub_db:5432"
+ERP = "postgres://erp_db:5432"
+ALLEGRO = ("https://api.allegro.pl", "/sale/offers")
+GOOGLE_FEED = ("file://commerce-sync-data", "/feeds/google_merchant.xml")
+
+
+def hub(table: str) -> tuple[str, str]:
+    return (HUB, f"commerce_hub.hub.{table}")
+
+
+# (dag_id, task_id) -> (inputs, outputs) of every COMPLETE event of that task; None = per map index below.
+EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]] | None] = {
+    ("erp_to_hub_products", "sync_erp_products"): (
+        {(ERP, "commerce_erp.erp.products")},
+        {hub("product"), hub("stock"), hub("quarantine")},
+    ),
+    ("suppliers_to_hub_offers", "list_suppliers"): (set(), set()),
+    ("suppliers_to_hub_offers", "sync_supplier_feed"): None,
+    ("hub_to_channel_offers", "list_channels"): (set(), set()),
+    ("hub_to_channel_offers", "compute_offers"): (
+        {hub("product"), hub("stock"), hub("supplier_offer")},
+        {hub("channel_offer"), hub("outbox")},
+    ),
+    ("hub_to_allegro_offers", "list_channels"): (set(), set()),
+    ("hub_to_allegro_offers", "sync_listings"): ({ALLEGRO}, {hub("channel_listing")}),
+    ("hub_to_allegro_offers", "publish_deltas"): (
+        {hub("outbox"), hub("channel_listing")},
+        {ALLEGRO, hub("outbox")},
+    ),
+    ("hub_to_google_feed", "list_channels"): (set(), set()),
+    ("hub_to_google_feed", "write_feed"): ({hub("channel_offer"), hub("product")}, {GOOGLE_FEED}),
+}
+SUPPLIER_FEEDS = {("https://supplier_acme", "/feeds/acme.xml"), ("https://supplier_bravo", "/feeds/bravo.csv")}
+TRANSFER_TASKS = {
+    ("erp_to_hub_products", "sync_erp_products"),
+    ("suppliers_to_hub_offers", "sync_supplier_feed"),
+    ("hub_to_channel_offers", "compute_offers"),
+    ("hub_to_allegro_offers", "sync_listings"),
+    ("hub_to_allegro_offers", "publish_deltas"),
+    ("hub_to_google_feed", "write_feed"),
+}
+
+
+@pytest.fixture(scope="module")
+def lineage_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Run the sync DAGs once with their own hub/ERP databases, sandbox and OpenLineage file."""
+    if not (REPO / ".airflow").exists() and "AIRFLOW_HOME" not in os.environ:
+        pytest.skip("needs the embedded Airflow home: run through `make test`")
+    tmp = tmp_path_factory.mktemp("openlineage")
+    hub_url = new_database()
+    erp_url = new_database()
+    migrate(hub_url)
+    load_erp(erp_url)
+    write_feeds(tmp / "sandbox" / "feeds")
+    server = SandboxServer(tmp / "sandbox" / "feeds", tmp / "sandbox" / "allegro_state.json").start()
+    events_file = tmp / "openlineage.jsonl"
+    env = {
+        "HUB_DATABASE_URL": hub_url,
+        "ERP_DATABASE_URL": erp_url,
+        "COMMERCE_SYNC_DATA_DIR": str(tmp),
+        "AIRFLOW_CONN_HUB_DB": hub_url,
+        "AIRFLOW_CONN_ERP_DB": erp_url,
+        "AIRFLOW_CONN_SUPPLIER_ACME": json.dumps({"conn_type": "http", "host": server.feeds_url}),
+        "AIRFLOW_CONN_SUPPLIER_BRAVO": json.dumps({"conn_type": "http", "host": server.feeds_url}),
+        "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
+            {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
+        ),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "commerce_sync",
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "commerce_sync.lineage.CommerceSyncTaskExtractor",
+        "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": "commerce_sync.lineage.transfer_run_facets",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        outcome = run_dags(SYNC_DAGS, tmp / "logs")
+        for dag_id, ok, _, log_file in outcome:
+            assert ok, f"{dag_id} failed:\n" + log_file.read_text(errors="replace")[-4000:]
+        events = [json.loads(line) for line in events_file.read_text(encoding="utf-8").splitlines() if line]
+        with connect(hub_url) as conn:
+            cur = conn.execute(
+                "SELECT transfer_id::text, run_id, dag_id, task_id, map_index, status FROM audit.transfer"
+            )
+            ledger = {row[0]: row[1:] for row in cur}
+        yield {"events": events, "ledger": ledger}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+        drop_database(hub_url)
+        drop_database(erp_url)
+
+
+def _task_events(events: list[dict[str, Any]], event_type: str | None = None) -> dict[tuple[str, str], list[dict]]:
+    by_task: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for event in events:
+        airflow = event["run"]["facets"].get("airflow")
+        if not airflow or "task" not in airflow:  # DAG-level events
+            continue
+        if event_type and event["eventType"] != event_type:
+            continue
+        by_task[(airflow["dag"]["dag_id"], airflow["task"]["task_id"])].append(event)
+    return by_task
+
+
+def _names(datasets: list[dict[str, Any]] | None) -> set[tuple[str, str]]:
+    return {(d["namespace"], d["name"]) for d in datasets or []}
+
+
+def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any]) -> None:
+    completes = _task_events(lineage_run["events"], "COMPLETE")
+    assert set(completes) == set(EXPECTED), "one COMPLETE per task of the sync DAGs"
+    for key, expected in EXPECTED.items():
+        for event in completes[key]:
+            got = (_names(event.get("inputs")), _names(event.get("outputs")))
+            if expected is None:  # one supplier feed per mapped task, known only at run time
+                assert len(got[0]) == 1 and got[0] <= SUPPLIER_FEEDS, (key, got)
+                assert got[1] == {hub("supplier_offer"), hub("quarantine")}, (key, got)
+            else:
+                assert got == expected, key
+    feeds = [next(iter(_names(e["inputs"]))) for e in completes[("suppliers_to_hub_offers", "sync_supplier_feed")]]
+    assert sorted(feeds) == sorted(SUPPLIER_FEEDS), "each supplier's task names its own feed"
+
+
+def test_transfer_writing_events_carry_ledger_transfer_ids(lineage_run: dict[str, Any]) -> None:
+    ledger = lineage_run["ledger"]
+    seen: set[str] = set()
+    for key, events in _task_events(lineage_run["events"]).items():
+        for event in events:
+            facet = event["run"]["facets"].get(TRANSFER_FACET_KEY)
+            if key not in TRANSFER_TASKS or event["eventType"] == "START":
+                # START is emitted before the task body runs, when no transfer exists yet.
+                assert facet is None, (key, event["eventType"])
+                continue
+            assert facet is not None, (key, event["eventType"])
+            assert facet["_schemaURL"].endswith("#CommerceSyncTransferRunFacet")
+            task = event["run"]["facets"]["airflow"]["taskInstance"]
+            run_id = event["run"]["facets"]["airflow"]["dagRun"]["run_id"]
+            for transfer_id in facet["transfer_ids"]:
+                assert transfer_id in ledger, f"{key}: {transfer_id} not in audit.transfer"
+                assert ledger[transfer_id][:3] == (run_id, *key), "the id belongs to this very task run"
+                assert ledger[transfer_id][3] == task.get("map_index", -1)
+                seen.add(transfer_id)
+    assert seen == set(ledger), "every ledger row of the run is named by some OpenLineage event"

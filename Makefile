@@ -10,5 +10,8 @@ test: ## Lint, type check and run the whole test suite
 ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
 	@bash scripts/ui.sh
 
+bench: ## Benchmark every stage at N SKUs (default 1000000) vs the I/O floor and the naive idiom
+	@N=$(or $(N),1000000) bash bench/run.sh
+
 clean: ## Remove local state (Airflow home, data, venv); databases are kept
 	rm -rf .airflow .data .venv

@@ -203,3 +203,40 @@ def test_round_3_feed_that_is_not_xml_fails_only_its_supplier(world: dict) -> No
         assert verify(conn).ok
     assert after == before
     assert hashlib.sha256(acme.read_bytes()).hexdigest()  # the broken file is still there to inspect
+
+
+def test_published_offers_trace_back_to_their_sources(world: dict) -> None:
+    import random
+
+    from commerce_sync.audit.trace import trace_offer
+
+    with connect(world["hub"]) as conn:
+        published = [
+            r[0]
+            for r in conn.execute(
+                "SELECT sku FROM hub.channel_offer WHERE channel = 'allegro' AND published_version > 0 ORDER BY sku"
+            )
+        ]
+        sample = random.Random(20260507).sample(published, 25)
+        traces = {sku: trace_offer(conn, "allegro", sku) for sku in sample}
+        google = {sku: trace_offer(conn, "google", sku) for sku in sample[:5]}
+    with_supplier = 0
+    for sku, trace in traces.items():
+        assert trace["gaps"] == [], (sku, trace["gaps"])
+        transfers = {t["transfer_id"]: t for t in trace["transfers"]}
+        assert set(trace["published"]["fields"]) == {"price", "quantity"}
+        for field in trace["published"]["fields"].values():
+            assert field["request_id"] and field["idempotency_key"] and field["rule_id"], (sku, field)
+            assert transfers[field["sent_transfer_id"]]["dag_id"] == "hub_to_allegro_offers"
+        product = trace["product"]
+        assert product["version"] >= 1 and product["erp_updated_at"], (sku, product)
+        assert transfers[product["transfer_id"]]["dag_id"] == "erp_to_hub_products"
+        assert product["version_used_by_offer"] == product["version"], sku
+        for offer in trace["supplier_offers"]:
+            with_supplier += 1
+            assert offer["file_sha256"] and offer["record_no"], (sku, offer)
+            assert transfers[offer["transfer_id"]]["payload_sha256"] == offer["file_sha256"]
+    assert with_supplier > 0, "the sample holds SKUs that suppliers offer"
+    for sku, trace in google.items():
+        assert trace["gaps"] == [], (sku, trace["gaps"])
+        assert trace["published"]["feed"]["sha256"]

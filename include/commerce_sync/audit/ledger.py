@@ -6,6 +6,10 @@ fails appends a ``failed`` row on a fresh connection (the work's own transaction
 
 Each row's ``hash`` is ``sha256(prev_hash + "\\n" + canonical_json(row))``; the chain starts at
 ``GENESIS``. :func:`verify` walks the chain and reports the first broken link.
+
+A transfer that records row-level changes (``audit.change``) carries their count and digest
+(``changes_count``, ``changes_sha256``, see :mod:`commerce_sync.audit.changes`). These fields join
+the canonical JSON only when set, so rows written before they existed hash (and verify) as before.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ HASHED_FIELDS = (
     "started_at",
     "finished_at",
 )
+OPTIONAL_HASHED_FIELDS = ("changes_count", "changes_sha256")
+"""Hashed only when not NULL (added by migration 0003; older rows lack them)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class Transfer:
     payload_sha256: str | None = None
     message: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    changes_count: int | None = None
+    changes_sha256: str | None = None
     recorded: LedgerRow | None = None
 
 
@@ -112,6 +120,7 @@ def _normalise(value: Any) -> Any:
 def canonical_json(row: Mapping[str, Any]) -> str:
     """Canonical serialisation of the hashed fields: sorted keys, no spaces, UTC timestamps."""
     payload = {name: _normalise(row.get(name)) for name in HASHED_FIELDS}
+    payload.update({name: row[name] for name in OPTIONAL_HASHED_FIELDS if row.get(name) is not None})
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -148,13 +157,15 @@ def append(conn: psycopg.Connection, transfer: Transfer, status: Status) -> Ledg
         "details": _json_safe(transfer.details),
         "started_at": transfer.started_at,
         "finished_at": utcnow(),
+        "changes_count": transfer.changes_count,
+        "changes_sha256": transfer.changes_sha256,
     }
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CHAIN_LOCK,))
     last = conn.execute("SELECT hash FROM audit.transfer ORDER BY seq DESC LIMIT 1").fetchone()
     prev = last[0] if last else GENESIS
     digest = row_hash(prev, row)
     params = dict(row, details=Jsonb(row["details"]), prev_hash=prev, hash=digest)
-    columns = [*HASHED_FIELDS, "prev_hash", "hash"]
+    columns = [*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS, "prev_hash", "hash"]
     placeholders = ", ".join(f"%({name})s" for name in columns)
     inserted = conn.execute(
         f"INSERT INTO audit.transfer ({', '.join(columns)}) VALUES ({placeholders}) RETURNING seq",
@@ -188,6 +199,8 @@ def recording(dsn: str, transfer: Transfer) -> Iterator[Transfer]:
     except BaseException as exc:
         if transfer.recorded is None:
             transfer.message = f"{type(exc).__name__}: {exc}"[:4000]
+            # The change rows were rolled back with the work: the failed row must not claim them.
+            transfer.changes_count = transfer.changes_sha256 = None
             append_separately(dsn, transfer, "failed")
         raise
     if transfer.recorded is None:
@@ -215,7 +228,7 @@ def verify(conn: psycopg.Connection, *, expected_head: tuple[int, str] | None = 
     checked = 0
     head_seq: int | None = None
     seen_expected = expected_head is None
-    columns = ", ".join(["seq", *HASHED_FIELDS, "prev_hash", "hash"])
+    columns = ", ".join(["seq", *HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS, "prev_hash", "hash"])
     with conn.cursor(name="ledger_verify", row_factory=dict_row) as cur:
         cur.itersize = 5000
         cur.execute(f"SELECT {columns} FROM audit.transfer ORDER BY seq")

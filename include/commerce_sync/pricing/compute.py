@@ -4,7 +4,9 @@ For one channel, every priced product's offer is computed in SQL with the formul
 :mod:`commerce_sync.pricing.rules`; only offers whose row hash changed are written (version + 1),
 and for API channels one outbox row per changed field (price, quantity) is added with an
 idempotency key derived from the change. Older unsent outbox rows for the same field are
-superseded. The ledger row is appended in the same transaction, so offers, outbox and ledger
+superseded. Every changed price and quantity is also written to ``audit.change`` (old and new
+value, rule id and version, offer version, idempotency key). The ledger row, carrying the digest
+of those change rows, is appended in the same transaction, so offers, outbox, changes and ledger
 always agree.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from psycopg import ClientCursor
 
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 from commerce_sync.config import Channel, PricingRule
 from commerce_sync.db import connect
 
@@ -28,7 +30,8 @@ WITH own AS (
 ), dropship AS (
     SELECT gtin, max(quantity) AS quantity FROM hub.supplier_offer WHERE active GROUP BY gtin
 ), base AS (
-    SELECT p.sku, p.purchase_price AS cost, p.active,
+    SELECT p.sku, p.purchase_price AS cost, p.active, p.version AS product_version,
+           p.transfer_id AS product_transfer_id,
            CASE WHEN %(gross)s THEN 1 + p.vat_rate ELSE 1 END AS tax,
            CASE WHEN p.active
                 THEN greatest(0, coalesce(own.quantity, 0) - coalesce(own.reserved, 0)
@@ -59,7 +62,8 @@ SELECT %(channel)s::text AS channel, r.sku, %(currency)s::char(3) AS currency,
              WHEN %(rounding)s = '0.99' THEN ceil(r.floor_price + 0.01) - 0.01
              ELSE r.floor_price END)::numeric(14, 2) AS price,
        r.candidate < r.floor_price AS floor_applied,
-       %(rule_id)s::text AS rule_id, %(rule_version)s::text AS rule_version
+       %(rule_id)s::text AS rule_id, %(rule_version)s::text AS rule_version,
+       r.product_version, r.product_transfer_id
 FROM rounded AS r
 """
 
@@ -91,16 +95,40 @@ ON CONFLICT (channel, sku) DO UPDATE SET
     computed_at = EXCLUDED.computed_at, transfer_id = EXCLUDED.transfer_id
 """
 
-_OUTBOX_CHANGES = """
+# One row per changed field: what goes to the outbox (API channels) and to audit.change (all
+# channels). The idempotency key is computed once here so both carry the same one.
+_FIELD_CHANGES = """
 CREATE TEMP TABLE field_change ON COMMIT DROP AS
-SELECT channel, sku, 'price'::text AS field, new_version,
-       jsonb_build_object('amount', price::text, 'currency', currency) AS payload
-FROM offer_change
-WHERE old_price IS DISTINCT FROM price OR old_currency IS DISTINCT FROM currency
-UNION ALL
-SELECT channel, sku, 'quantity', new_version, jsonb_build_object('value', quantity)
-FROM offer_change
-WHERE old_quantity IS DISTINCT FROM quantity
+SELECT f.*,
+       encode(sha256(convert_to(concat_ws('|', f.channel, f.sku, f.field, f.new_version, f.payload::text),
+                                'UTF8')), 'hex') AS idempotency_key
+FROM (
+    SELECT channel, sku, 'price'::text AS field, new_version,
+           jsonb_build_object('amount', price::text, 'currency', currency) AS payload,
+           old_price::text AS old_value, price::text AS new_value
+    FROM offer_change
+    WHERE old_price IS DISTINCT FROM price OR old_currency IS DISTINCT FROM currency
+    UNION ALL
+    SELECT channel, sku, 'quantity', new_version, jsonb_build_object('value', quantity),
+           old_quantity::text, quantity::text
+    FROM offer_change
+    WHERE old_quantity IS DISTINCT FROM quantity
+) AS f
+"""
+
+# The channel's price/quantity changes with the rule that produced them and the offer version
+# (and, for outbox channels, the idempotency key of the outbox row that carries the change).
+_RECORD_CHANGES = """
+INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, rule_id, rule_version,
+                          source_ref)
+SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, o.rule_id,
+       o.rule_version,
+       jsonb_build_object('offer_version', f.new_version,
+                          'idempotency_key', CASE WHEN %(outbox)s THEN f.idempotency_key END,
+                          'currency', o.currency, 'cost', o.cost::text, 'floor_applied', o.floor_applied,
+                          'product_version', o.product_version, 'product_transfer_id', o.product_transfer_id)
+FROM field_change AS f
+JOIN offer_change AS o ON o.channel = f.channel AND o.sku = f.sku
 """
 
 _SUPERSEDE = """
@@ -112,10 +140,7 @@ WHERE o.status = 'pending' AND o.channel = f.channel AND o.sku = f.sku AND o.fie
 
 _ENQUEUE = """
 INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
-SELECT f.channel, f.sku, f.field, f.payload, f.new_version,
-       encode(sha256(convert_to(concat_ws('|', f.channel, f.sku, f.field, f.new_version, f.payload::text),
-                                'UTF8')), 'hex'),
-       %(transfer_id)s
+SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
 FROM field_change AS f
 ON CONFLICT (idempotency_key) DO NOTHING
 """
@@ -150,6 +175,7 @@ def compute_channel_offers(dsn: str, channel: Channel, rule: PricingRule, run: l
         "rule_id": rule.id,
         "rule_version": str(rule.version),
         "transfer_id": tid,
+        "outbox": channel.kind in OUTBOX_KINDS,
     }
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
         # CREATE TABLE AS takes no server-side parameters: bind these (typed, escaped) client-side.
@@ -160,9 +186,10 @@ def compute_channel_offers(dsn: str, channel: Channel, rule: PricingRule, run: l
             "SELECT count(*), count(*) FILTER (WHERE floor_applied) FROM offer_change"
         ).fetchone() or (0, 0)
         conn.execute(_APPLY, params)
+        conn.execute(_FIELD_CHANGES)
+        conn.execute(_RECORD_CHANGES, params)
         outbox_rows = superseded = 0
         if channel.kind in OUTBOX_KINDS:
-            conn.execute(_OUTBOX_CHANGES)
             superseded = conn.execute(_SUPERSEDE).rowcount
             outbox_rows = conn.execute(_ENQUEUE, params).rowcount
         transfer.rows_read = evaluated
@@ -175,5 +202,6 @@ def compute_channel_offers(dsn: str, channel: Channel, rule: PricingRule, run: l
             "outbox_rows": outbox_rows,
             "outbox_superseded": superseded,
         }
+        changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "success")
     return OfferComputation(channel.id, tid, evaluated, changed, floors, outbox_rows, superseded)

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 from commerce_sync.config import ErpSource
 from commerce_sync.db import connect
 from commerce_sync.sources.gtin import gtin_problem, normalize_gtin
@@ -212,6 +212,38 @@ WHEN NOT MATCHED THEN INSERT
             s.vat_rate, s.active, s.row_hash, s.source_updated_at, %(transfer_id)s)
 """
 
+# Row-level changes, compared staging vs hub BEFORE the merges (same transaction): purchase price
+# per product and sellable own stock per location. source_ref names the ERP row version.
+_RECORD_CHANGES = """
+INSERT INTO audit.change (transfer_id, dataset, sku, field, old_value, new_value, source_ref)
+SELECT %(transfer_id)s, c.dataset, c.sku, c.field, c.old_value, c.new_value,
+       jsonb_build_object('erp_updated_at', c.source_updated_at, 'record_no', c.record_no,
+                          'product_version', c.product_version, 'location', c.location)
+FROM (
+    SELECT 'product' AS dataset, s.sku, 'purchase_price' AS field,
+           t.purchase_price::text AS old_value, s.purchase_price::numeric(14, 4)::text AS new_value,
+           s.source_updated_at, s.record_no, NULL::text AS location,
+           CASE WHEN t.sku IS NULL THEN 1
+                WHEN t.row_hash IS DISTINCT FROM md5(concat_ws('|', s.sku, s.gtin, s.name, s.brand, s.category,
+                         s.description, s.purchase_price::numeric, s.currency, s.vat_rate::numeric,
+                         s.active::boolean))
+                THEN t.version + 1 ELSE t.version END AS product_version
+    FROM staging.erp_product AS s
+    LEFT JOIN hub.product AS t ON t.sku = s.sku
+    WHERE s.transfer_id = %(transfer_id)s
+      AND t.purchase_price IS DISTINCT FROM s.purchase_price::numeric(14, 4)
+    UNION ALL
+    SELECT 'stock', s.sku, f.field, f.old_value, f.new_value, s.source_updated_at, s.record_no,
+           %(location)s, NULL::bigint
+    FROM staging.erp_product AS s
+    LEFT JOIN hub.stock AS t ON t.sku = s.sku AND t.location = %(location)s
+    CROSS JOIN LATERAL (VALUES ('quantity', t.quantity::text, s.stock::integer::text),
+                               ('reserved', t.reserved::text, s.reserved::integer::text))
+        AS f (field, old_value, new_value)
+    WHERE s.transfer_id = %(transfer_id)s AND f.old_value IS DISTINCT FROM f.new_value
+) AS c
+"""
+
 _MERGE_STOCK = """
 MERGE INTO hub.stock AS t
 USING (
@@ -315,6 +347,7 @@ def sync_erp(
                     "dataset": DATASET,
                     "source": erp.id,
                 }
+                conn.execute(_RECORD_CHANGES, params)
                 changed = conn.execute(_MERGE_PRODUCT, params).rowcount
                 deactivated = conn.execute(_DEACTIVATE_MISSING, params).rowcount if full_resync else 0
                 stock_changed = conn.execute(_MERGE_STOCK, params).rowcount
@@ -340,6 +373,7 @@ def sync_erp(
                 ).fetchone()[0]  # type: ignore[index]
                 transfer.rows_changed = skus_changed
                 transfer.payload_sha256 = payload
+                changes.summarise(conn, transfer)
                 transfer.details.update(
                     products_changed=changed,
                     products_deactivated=deactivated,

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 from commerce_sync.config import Supplier
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
@@ -115,6 +115,36 @@ _MERGE = sql.SQL(
                  s.row_hash, %(sha256)s, s.record_no, s.source_line, %(transfer_id)s)
     """
 ).format(source=_TYPED_SOURCE)
+
+# Row-level changes, compared typed staging vs hub BEFORE the merge (same transaction): purchase
+# price and quantity per supplier offer, with the feed file's checksum and the record number.
+_RECORD_CHANGES = sql.SQL(
+    """
+    INSERT INTO audit.change (transfer_id, dataset, sku, supplier, field, old_value, new_value, source_ref)
+    SELECT %(transfer_id)s, 'supplier_offer', s.supplier_sku, s.supplier, f.field, f.old_value, f.new_value,
+           jsonb_build_object('file_sha256', %(sha256)s::text, 'record_no', s.record_no,
+                              'source_line', s.source_line, 'gtin', s.gtin)
+      FROM ({source}) AS s
+      LEFT JOIN hub.supplier_offer AS t ON t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
+     CROSS JOIN LATERAL (VALUES ('purchase_price', t.purchase_price::text, s.purchase_price::text),
+                                ('quantity', t.quantity::text, s.quantity::text)) AS f (field, old_value, new_value)
+     WHERE f.old_value IS DISTINCT FROM f.new_value
+        OR (f.field = 'quantity' AND t.active IS DISTINCT FROM true)
+    """
+).format(source=_TYPED_SOURCE)
+
+# In full mode, offers missing from the feed drop to quantity 0 (recorded before the update).
+_RECORD_DEACTIVATIONS = """
+    INSERT INTO audit.change (transfer_id, dataset, sku, supplier, field, old_value, new_value, source_ref)
+    SELECT %(transfer_id)s, 'supplier_offer', t.supplier_sku, t.supplier, 'quantity', t.quantity::text, '0',
+           jsonb_build_object('file_sha256', %(sha256)s::text, 'record_no', NULL, 'source_line', NULL,
+                              'gtin', t.gtin, 'deactivated', true)
+      FROM hub.supplier_offer AS t
+     WHERE t.supplier = %(supplier)s
+       AND t.active
+       AND NOT EXISTS (SELECT 1 FROM staging.supplier_offer AS s
+                        WHERE s.transfer_id = %(transfer_id)s AND s.supplier_sku = t.supplier_sku)
+"""
 
 _DEACTIVATE_MISSING = sql.SQL(
     """
@@ -285,8 +315,12 @@ def sync_supplier(
                     "spaces": NUMBER_SPACES,
                     "supplier": supplier.id,
                 }
+                db.execute(_RECORD_CHANGES, params)
                 merged = db.execute(_MERGE, params).rowcount
-                deactivated = db.execute(_DEACTIVATE_MISSING, params).rowcount if supplier.mode == "full" else 0
+                deactivated = 0
+                if supplier.mode == "full":
+                    db.execute(_RECORD_DEACTIVATIONS, params)
+                    deactivated = db.execute(_DEACTIVATE_MISSING, params).rowcount
                 resolved = resolve_fixed(db, DATASET, source, transfer_id)
                 db.execute(
                     _UPSERT_FETCH,
@@ -302,6 +336,7 @@ def sync_supplier(
                 )
                 transfer.rows_changed = merged + deactivated
                 transfer.details.update({"rows_deactivated": deactivated, "quarantine_resolved": resolved})
+                changes.summarise(db, transfer)
                 ledger.append(db, transfer, "success")
     finally:
         if staged:

@@ -8,7 +8,10 @@ partitions two months ahead. `export_ledger_head` then writes the verified chain
 HMAC-SHA256, to `COMMERCE_SYNC_LEDGER_HEADS_DIR` (default `<data dir>/ledger-heads`), so that even a
 superuser who rewrites the chain and recomputes every hash is caught by
 `commerce-sync ledger verify --heads-dir DIR`. The signing key comes from the environment variable
-`COMMERCE_SYNC_LEDGER_KEY` or the Airflow Variable `commerce_sync_ledger_key`.
+`COMMERCE_SYNC_LEDGER_KEY` or the Airflow Variable `commerce_sync_ledger_key`. `apply_retention`
+deletes staging leftovers older than `COMMERCE_SYNC_STAGING_RETENTION_HOURS` (default 24) and quarantine
+rows resolved more than `COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS` ago (default 365; `keep` = never);
+open quarantine rows and the ledger are never deleted.
 
 **Runbook**
 - *verify_ledger failed*: treat as a security incident. Do not "fix" the ledger; preserve the database,
@@ -27,7 +30,11 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors
+from commerce_sync import assets
+from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+
+AUDIT_TRANSFER = assets.hub_table("transfer", schema="audit")
+AUDIT_CHANGE = assets.hub_table("change", schema="audit")
 
 
 @dag(
@@ -47,7 +54,7 @@ def hub_maintenance() -> None:
         with operator_errors("hub migrations"):
             return migrate(hub_dsn())
 
-    @task
+    @task(inlets=[AUDIT_TRANSFER], outlets=[AUDIT_CHANGE])
     def verify_ledger() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -65,7 +72,7 @@ def hub_maintenance() -> None:
             conn.execute("SELECT audit.ensure_change_partitions(2)")
         return {"rows_checked": result.rows_checked, "head_seq": result.head_seq, "head_hash": result.head_hash}
 
-    @task
+    @task(inlets=[AUDIT_TRANSFER])
     def export_ledger_head() -> str:
         import os
         from pathlib import Path
@@ -88,7 +95,22 @@ def hub_maintenance() -> None:
             with operator_errors("ledger head export"):
                 return str(export_head(conn, target, key))
 
-    migrate_hub() >> verify_ledger() >> export_ledger_head()
+    @task(outlets=[assets.HUB_QUARANTINE, AUDIT_TRANSFER])
+    def apply_retention() -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from commerce_sync.hub.retention import RetentionPolicy
+        from commerce_sync.hub.retention import apply_retention as apply
+        from commerce_sync.lineage import report_transfer
+
+        with operator_errors("hub retention"):
+            result = apply(hub_dsn(), RetentionPolicy.from_env(), run_context())
+        report_transfer(result.transfer_id)
+        return asdict(result)
+
+    verified = migrate_hub() >> verify_ledger()
+    verified >> export_ledger_head()
+    verified >> apply_retention()
 
 
 hub_maintenance()

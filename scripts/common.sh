@@ -68,6 +68,12 @@ ensure_airflow_home() {
   fi
   AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
   export AIRFLOW__API_AUTH__JWT_SECRET
+  # Development signing key for exported ledger heads (production: a secrets backend).
+  if [ ! -f "$AIRFLOW_HOME/ledger_key" ]; then
+    "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' > "$AIRFLOW_HOME/ledger_key"
+  fi
+  COMMERCE_SYNC_LEDGER_KEY="${COMMERCE_SYNC_LEDGER_KEY:-$(cat "$AIRFLOW_HOME/ledger_key")}"
+  export COMMERCE_SYNC_LEDGER_KEY
   local stamp="$AIRFLOW_HOME/.migrated-3.3.2"
   if [ ! -f "$stamp" ]; then
     log "initialising the Airflow metadata database in .airflow/"

@@ -105,4 +105,4 @@ def test_migrate_is_idempotent(hub_dsn: str) -> None:
     assert migrate(hub_dsn) == []
     with connect(hub_dsn) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM hub.schema_migration ORDER BY 1")]
-    assert versions == ["0001", "0002", "0003"]
+    assert versions == ["0001", "0002", "0003", "0004"]

@@ -16,13 +16,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
 from commerce_sync.errors import ChannelError, TransientError
+from commerce_sync.retry import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +44,6 @@ class ChannelRequestError(ChannelError):
 def encode_json(document: Any) -> bytes:
     """Canonical JSON bytes (sorted keys, no spaces): what is sent is what is hashed."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def error_text(response: requests.Response) -> str:

@@ -19,8 +19,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +27,7 @@ import requests
 from commerce_sync.config import FileTransport, HttpTransport, Supplier
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, FeedError, TransientError
+from commerce_sync.retry import retry_after_seconds
 from commerce_sync.settings import data_dir
 
 log = logging.getLogger(__name__)
@@ -135,22 +134,6 @@ def _session(conn: ConnectionInfo) -> requests.Session:
         session.headers.update({str(k): str(v) for k, v in headers.items()})
     session.headers["User-Agent"] = "commerce-sync/feed-fetch"
     return session
-
-
-def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def backoff_seconds(attempt: int, base: float, retry_after: float | None = None) -> float:

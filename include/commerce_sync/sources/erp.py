@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from commerce_sync.audit import changes, ledger
 from commerce_sync.config import ErpSource
 from commerce_sync.db import connect
-from commerce_sync.sources.gtin import gtin_problem, normalize_gtin
+from commerce_sync.sources.gtin import checked_gtin
 
 DATASET = "product"
 STAGED_COLUMNS = (
@@ -97,10 +97,10 @@ def validate_row(
         return problem("name_not_null", "name", f"SKU {sku}: name is missing")
     gtin = raw.get("gtin")
     if gtin is not None:
-        why = gtin_problem(gtin)
+        normalized, why = checked_gtin(gtin)
         if why:
             return problem("gtin_valid", "gtin", f"SKU {sku}: GTIN {gtin!r} {why}")
-        gtin = normalize_gtin(gtin)
+        gtin = normalized
     try:
         price = Decimal(raw.get("purchase_price") or "")
     except InvalidOperation:

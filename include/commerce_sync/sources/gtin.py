@@ -30,6 +30,15 @@ def check_digit(data_digits: str) -> int:
     return (10 - total % 10) % 10
 
 
+def checked_gtin(raw: str | None) -> tuple[str | None, str | None]:
+    """``(gtin padded to 14 digits, None)`` if valid, else ``(None, why not)``: one check, no repeat."""
+    problem = gtin_problem(raw)
+    if problem:
+        return None, problem
+    assert raw is not None
+    return _SEPARATORS.sub("", raw).zfill(14), None
+
+
 def normalize_gtin(raw: str | None) -> str:
     """The GTIN as 14 digits (left-padded with zeros); ValueError saying why if invalid."""
     problem = gtin_problem(raw)

@@ -30,25 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commerce_sync.db import connect
+from commerce_sync.sandbox import erp
 from commerce_sync.sandbox.catalog import ean_for
 from commerce_sync.sandbox.erp import load_erp
 
 SEED = 20261101
 SHARES = (0.70, 0.50, 0.60, 0.40)
-ERP_COLUMNS = (
-    "sku",
-    "ean",
-    "name",
-    "brand",
-    "category",
-    "description",
-    "purchase_price",
-    "vat_rate",
-    "stock",
-    "reserved",
-    "active",
-    "updated_at",
-)
+ERP_COLUMNS = erp.COLUMNS  # the sandbox ERP table the pipeline reads
 _MASK = (1 << 64) - 1
 _CATEGORIES = ("Narzędzia", "Ogród", "Kuchnia", "Elektronika")
 _KINDS = (

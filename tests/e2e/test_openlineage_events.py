@@ -10,7 +10,6 @@ whose ids are rows of ``audit.transfer`` written by that very task run. About 25
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +17,10 @@ from typing import Any
 
 import pytest
 
-from commerce_sync.db import connect, drop_database
+from commerce_sync.db import connect
 from commerce_sync.devtools.demo import DAG_ORDER, run_dags
-from commerce_sync.hub.migrate import migrate
 from commerce_sync.lineage import TRANSFER_FACET_KEY
-from commerce_sync.sandbox.erp import load_erp
-from commerce_sync.sandbox.feeds import write_feeds
-from commerce_sync.sandbox.server import SandboxServer
-from tests.conftest import new_database
+from tests.e2e.sandbox_world import sandbox_world
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -77,27 +72,9 @@ TRANSFER_TASKS = {
 @pytest.fixture(scope="module")
 def lineage_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run the sync DAGs once with their own hub/ERP databases, sandbox and OpenLineage file."""
-    if not (REPO / ".airflow").exists() and "AIRFLOW_HOME" not in os.environ:
-        pytest.skip("needs the embedded Airflow home: run through `make test`")
     tmp = tmp_path_factory.mktemp("openlineage")
-    hub_url = new_database()
-    erp_url = new_database()
-    migrate(hub_url)
-    load_erp(erp_url)
-    write_feeds(tmp / "sandbox" / "feeds")
-    server = SandboxServer(tmp / "sandbox" / "feeds", tmp / "sandbox" / "allegro_state.json").start()
     events_file = tmp / "openlineage.jsonl"
-    env = {
-        "HUB_DATABASE_URL": hub_url,
-        "ERP_DATABASE_URL": erp_url,
-        "COMMERCE_SYNC_DATA_DIR": str(tmp),
-        "AIRFLOW_CONN_HUB_DB": hub_url,
-        "AIRFLOW_CONN_ERP_DB": erp_url,
-        "AIRFLOW_CONN_SUPPLIER_ACME": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_SUPPLIER_BRAVO": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
-            {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
-        ),
+    lineage_env = {
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
@@ -105,28 +82,17 @@ def lineage_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "AIRFLOW__OPENLINEAGE__EXTRACTORS": "commerce_sync.lineage.CommerceSyncTaskExtractor",
         "AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS": "commerce_sync.lineage.transfer_run_facets",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with sandbox_world(tmp, lineage_env) as world:
         outcome = run_dags(SYNC_DAGS, tmp / "logs")
         for dag_id, ok, _, log_file in outcome:
             assert ok, f"{dag_id} failed:\n" + log_file.read_text(errors="replace")[-4000:]
         events = [json.loads(line) for line in events_file.read_text(encoding="utf-8").splitlines() if line]
-        with connect(hub_url) as conn:
+        with connect(world.hub) as conn:
             cur = conn.execute(
                 "SELECT transfer_id::text, run_id, dag_id, task_id, map_index, status FROM audit.transfer"
             )
             ledger = {row[0]: row[1:] for row in cur}
         yield {"events": events, "ledger": ledger}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-        drop_database(hub_url)
-        drop_database(erp_url)
 
 
 def _task_events(events: list[dict[str, Any]], event_type: str | None = None) -> dict[tuple[str, str], list[dict]]:

@@ -9,8 +9,6 @@ other supplier still loads, and nothing already in the hub changes.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,13 +17,10 @@ import pytest
 from lxml import etree
 
 from commerce_sync.audit.ledger import verify
-from commerce_sync.db import connect, drop_database
+from commerce_sync.db import connect
 from commerce_sync.devtools.demo import DAG_ORDER, run_dag
-from commerce_sync.hub.migrate import migrate
-from commerce_sync.sandbox.erp import load_erp, set_purchase_price
-from commerce_sync.sandbox.feeds import write_feeds
-from commerce_sync.sandbox.server import SandboxServer
-from tests.conftest import new_database
+from commerce_sync.sandbox.erp import set_purchase_price
+from tests.e2e.sandbox_world import sandbox_world
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -34,43 +29,9 @@ CHANGED_SKU = "SKU-000001"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    if not (REPO / ".airflow").exists() and "AIRFLOW_HOME" not in os.environ:
-        pytest.skip("needs the embedded Airflow home: run through `make test`")
     tmp = tmp_path_factory.mktemp("e2e")
-    hub_url = new_database()
-    erp_url = new_database()
-    migrate(hub_url)
-    load_erp(erp_url)
-    write_feeds(tmp / "sandbox" / "feeds")
-    server = SandboxServer(tmp / "sandbox" / "feeds", tmp / "sandbox" / "allegro_state.json").start()
-    env = {
-        "HUB_DATABASE_URL": hub_url,
-        "ERP_DATABASE_URL": erp_url,
-        "COMMERCE_SYNC_DATA_DIR": str(tmp),
-        "AIRFLOW_CONN_HUB_DB": hub_url,
-        "AIRFLOW_CONN_ERP_DB": erp_url,
-        "AIRFLOW_CONN_SUPPLIER_ACME": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_SUPPLIER_BRAVO": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
-            {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
-        ),
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(tmp / "openlineage.jsonl"), "append": True}
-        ),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield {"hub": hub_url, "erp": erp_url, "tmp": tmp, "server": server}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-        drop_database(hub_url)
-        drop_database(erp_url)
+    with sandbox_world(tmp) as world:
+        yield {"hub": world.hub, "erp": world.erp, "tmp": world.tmp, "server": world.server}
 
 
 def _run(dag_ids: tuple[str, ...], logs: Path) -> dict[str, Path]:

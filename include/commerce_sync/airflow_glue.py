@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from commerce_sync.audit.ledger import RunContext
 from commerce_sync.connections import get_connection
-from commerce_sync.errors import ChannelError, ConfigError, DataError, TransientError
+from commerce_sync.errors import BreakerTripped, ChannelError, ConfigError, DataError, TransientError
+from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM, Override
 
 HUB_CONN_ID = "hub_db"
 
@@ -41,6 +42,21 @@ def hub_dsn() -> str:
     return get_connection(HUB_CONN_ID).postgres_dsn()
 
 
+def breaker_override() -> Override | None:
+    """The operator's override of tripped breakers for this run, if the run was triggered with one.
+
+    Set by triggering the DAG with the Param ``override_breakers`` = true (and an
+    ``override_reason``); the user who triggered the run is taken from the DAG run.
+    """
+    context = get_current_context()
+    params = context.get("params") or {}
+    if not params.get(OVERRIDE_PARAM):
+        return None
+    dag_run = context.get("dag_run")
+    by = getattr(dag_run, "triggering_user_name", None) or "unknown (no triggering user on the run)"
+    return Override(by=str(by), reason=str(params.get(OVERRIDE_REASON_PARAM) or ""))
+
+
 @contextmanager
 def operator_errors(what: str) -> Iterator[None]:
     """Map library errors to Airflow's retry semantics, with a message an operator can act on.
@@ -54,6 +70,13 @@ def operator_errors(what: str) -> Iterator[None]:
         raise AirflowFailException(
             f"{what}: configuration problem, not retried. {exc}\n"
             "What to do: fix the YAML under include/config or the Airflow connection, then clear the task."
+        ) from exc
+    except BreakerTripped as exc:
+        raise AirflowFailException(
+            f"{what}: {exc}\n"
+            "What to do: look at the batch (the numbers are in audit.transfer.details->'breakers'). If it is "
+            "right (e.g. the catalog really shrank), trigger the DAG again with the Param "
+            f"{OVERRIDE_PARAM}=true and an {OVERRIDE_REASON_PARAM}; the override is recorded in the ledger."
         ) from exc
     except DataError as exc:
         raise AirflowFailException(

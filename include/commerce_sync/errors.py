@@ -25,6 +25,19 @@ class FeedError(DataError):
         super().__init__(f"supplier {supplier!r}: feed {location} rejected: {problem}")
 
 
+class BreakerTripped(DataError):
+    """A batch circuit breaker tripped: the batch as a whole looks wrong and was not applied."""
+
+    def __init__(self, dataset: str, source: str, tripped: list[str]) -> None:
+        self.dataset = dataset
+        self.source = source
+        self.tripped = tripped
+        super().__init__(
+            f"circuit breaker tripped for {dataset} from {source}; the batch was not applied and the last good "
+            "state stays live: " + "; ".join(tripped)
+        )
+
+
 class TransientError(CommerceSyncError):
     """A network or service fault that may go away on retry."""
 

@@ -7,6 +7,7 @@ Credentials never live here: transports and channels name an Airflow connection 
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -48,9 +49,28 @@ class FileTransport(Model):
 
     type: Literal["file"]
     path: str
+    settle_seconds: float = Field(
+        default=1.0, ge=0, le=600, description="size and mtime must hold still this long (file still growing)"
+    )
 
 
-Transport = Annotated[HttpTransport | FileTransport, Field(discriminator="type")]
+class SftpTransport(Model):
+    """Download over SFTP; host, port, user and password or key come from an Airflow connection.
+
+    The connection extra may hold ``private_key`` (PEM text), ``host_key`` (``<type> <base64>``, as in
+    ``known_hosts``) and ``no_host_key_check`` (true only for throwaway test servers).
+    """
+
+    type: Literal["sftp"]
+    conn_id: str
+    path: str = Field(pattern=r"^/")
+    timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    retries: int = Field(default=3, ge=0, le=10)
+    settle_seconds: float = Field(default=1.0, ge=0, le=600)
+    strict_host_key_checking: bool = True
+
+
+Transport = Annotated[HttpTransport | FileTransport | SftpTransport, Field(discriminator="type")]
 
 
 class XmlMapping(Model):
@@ -59,6 +79,9 @@ class XmlMapping(Model):
     record_tag: str = Field(description="local name of the element that holds one record")
     fields: dict[str, str]
     decimal_separator: Literal[".", ","] = "."
+    price_unit: Literal["unit", "cent"] = Field(
+        default="unit", description="cent: prices are integers in 1/100 of the currency (grosze, cents)"
+    )
 
     @field_validator("fields")
     @classmethod
@@ -71,6 +94,9 @@ class CsvMapping(Model):
 
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quotechar: str = Field(default='"', min_length=1, max_length=1)
+    quoting: Literal["standard", "none"] = Field(
+        default="standard", description="none: the quote character is ordinary text (feeds that never quote)"
+    )
     encoding: Literal["utf-8", "utf-8-sig", "cp1250", "iso-8859-2"] = "utf-8"
     decimal_separator: Literal[".", ","] = "."
     columns: dict[str, str]
@@ -79,6 +105,20 @@ class CsvMapping(Model):
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_field_mapping(value)
+
+
+class BmecatMapping(Model):
+    """BMEcat 1.2 (``ARTICLE``) and 2005 (``PRODUCT``) catalogs: which price to take, where stock is.
+
+    BMEcat has no standard stock element; suppliers put it in a user-defined extension, so its path
+    (relative to the article, like the generic XML paths) is configuration.
+    """
+
+    price_types: list[str] = Field(
+        default=["net_customer", "net_list"], min_length=1, description="first price type found wins"
+    )
+    gtin_types: list[str] = Field(default=["gtin", "ean"], min_length=1)
+    stock_path: str | None = "USER_DEFINED_EXTENSIONS/UDX.STOCK"
 
 
 def _check_field_mapping(value: dict[str, str]) -> dict[str, str]:
@@ -97,7 +137,7 @@ class Supplier(Model):
     id: Identifier
     name: str
     enabled: bool = True
-    format: Literal["xml", "csv"]
+    format: Literal["xml", "csv", "bmecat"]
     mode: Literal["full", "delta"] = Field(
         default="full", description="full: offers absent from the feed are deactivated"
     )
@@ -105,21 +145,65 @@ class Supplier(Model):
     transport: Transport
     xml: XmlMapping | None = None
     csv: CsvMapping | None = None
+    bmecat: BmecatMapping | None = None
+    match_by: Literal["gtin", "sku"] = Field(
+        default="gtin", description="how offers meet hub products in the merge: GTIN, or supplier_sku = hub SKU"
+    )
+    priority: int = Field(default=100, ge=0, description="lower wins ties (and everything under policy 'priority')")
 
     @model_validator(mode="after")
     def _mapping_matches_format(self) -> Supplier:
-        mapping = {"xml": self.xml, "csv": self.csv}
+        mapping = {"xml": self.xml, "csv": self.csv, "bmecat": self.bmecat}
         if mapping[self.format] is None:
-            raise ValueError(f"format is {self.format!r} but no {self.format!r} mapping is given")
-        other = "csv" if self.format == "xml" else "xml"
-        if mapping[other] is not None:
-            raise ValueError(f"format is {self.format!r} but a {other!r} mapping is given")
+            if self.format != "bmecat":
+                raise ValueError(f"format is {self.format!r} but no {self.format!r} mapping is given")
+            object.__setattr__(self, "bmecat", BmecatMapping())  # BMEcat names are standard: defaults work
+        others = [name for name, value in mapping.items() if name != self.format and value is not None]
+        if others:
+            raise ValueError(f"format is {self.format!r} but a {others[0]!r} mapping is given")
+        return self
+
+    @property
+    def decimal_separator(self) -> str:
+        """The decimal separator of the feed's numbers (BMEcat prescribes '.')."""
+        mapping = self.xml if self.format == "xml" else self.csv if self.format == "csv" else None
+        return mapping.decimal_separator if mapping is not None else "."
+
+
+class SupplyMerge(Model):
+    """How the multi-supplier merge picks one offer per hub SKU (``hub.sku_supply``)."""
+
+    policy: Literal["cheapest_in_stock", "priority"] = Field(
+        default="cheapest_in_stock",
+        description="cheapest_in_stock: lowest price among offers with stock (ties: supplier priority); "
+        "priority: the first supplier in priority order that has stock",
+    )
+    stale_after_hours: float = Field(
+        default=26, gt=0, description="a supplier whose last successful load is older is reported stale"
+    )
+
+
+class PriceChangeReport(Model):
+    """Which supplier price moves are reported, and which ones alert."""
+
+    threshold_pct: Percent = Field(default=Decimal(10), description="report moves beyond +/- this percentage")
+    alert_pct: Percent = Field(default=Decimal(30), description="alert when a move exceeds +/- this percentage")
+    alert_count: int = Field(default=50, ge=1, description="... or when more SKUs than this are reported")
+    log_top: int = Field(default=20, ge=0, le=1000, description="lines shown in the task log")
+    notifier: Literal["file", "log"] = Field(default="file", description="file: log and append a JSON line")
+
+    @model_validator(mode="after")
+    def _alert_above_report(self) -> PriceChangeReport:
+        if self.alert_pct < self.threshold_pct:
+            raise ValueError(f"alert_pct ({self.alert_pct}) is below threshold_pct ({self.threshold_pct})")
         return self
 
 
 class SuppliersFile(Model):
     version: int = Field(ge=1)
     suppliers: list[Supplier]
+    merge: SupplyMerge = SupplyMerge()
+    price_change: PriceChangeReport = PriceChangeReport()
 
     @field_validator("suppliers")
     @classmethod
@@ -148,35 +232,92 @@ class ErpFile(Model):
 
 
 # ---------------------------------------------------------------- pricing
+Money = Annotated[Decimal, Field(ge=0, lt=Decimal("1e9"))]
+Rounding = Literal["0.99", "0.05", "none"]
+
+
 class PricingRule(Model):
-    """How a channel price is made from the purchase price."""
+    """How a channel price is made from the purchase price (see :mod:`commerce_sync.pricing.rules`).
+
+    Amounts (``margin_amount``, ``fixed_fee``, ``min_price``, ``max_price``) are in the channel's
+    currency; percentages are of the cost converted to that currency. Bump ``version`` on every change:
+    each offer records the rule id and version that produced it.
+    """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,59}$")
     version: int = Field(ge=1)
-    margin_pct: Percent
+    margin_pct: Percent = Decimal(0)
+    margin_amount: Money = Field(default=Decimal(0), description="absolute margin added to the cost")
     commission_pct: Percent = Decimal(0)
+    fixed_fee: Money = Field(default=Decimal(0), description="per-item fee of the channel, before commission")
     min_margin_pct: Percent
-    rounding: Literal["0.99", "none"] = "0.99"
+    rounding: Rounding = "0.99"
+    min_price: Money | None = Field(default=None, description="MAP / minimum price: the floor never goes below it")
+    max_price: Money | None = Field(default=None, description="price cap; the floor wins over it (offer flagged)")
 
     @model_validator(mode="after")
-    def _floor_below_margin(self) -> PricingRule:
-        if self.min_margin_pct > self.margin_pct:
+    def _consistent(self) -> PricingRule:
+        if self.margin_amount == 0 and self.min_margin_pct > self.margin_pct:
             raise ValueError(
                 f"min_margin_pct ({self.min_margin_pct}) is above margin_pct ({self.margin_pct}): "
                 "every price would be floored"
             )
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError(f"min_price ({self.min_price}) is above max_price ({self.max_price})")
+        if self.max_price is not None and self.max_price <= 0:
+            raise ValueError("max_price must be > 0")
         return self
+
+
+class RuleOverride(Model):
+    """Use ``rule`` instead of the channel's default rule for one category, brand or SKU.
+
+    Precedence when several match a product: sku > brand > category > the channel's default.
+    """
+
+    channel: Identifier
+    level: Literal["sku", "brand", "category"]
+    match: str = Field(min_length=1, description="the SKU, brand or category exactly as in hub.product")
+    rule: str
+
+
+class ExchangeRate(Model):
+    """1 ``currency`` = ``rate`` ``quote``, valid from ``valid_on``."""
+
+    currency: Currency
+    quote: Currency
+    rate: Decimal = Field(gt=0)
+    valid_on: date
+
+
+class ExchangeRates(Model):
+    """Where exchange rates come from: listed here and/or a CSV file (``currency,quote,rate,valid_on``)."""
+
+    source: str = Field(default="config", min_length=1, description="recorded with each rate, e.g. 'NBP table A'")
+    rates: list[ExchangeRate] = []
+    csv: str | None = Field(default=None, description="CSV path; relative paths are under the data directory")
 
 
 class PricingFile(Model):
     version: int = Field(ge=1)
     rules: list[PricingRule]
+    overrides: list[RuleOverride] = []
+    exchange_rates: ExchangeRates = ExchangeRates()
 
     @field_validator("rules")
     @classmethod
     def _unique_ids(cls, value: list[PricingRule]) -> list[PricingRule]:
         _require_unique([r.id for r in value], "rule id")
         return value
+
+    @model_validator(mode="after")
+    def _overrides_name_rules(self) -> PricingFile:
+        ids = {r.id for r in self.rules}
+        for i, o in enumerate(self.overrides):
+            if o.rule not in ids:
+                raise ValueError(f"overrides[{i}]: rule {o.rule!r} is not defined (defined: {sorted(ids)})")
+        _require_unique([f"{o.channel}/{o.level}/{o.match}" for o in self.overrides], "override")
+        return self
 
 
 # ---------------------------------------------------------------- channels
@@ -189,6 +330,25 @@ class GoogleFeedSettings(Model):
     condition: Literal["new", "refurbished", "used"] = "new"
 
 
+class OfferBreakers(Model):
+    """Pricing-side circuit breakers of one channel: the whole computation is refused when tripped."""
+
+    price_move_pct: Percent = Field(default=Decimal(20), description="a price move larger than this counts")
+    max_price_moves_pct: Percent = Field(
+        default=Decimal(10), description="trip when more than this share of the channel's offers would move"
+    )
+    min_offers: int = Field(default=100, ge=0, description="the share breaker ignores channels with fewer offers")
+    max_stockouts: int = Field(default=500, ge=0, description="trip when more offers than this go to stock 0")
+
+
+class ChangeCap(Model):
+    """Price moves larger than ``move_pct`` are held for approval when there are too many of them."""
+
+    move_pct: Percent = Field(description="a price move larger than this is a large move")
+    max_count: int = Field(default=50, ge=0, description="hold when more offers than this would move that much")
+    max_share_pct: Percent = Field(default=Decimal(5), description="... or more than this share of the offers")
+
+
 class Channel(Model):
     """A place we publish offers to."""
 
@@ -198,7 +358,11 @@ class Channel(Model):
     currency: Currency = "PLN"
     prices_include_vat: bool = True
     pricing_rule: str
-    stock_buffer: int = Field(default=0, ge=0)
+    stock_buffer: int = Field(default=0, ge=0, description="units kept back from the sellable stock")
+    stock_buffer_pct: Percent = Field(default=Decimal(0), description="... plus this share of it, rounded up")
+    max_listed_quantity: int | None = Field(default=None, ge=0, description="never list more than this")
+    breakers: OfferBreakers | None = None
+    change_cap: ChangeCap | None = None
     conn_id: str | None = None
     batch_size: int = Field(default=1000, ge=1, le=1000)
     feed: GoogleFeedSettings | None = None
@@ -267,6 +431,10 @@ class Config(Model):
     suppliers: list[Supplier]
     channels: list[Channel]
     rules: dict[str, PricingRule]
+    rule_overrides: list[RuleOverride] = []
+    exchange_rates: ExchangeRates = ExchangeRates()
+    supply_merge: SupplyMerge = SupplyMerge()
+    price_change: PriceChangeReport = PriceChangeReport()
 
     def supplier(self, supplier_id: str) -> Supplier:
         for supplier in self.suppliers:
@@ -298,6 +466,76 @@ def load_config(directory: Path | None = None) -> Config:
         for i, c in enumerate(channels.channels)
         if c.pricing_rule not in rules
     ]
+    channel_ids = {c.id for c in channels.channels}
+    problems += [
+        f"{base / 'pricing.yaml'}: overrides[{i}].channel: channel {o.channel!r} is not defined in channels.yaml "
+        f"(defined: {sorted(channel_ids)})"
+        for i, o in enumerate(pricing.overrides)
+        if o.channel not in channel_ids
+    ]
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    return Config(erp=erp.erp, suppliers=suppliers.suppliers, channels=channels.channels, rules=rules)
+    return Config(
+        erp=erp.erp,
+        suppliers=suppliers.suppliers,
+        channels=channels.channels,
+        rules=rules,
+        rule_overrides=pricing.overrides,
+        exchange_rates=pricing.exchange_rates,
+        supply_merge=suppliers.merge,
+        price_change=suppliers.price_change,
+    )
+
+
+# ---------------------------------------------------------------- quality (quality.yaml, optional)
+OptionalPercent = Annotated[float | None, Field(ge=0, le=100)]
+
+
+class BatchBreakers(Model):
+    """Source-side batch circuit breakers of one dataset (``null`` switches a breaker off)."""
+
+    max_row_drop_percent: OptionalPercent = Field(
+        default=50, description="trip when a whole-dataset batch has this % fewer rows than the last good one"
+    )
+    max_rejected_percent: OptionalPercent = Field(
+        default=20, description="trip when more than this % of the batch's rows failed validation"
+    )
+    rejected_min_rows: int = Field(
+        default=20, ge=0, description="the rejected share is judged only for batches of at least this many rows"
+    )
+
+
+class DatasetQuality(BatchBreakers):
+    """Breakers of a dataset, with optional per-source overrides (e.g. a supplier whose feed varies)."""
+
+    sources: dict[str, BatchBreakers] = {}
+
+    def for_source(self, source: str) -> BatchBreakers:
+        """The breakers for ``source`` (``supplier:acme``, ``erp``): its override or the dataset's."""
+        return self.sources.get(source) or BatchBreakers(
+            max_row_drop_percent=self.max_row_drop_percent,
+            max_rejected_percent=self.max_rejected_percent,
+            rejected_min_rows=self.rejected_min_rows,
+        )
+
+
+class QualityFile(Model):
+    """``quality.yaml``: breakers per dataset and where Data Docs are written."""
+
+    version: int = Field(default=1, ge=1)
+    data_docs_dir: str | None = Field(
+        default=None, description="where GX Data Docs are rendered; relative to the data dir; default data_docs"
+    )
+    datasets: dict[Literal["supplier_offer", "erp_product"], DatasetQuality] = {}
+
+    def breakers(self, dataset: str, source: str) -> BatchBreakers:
+        """The breakers of ``dataset`` (``supplier_offer``, ``erp_product``) for ``source``; defaults if unset."""
+        return self.datasets.get(dataset, DatasetQuality()).for_source(source)  # type: ignore[call-overload]
+
+
+def load_quality(directory: Path | None = None) -> QualityFile:
+    """Load ``quality.yaml``; the file is optional (defaults apply when it is absent)."""
+    path = (directory or config_dir()) / "quality.yaml"
+    if not path.exists():
+        return QualityFile()
+    return load_model(path, QualityFile)

@@ -1,103 +1,275 @@
 """Set-based computation of channel offers, with the outbox filled in the same transaction.
 
-For one channel, every priced product's offer is computed in SQL with the formulas of
-:mod:`commerce_sync.pricing.rules`; only offers whose row hash changed are written (version + 1),
-and for API channels one outbox row per changed field (price, quantity) is added with an
-idempotency key derived from the change. Older unsent outbox rows for the same field are
-superseded. Every changed price and quantity is also written to ``audit.change`` (old and new
-value, rule id and version, offer version, idempotency key). The ledger row, carrying the digest
-of those change rows, is appended in the same transaction, so offers, outbox, changes and ledger
-always agree.
+For one channel, offers are computed in SQL with the formulas of :mod:`commerce_sync.pricing.rules`
+(rule per product by override precedence, currency conversion, supplier cost, floor, MAP, max price,
+rounding, stock buffers). Only offers whose row hash changed are written (version + 1); for API
+channels one outbox row per changed field (price, quantity) is added with an idempotency key derived
+from the change, and older unsent outbox rows for the same field are superseded. Every changed price
+and quantity is written to ``audit.change``. The ledger row, carrying the digest of those change
+rows, is appended in the same transaction, so offers, outbox, changes and ledger always agree.
+
+**Incremental**: a channel recomputes only SKUs whose inputs changed (``hub.product``,
+``hub.stock``, ``hub.sku_supply`` rows with ``updated_at`` after the channel's ``inputs_seen_until``,
+and deleted stock/supply rows). The bound is the start of the oldest transaction open in the hub when
+the previous computation began, so a row committed later by a long transaction is still seen. Any
+change of the rules, overrides, channel settings or effective exchange rates (a fingerprint in
+``hub.pricing_state``) recomputes the whole channel, as does ``full=True``.
+
+**Guards**, in this order, on what the run would change:
+
+1. Circuit breakers (``Channel.breakers``): more than Z % of the channel's offers moving by more than
+   W %, or more than N offers going to stock 0, refuses the whole run (nothing written; a failed ledger
+   row carries ``details.breakers``) unless the operator overrides it for the run.
+2. Change cap (``Channel.change_cap``): when more than ``max_count`` offers (or ``max_share_pct``)
+   would move by more than ``move_pct``, those price moves are held in ``hub.price_proposal_item``
+   for approval (:mod:`commerce_sync.pricing.proposals`); their stock still goes out. A held move
+   stays held while it is pending and after a rejection, until its inputs change (a new price hash).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, get_args
 
+import psycopg
 from psycopg import ClientCursor
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import Channel, PricingRule
+from commerce_sync.config import Channel, PricingRule, RuleOverride
 from commerce_sync.db import connect
+from commerce_sync.errors import DataError
+from commerce_sync.pricing.rates import effective_rates
+from commerce_sync.quality import breakers
 
 DATASET = "channel_offer"
-OUTBOX_KINDS = frozenset({"allegro"})
+FORMULA_VERSION = 2  # bump when the SQL below changes what it computes: forces a full recomputation
+
+
+def outbox_kinds() -> frozenset[str]:
+    """Channel kinds published through the outbox: every kind of the Channel model except feed files."""
+    kinds = get_args(Channel.model_fields["kind"].annotation)
+    return frozenset(k for k in kinds if not str(k).endswith("_feed"))
+
+
+OUTBOX_KINDS = outbox_kinds()
+
+# The price part of an offer, and the whole row. Both the computation and the held-move
+# substitution hash through these, so a row's hash never depends on which path wrote it.
+PRICE_HASH = (
+    "md5(concat_ws('|', {t}.price, {t}.currency, {t}.cost, {t}.floor_price, {t}.floor_applied, "
+    "{t}.max_price_applied, {t}.rule_id, {t}.rule_version, {t}.rule_level, {t}.cost_source, {t}.exchange_rate))"
+)
+ROW_HASH = "md5(concat_ws('|', {price_hash}, {t}.quantity, {t}.availability))"
+
+_SCOPE_INCREMENTAL = """
+CREATE TEMP TABLE pricing_scope ON COMMIT DROP AS
+SELECT sku FROM hub.product WHERE updated_at > %(since)s
+UNION SELECT sku FROM hub.stock WHERE updated_at > %(since)s
+UNION SELECT sku FROM hub.sku_supply WHERE updated_at > %(since)s
+UNION SELECT sku FROM hub.pricing_input_deletion WHERE deleted_at > %(since)s
+"""
+
+# Bound for the next incremental run, taken before anything is read: rows committed after our
+# statements' snapshots belong to transactions that started at or after it.
+_INPUTS_BOUND = """
+SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))
+"""
+
+_BASE = """
+CREATE TEMP TABLE pricing_base ON COMMIT DROP AS
+WITH product AS (
+    SELECT p.* FROM hub.product AS p {scope}
+), own AS (
+    SELECT st.sku, sum(st.quantity) AS quantity, sum(st.reserved) AS reserved
+    FROM hub.stock AS st {stock_scope}
+    GROUP BY st.sku
+)
+SELECT p.sku, p.active, p.vat_rate, p.version AS product_version, p.transfer_id AS product_transfer_id,
+       p.currency AS erp_currency, ss.currency AS supply_currency,
+       coalesce(os.rule_id, ob.rule_id, oc.rule_id, %(default_rule)s) AS rule_id,
+       CASE WHEN os.rule_id IS NOT NULL THEN 'sku' WHEN ob.rule_id IS NOT NULL THEN 'brand'
+            WHEN oc.rule_id IS NOT NULL THEN 'category' ELSE 'default' END AS rule_level,
+       er.rate AS erp_rate, round(p.purchase_price * er.rate, 4) AS erp_cost,
+       p.active AND coalesce(ss.chosen_quantity, 0) > 0 AS supply_contributes,
+       sr.rate AS supply_rate, round(ss.purchase_price * sr.rate, 4) AS supply_cost,
+       coalesce(own.quantity, 0) - coalesce(own.reserved, 0) + coalesce(ss.chosen_quantity, 0) AS available
+FROM product AS p
+LEFT JOIN own ON own.sku = p.sku
+LEFT JOIN hub.sku_supply AS ss ON ss.sku = p.sku
+LEFT JOIN pricing_rate AS er ON er.currency = p.currency
+LEFT JOIN pricing_rate AS sr ON sr.currency = ss.currency
+LEFT JOIN pricing_override AS os ON os.level = 'sku' AND os.match = p.sku
+LEFT JOIN pricing_override AS ob ON ob.level = 'brand' AND ob.match = p.brand
+LEFT JOIN pricing_override AS oc ON oc.level = 'category' AND oc.match = p.category
+"""
+
+_MISSING_RATES = """
+SELECT currency, count(*), min(sku) FROM (
+    SELECT erp_currency AS currency, sku FROM pricing_base WHERE erp_rate IS NULL
+    UNION ALL
+    SELECT supply_currency, sku FROM pricing_base WHERE supply_contributes AND supply_rate IS NULL
+) AS m GROUP BY currency ORDER BY currency
+"""
 
 _COMPUTE = """
 CREATE TEMP TABLE computed_offer ON COMMIT DROP AS
-WITH own AS (
-    SELECT sku, sum(quantity) AS quantity, sum(reserved) AS reserved FROM hub.stock GROUP BY sku
-), dropship AS (
-    SELECT gtin, max(quantity) AS quantity FROM hub.supplier_offer WHERE active GROUP BY gtin
-), base AS (
-    SELECT p.sku, p.purchase_price AS cost, p.active, p.version AS product_version,
-           p.transfer_id AS product_transfer_id,
-           CASE WHEN %(gross)s THEN 1 + p.vat_rate ELSE 1 END AS tax,
-           CASE WHEN p.active
-                THEN greatest(0, coalesce(own.quantity, 0) - coalesce(own.reserved, 0)
-                                 + coalesce(dropship.quantity, 0) - %(buffer)s)
-                ELSE 0 END AS quantity
-    FROM hub.product AS p
-    LEFT JOIN own ON own.sku = p.sku
-    LEFT JOIN dropship ON dropship.gtin = p.gtin
-    WHERE p.purchase_price > 0
+WITH costed AS (
+    SELECT b.*, r.version AS rule_version, r.margin_pct, r.margin_amount, r.commission_pct, r.fixed_fee,
+           r.min_margin_pct, r.rounding, r.min_price, r.max_price,
+           b.supply_contributes AND b.supply_cost > b.erp_cost AS supplier_cost,
+           CASE WHEN %(gross)s THEN 1 + b.vat_rate ELSE 1 END AS tax
+    FROM pricing_base AS b
+    JOIN pricing_rule_param AS r ON r.rule_id = b.rule_id
 ), priced AS (
-    SELECT b.*,
-           b.cost * (1 + %(margin)s::numeric / 100) * (1 + %(commission)s::numeric / 100) * b.tax AS raw_price,
-           ceil(b.cost * (1 + %(min_margin)s::numeric / 100) * (1 + %(commission)s::numeric / 100) * b.tax * 100) / 100
-               AS floor_price
-    FROM base AS b
+    SELECT c.*,
+           CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END AS cost,
+           CASE WHEN c.supplier_cost THEN c.supply_rate ELSE c.erp_rate END AS rate,
+           ((CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END) * (1 + c.margin_pct / 100)
+             + c.margin_amount + c.fixed_fee) * (1 + c.commission_pct / 100) * c.tax AS raw_price,
+           greatest(ceil(((CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END)
+                          * (1 + c.min_margin_pct / 100) + c.fixed_fee) * (1 + c.commission_pct / 100) * c.tax * 100)
+                    / 100,
+                    coalesce(c.min_price, 0)) AS floor_price
+    FROM costed AS c
 ), rounded AS (
     SELECT p.*,
-           CASE WHEN %(rounding)s = '0.99' THEN round(p.raw_price + 0.01) - 0.01
-                ELSE round(p.raw_price, 2) END AS candidate
+           CASE p.rounding WHEN '0.99' THEN round(p.raw_price + 0.01) - 0.01
+                           WHEN '0.05' THEN round(p.raw_price * 20) / 20
+                           ELSE round(p.raw_price, 2) END AS rounded_price
     FROM priced AS p
+    WHERE p.cost > 0
+), capped AS (
+    SELECT r.*, coalesce(r.rounded_price > r.max_price, false) AS max_price_applied,
+           CASE WHEN r.rounded_price > r.max_price THEN r.max_price ELSE r.rounded_price END AS candidate,
+           CASE WHEN r.active
+                THEN least(coalesce(%(max_listed)s::integer, 2147483647),
+                           greatest(0, r.available - %(buffer)s::integer
+                                       - ceil(greatest(r.available, 0) * %(buffer_pct)s::numeric / 100)))
+                ELSE 0 END AS sellable
+    FROM rounded AS r
 )
-SELECT %(channel)s::text AS channel, r.sku, %(currency)s::char(3) AS currency,
-       r.quantity::integer AS quantity,
-       CASE WHEN r.quantity > 0 THEN 'in_stock' ELSE 'out_of_stock' END AS availability,
-       r.cost,
-       r.floor_price::numeric(14, 2) AS floor_price,
-       (CASE WHEN r.candidate >= r.floor_price THEN r.candidate
-             WHEN %(rounding)s = '0.99' THEN ceil(r.floor_price + 0.01) - 0.01
-             ELSE r.floor_price END)::numeric(14, 2) AS price,
-       r.candidate < r.floor_price AS floor_applied,
-       %(rule_id)s::text AS rule_id, %(rule_version)s::text AS rule_version,
-       r.product_version, r.product_transfer_id
-FROM rounded AS r
+SELECT %(channel)s::text AS channel, c.sku, %(currency)s::char(3) AS currency,
+       c.sellable::integer AS quantity,
+       CASE WHEN c.sellable > 0 THEN 'in_stock' ELSE 'out_of_stock' END AS availability,
+       c.cost::numeric(14, 4) AS cost,
+       c.floor_price::numeric(14, 2) AS floor_price,
+       (CASE WHEN c.candidate >= c.floor_price THEN c.candidate
+             WHEN c.rounding = '0.99' THEN ceil(c.floor_price + 0.01) - 0.01
+             WHEN c.rounding = '0.05' THEN ceil(c.floor_price * 20) / 20
+             ELSE c.floor_price END)::numeric(14, 2) AS price,
+       c.candidate < c.floor_price AS floor_applied,
+       c.max_price_applied,
+       c.rule_id, c.rule_version, c.rule_level,
+       CASE WHEN c.supplier_cost THEN 'supplier' ELSE 'erp' END AS cost_source,
+       c.rate::numeric(18, 8) AS exchange_rate,
+       c.product_version, c.product_transfer_id
+FROM capped AS c
 """
 
-_CHANGES = """
+_CHANGES = f"""
 CREATE TEMP TABLE offer_change ON COMMIT DROP AS
-SELECT c.*, h.row_hash, o.price AS old_price, o.currency AS old_currency, o.quantity AS old_quantity,
-       coalesce(o.version, 0) + 1 AS new_version
+SELECT c.*, h.price_hash, h.row_hash, o.price AS old_price, o.currency AS old_currency,
+       o.quantity AS old_quantity, o.row_hash AS old_row_hash, coalesce(o.version, 0) + 1 AS new_version,
+       CASE WHEN o.price > 0 AND o.currency = c.currency
+            THEN round(abs(c.price - o.price) * 100 / o.price, 2) END AS move_pct,
+       false AS held
 FROM computed_offer AS c
-CROSS JOIN LATERAL (
-    SELECT md5(concat_ws('|', c.price, c.currency, c.quantity, c.availability, c.cost, c.floor_price,
-                         c.floor_applied, c.rule_id, c.rule_version)) AS row_hash
-) AS h
+CROSS JOIN LATERAL (SELECT {PRICE_HASH.format(t="c")} AS price_hash) AS p
+CROSS JOIN LATERAL (SELECT p.price_hash, {ROW_HASH.format(price_hash="p.price_hash", t="c")} AS row_hash) AS h
 LEFT JOIN hub.channel_offer AS o ON o.channel = c.channel AND o.sku = c.sku
 WHERE o.sku IS NULL OR o.row_hash IS DISTINCT FROM h.row_hash
 """
 
+_BREAKER_COUNTS = """
+SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s),
+       count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0),
+       (SELECT count(*) FROM hub.channel_offer WHERE channel = %(channel)s)
+FROM offer_change
+"""
+
+_LARGEST_MOVES = """
+SELECT sku, old_price, price, move_pct FROM offer_change WHERE move_pct > %(move_pct)s
+ORDER BY move_pct DESC, sku LIMIT 3
+"""
+
+# A move matching a pending or rejected proposal item (same price hash) stays held.
+_HOLD_KNOWN = """
+UPDATE offer_change AS c SET held = true
+WHERE c.old_price IS NOT NULL AND EXISTS (
+    SELECT 1 FROM hub.price_proposal_item AS i
+    WHERE i.channel = c.channel AND i.sku = c.sku AND i.price_hash = c.price_hash
+      AND i.status IN ('pending', 'rejected'))
+"""
+
+_HOLD_LARGE = """
+UPDATE offer_change SET held = true WHERE move_pct > %(move_pct)s
+"""
+
+# Pending items of re-evaluated SKUs whose proposed price is no longer what the rules compute.
+_SUPERSEDE_ITEMS = """
+UPDATE hub.price_proposal_item AS i SET status = 'superseded'
+WHERE i.status = 'pending' AND i.channel = %(channel)s
+  AND EXISTS (SELECT 1 FROM computed_offer AS c WHERE c.sku = i.sku)
+  AND NOT EXISTS (SELECT 1 FROM offer_change AS c WHERE c.sku = i.sku AND c.held AND c.price_hash = i.price_hash)
+"""
+
+_CLOSE_EMPTY_PROPOSALS = """
+UPDATE hub.price_proposal AS p SET status = 'superseded'
+WHERE p.status = 'pending' AND p.channel = %(channel)s
+  AND NOT EXISTS (SELECT 1 FROM hub.price_proposal_item AS i WHERE i.proposal_id = p.proposal_id
+                  AND i.status = 'pending')
+"""
+
+_NEW_ITEMS = """
+INSERT INTO hub.price_proposal_item
+    (proposal_id, channel, sku, old_price, price, move_pct, currency, cost, floor_price, floor_applied,
+     max_price_applied, rule_id, rule_version, rule_level, cost_source, exchange_rate, price_hash)
+SELECT %(proposal_id)s, c.channel, c.sku, c.old_price, c.price, c.move_pct, c.currency, c.cost, c.floor_price,
+       c.floor_applied, c.max_price_applied, c.rule_id, c.rule_version, c.rule_level, c.cost_source,
+       c.exchange_rate, c.price_hash
+FROM offer_change AS c
+WHERE c.held AND NOT EXISTS (
+    SELECT 1 FROM hub.price_proposal_item AS i
+    WHERE i.channel = c.channel AND i.sku = c.sku AND i.price_hash = c.price_hash
+      AND i.status IN ('pending', 'rejected'))
+"""
+
+# Held rows keep the live price (and what it was made from); their stock still goes out.
+_KEEP_LIVE_PRICE = f"""
+UPDATE offer_change AS c SET
+    price = o.price, currency = o.currency, cost = o.cost, floor_price = o.floor_price,
+    floor_applied = o.floor_applied, max_price_applied = o.max_price_applied, rule_id = o.rule_id,
+    rule_version = o.rule_version, rule_level = o.rule_level, cost_source = o.cost_source,
+    exchange_rate = o.exchange_rate, price_hash = {PRICE_HASH.format(t="o")},
+    row_hash = {ROW_HASH.format(price_hash=PRICE_HASH.format(t="o"), t="c")}
+FROM hub.channel_offer AS o
+WHERE c.held AND o.channel = c.channel AND o.sku = c.sku
+"""
+
 _APPLY = """
 INSERT INTO hub.channel_offer AS t
-    (channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied,
-     rule_id, rule_version, row_hash, version, computed_at, transfer_id)
-SELECT channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied,
-       rule_id, rule_version, row_hash, new_version, now(), %(transfer_id)s
+    (channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied, max_price_applied,
+     rule_id, rule_version, rule_level, cost_source, exchange_rate, row_hash, version, computed_at, transfer_id)
+SELECT channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied, max_price_applied,
+       rule_id, rule_version, rule_level, cost_source, exchange_rate, row_hash, new_version, now(), %(transfer_id)s
 FROM offer_change
 ON CONFLICT (channel, sku) DO UPDATE SET
     price = EXCLUDED.price, currency = EXCLUDED.currency, quantity = EXCLUDED.quantity,
     availability = EXCLUDED.availability, cost = EXCLUDED.cost, floor_price = EXCLUDED.floor_price,
-    floor_applied = EXCLUDED.floor_applied, rule_id = EXCLUDED.rule_id,
-    rule_version = EXCLUDED.rule_version, row_hash = EXCLUDED.row_hash, version = EXCLUDED.version,
-    computed_at = EXCLUDED.computed_at, transfer_id = EXCLUDED.transfer_id
+    floor_applied = EXCLUDED.floor_applied, max_price_applied = EXCLUDED.max_price_applied,
+    rule_id = EXCLUDED.rule_id, rule_version = EXCLUDED.rule_version, rule_level = EXCLUDED.rule_level,
+    cost_source = EXCLUDED.cost_source, exchange_rate = EXCLUDED.exchange_rate, row_hash = EXCLUDED.row_hash,
+    version = EXCLUDED.version, computed_at = EXCLUDED.computed_at, transfer_id = EXCLUDED.transfer_id
 """
 
 # One row per changed field: what goes to the outbox (API channels) and to audit.change (all
 # channels). The idempotency key is computed once here so both carry the same one.
-_FIELD_CHANGES = """
+FIELD_CHANGES = """
 CREATE TEMP TABLE field_change ON COMMIT DROP AS
 SELECT f.*,
        encode(sha256(convert_to(concat_ws('|', f.channel, f.sku, f.field, f.new_version, f.payload::text),
@@ -118,7 +290,7 @@ FROM (
 
 # The channel's price/quantity changes with the rule that produced them and the offer version
 # (and, for outbox channels, the idempotency key of the outbox row that carries the change).
-_RECORD_CHANGES = """
+RECORD_CHANGES = """
 INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, rule_id, rule_version,
                           source_ref)
 SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, o.rule_id,
@@ -126,24 +298,45 @@ SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value,
        jsonb_build_object('offer_version', f.new_version,
                           'idempotency_key', CASE WHEN %(outbox)s THEN f.idempotency_key END,
                           'currency', o.currency, 'cost', o.cost::text, 'floor_applied', o.floor_applied,
+                          'rule_level', o.rule_level, 'cost_source', o.cost_source,
+                          'exchange_rate', o.exchange_rate::text, 'held', o.held,
                           'product_version', o.product_version, 'product_transfer_id', o.product_transfer_id)
 FROM field_change AS f
 JOIN offer_change AS o ON o.channel = f.channel AND o.sku = f.sku
 """
 
-_SUPERSEDE = """
+SUPERSEDE_OUTBOX = """
 UPDATE hub.outbox AS o SET status = 'superseded'
 FROM field_change AS f
 WHERE o.status = 'pending' AND o.channel = f.channel AND o.sku = f.sku AND o.field = f.field
   AND o.offer_version < f.new_version
 """
 
-_ENQUEUE = """
+ENQUEUE = """
 INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
 SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
 FROM field_change AS f
 ON CONFLICT (idempotency_key) DO NOTHING
 """
+
+_SAVE_STATE = """
+INSERT INTO hub.pricing_state (channel, config_sha256, inputs_seen_until, computed_at, transfer_id)
+VALUES (%(channel)s, %(config_sha256)s, %(bound)s, now(), %(transfer_id)s)
+ON CONFLICT (channel) DO UPDATE SET config_sha256 = EXCLUDED.config_sha256,
+    inputs_seen_until = EXCLUDED.inputs_seen_until, computed_at = EXCLUDED.computed_at,
+    transfer_id = EXCLUDED.transfer_id
+"""
+
+
+@dataclass(frozen=True)
+class PricingSetup:
+    """Everything besides the hub data that decides a channel's offers."""
+
+    rules: dict[str, PricingRule]
+    overrides: tuple[RuleOverride, ...] = ()
+
+    def for_channel(self, channel: Channel) -> list[RuleOverride]:
+        return [o for o in self.overrides if o.channel == channel.id]
 
 
 @dataclass(frozen=True)
@@ -157,51 +350,240 @@ class OfferComputation:
     floors_applied: int
     outbox_rows: int
     superseded: int
+    mode: str = "full"
+    held: int = 0
+    proposal_id: str | None = None
 
 
-def compute_channel_offers(dsn: str, channel: Channel, rule: PricingRule, run: ledger.RunContext) -> OfferComputation:
-    """Recompute ``channel``'s offers from the hub; write changes, outbox rows and the ledger row."""
+def config_fingerprint(channel: Channel, setup: PricingSetup, rates: dict[str, Decimal]) -> str:
+    """sha256 over what makes a channel's offers besides the hub rows (a change forces a full run)."""
+    overrides = setup.for_channel(channel)
+    used = sorted({channel.pricing_rule, *(o.rule for o in overrides)})
+    payload = {
+        "formula": FORMULA_VERSION,
+        "channel": channel.model_dump(mode="json"),
+        "rules": [setup.rules[r].model_dump(mode="json") for r in used],
+        "overrides": [o.model_dump(mode="json") for o in overrides],
+        "rates": {k: str(v) for k, v in sorted(rates.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _load_parameters(
+    conn: psycopg.Connection, channel: Channel, setup: PricingSetup, rates: dict[str, Decimal]
+) -> None:
+    conn.execute(
+        """CREATE TEMP TABLE pricing_rule_param (
+               rule_id text PRIMARY KEY, version text, margin_pct numeric, margin_amount numeric,
+               commission_pct numeric, fixed_fee numeric, min_margin_pct numeric, rounding text,
+               min_price numeric, max_price numeric) ON COMMIT DROP;
+           CREATE TEMP TABLE pricing_override (level text, match text, rule_id text, PRIMARY KEY (level, match))
+               ON COMMIT DROP;
+           CREATE TEMP TABLE pricing_rate (currency char(3) PRIMARY KEY, rate numeric) ON COMMIT DROP"""
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO pricing_rule_param VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    r.id,
+                    str(r.version),
+                    r.margin_pct,
+                    r.margin_amount,
+                    r.commission_pct,
+                    r.fixed_fee,
+                    r.min_margin_pct,
+                    r.rounding,
+                    r.min_price,
+                    r.max_price,
+                )
+                for r in setup.rules.values()
+            ],
+        )
+        overrides = setup.for_channel(channel)
+        if overrides:
+            cur.executemany(
+                "INSERT INTO pricing_override VALUES (%s, %s, %s)", [(o.level, o.match, o.rule) for o in overrides]
+            )
+        cur.executemany("INSERT INTO pricing_rate VALUES (%s, %s)", list(rates.items()))
+        for table in ("pricing_rule_param", "pricing_override", "pricing_rate"):
+            cur.execute(f"ANALYZE {table}")
+
+
+def _breaker_decision(
+    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None
+) -> breakers.Decision | None:
+    limits = channel.breakers
+    if limits is None:
+        return None
+    params = {"move_pct": limits.price_move_pct, "channel": channel.id}
+    row = conn.execute(_BREAKER_COUNTS, params).fetchone()
+    moves, stockouts, total = row if row else (0, 0, 0)
+    largest = ", ".join(
+        f"{sku} {old}->{new} ({pct}%)" for sku, old, new, pct in conn.execute(_LARGEST_MOVES, params).fetchall()
+    )
+    share = float(moves) * 100 / total if total >= limits.min_offers and total else 0.0
+    measures = [
+        breakers.Measure(
+            "price_moves",
+            round(share, 2),
+            float(limits.max_price_moves_pct),
+            "%",
+            f"{moves} of {total} offers of channel {channel.id!r} would move by more than "
+            f"{limits.price_move_pct}%" + (f"; largest: {largest}" if largest else ""),
+        ),
+        breakers.Measure(
+            "stockouts",
+            float(stockouts),
+            float(limits.max_stockouts),
+            " offers",
+            f"{stockouts} offers of channel {channel.id!r} would go from stock > 0 to 0",
+        ),
+    ]
+    return breakers.decide(DATASET, f"channel:{channel.id}", measures, override)
+
+
+def _apply_cap(conn: psycopg.Connection, channel: Channel, transfer_id: str) -> tuple[int, str | None]:
+    """Hold large moves when the cap is exceeded; return (held moves, new proposal id or None)."""
+    conn.execute(_HOLD_KNOWN)
+    cap = channel.change_cap
+    if cap is not None:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s), "
+            "(SELECT count(*) FROM hub.channel_offer WHERE channel = %(channel)s) FROM offer_change",
+            {"move_pct": cap.move_pct, "channel": channel.id},
+        ).fetchone()
+        large, total = row if row else (0, 0)
+        if large > cap.max_count or (total and Decimal(large) * 100 / total > cap.max_share_pct):
+            conn.execute(_HOLD_LARGE, {"move_pct": cap.move_pct})
+    params = {"channel": channel.id}
+    conn.execute(_SUPERSEDE_ITEMS, params)
+    conn.execute(_CLOSE_EMPTY_PROPOSALS, params)
+    proposal_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO hub.price_proposal (proposal_id, channel, items, created_transfer_id) VALUES (%s, %s, 0, %s)",
+        (proposal_id, channel.id, transfer_id),
+    )
+    new_items = conn.execute(_NEW_ITEMS, {"proposal_id": proposal_id}).rowcount
+    if new_items:
+        conn.execute("UPDATE hub.price_proposal SET items = %s WHERE proposal_id = %s", (new_items, proposal_id))
+    else:
+        conn.execute("DELETE FROM hub.price_proposal WHERE proposal_id = %s", (proposal_id,))
+    held_row = conn.execute("SELECT count(*) FROM offer_change WHERE held").fetchone()
+    held = int(held_row[0]) if held_row else 0
+    if held:
+        conn.execute(_KEEP_LIVE_PRICE)
+        conn.execute("DELETE FROM offer_change WHERE held AND row_hash = old_row_hash")
+    return held, proposal_id if new_items else None
+
+
+def compute_channel_offers(
+    dsn: str,
+    channel: Channel,
+    rule: PricingRule,
+    run: ledger.RunContext,
+    *,
+    setup: PricingSetup | None = None,
+    override: breakers.Override | None = None,
+    full: bool = False,
+) -> OfferComputation:
+    """Recompute ``channel``'s offers from the hub; write changes, outbox rows and the ledger row.
+
+    Args:
+        rule: the channel's default rule (``channel.pricing_rule``).
+        setup: all rules and the overrides; without it only ``rule`` applies.
+        override: the operator's one-run permission to pass tripped breakers.
+        full: recompute every SKU even if the channel's inputs did not change.
+
+    Raises:
+        BreakerTripped: a breaker tripped (nothing was written; the failed ledger row has the numbers).
+        DataError: a cost currency has no exchange rate into the channel's currency.
+    """
+    setup = setup or PricingSetup(rules={rule.id: rule})
+    if rule.id not in setup.rules:
+        setup = PricingSetup(rules={**setup.rules, rule.id: rule}, overrides=setup.overrides)
     transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
-    params = {
+    outbox = channel.kind in OUTBOX_KINDS
+    params: dict[str, Any] = {
         "channel": channel.id,
         "currency": channel.currency,
         "gross": channel.prices_include_vat,
         "buffer": channel.stock_buffer,
-        "margin": rule.margin_pct,
-        "commission": rule.commission_pct,
-        "min_margin": rule.min_margin_pct,
-        "rounding": rule.rounding,
-        "rule_id": rule.id,
-        "rule_version": str(rule.version),
+        "buffer_pct": channel.stock_buffer_pct,
+        "max_listed": channel.max_listed_quantity,
+        "default_rule": rule.id,
         "transfer_id": tid,
-        "outbox": channel.kind in OUTBOX_KINDS,
+        "outbox": outbox,
     }
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
+        bound_row = conn.execute(_INPUTS_BOUND).fetchone()
+        bound = bound_row[0] if bound_row else None
+        rates = effective_rates(conn, channel.currency)
+        fingerprint = config_fingerprint(channel, setup, rates)
+        state = conn.execute(
+            "SELECT config_sha256, inputs_seen_until FROM hub.pricing_state WHERE channel = %s", (channel.id,)
+        ).fetchone()
+        incremental = not full and state is not None and state[0] == fingerprint
+        _load_parameters(conn, channel, setup, rates)
+        scope = stock_scope = ""
+        if incremental:
+            assert state is not None
+            with ClientCursor(conn) as cur:
+                cur.execute(_SCOPE_INCREMENTAL, {"since": state[1]})
+            conn.execute("ALTER TABLE pricing_scope ADD PRIMARY KEY (sku); ANALYZE pricing_scope")
+            scope = "JOIN pricing_scope AS s ON s.sku = p.sku"
+            stock_scope = "JOIN pricing_scope AS s ON s.sku = st.sku"
         # CREATE TABLE AS takes no server-side parameters: bind these (typed, escaped) client-side.
         with ClientCursor(conn) as cur:
+            cur.execute(_BASE.format(scope=scope, stock_scope=stock_scope), params)
+            missing = cur.execute(_MISSING_RATES).fetchall()
+            if missing:
+                raise DataError(
+                    f"channel {channel.id!r}: no exchange rate into {channel.currency} for "
+                    + "; ".join(f"{cur_} ({n} SKUs, e.g. {sku})" for cur_, n, sku in missing)
+                    + ". Add the rate to pricing.yaml exchange_rates (or its CSV) and run again."
+                )
             evaluated = cur.execute(_COMPUTE, params).rowcount
         conn.execute(_CHANGES)
+        decision = _breaker_decision(conn, channel, override)
+        if decision is not None:
+            decision.record(transfer)
+            decision.enforce()
+        held, proposal_id = _apply_cap(conn, channel, tid)
         changed, floors = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE floor_applied) FROM offer_change"
         ).fetchone() or (0, 0)
         conn.execute(_APPLY, params)
-        conn.execute(_FIELD_CHANGES)
-        conn.execute(_RECORD_CHANGES, params)
+        conn.execute(FIELD_CHANGES)
+        conn.execute(RECORD_CHANGES, params)
         outbox_rows = superseded = 0
-        if channel.kind in OUTBOX_KINDS:
-            superseded = conn.execute(_SUPERSEDE).rowcount
-            outbox_rows = conn.execute(_ENQUEUE, params).rowcount
+        if outbox:
+            superseded = conn.execute(SUPERSEDE_OUTBOX).rowcount
+            outbox_rows = conn.execute(ENQUEUE, params).rowcount
+        conn.execute(
+            _SAVE_STATE, {"channel": channel.id, "config_sha256": fingerprint, "bound": bound, "transfer_id": tid}
+        )
+        mode = "incremental" if incremental else "full"
         transfer.rows_read = evaluated
         transfer.rows_written = changed
         transfer.rows_changed = changed
-        transfer.details = {
-            "rule_id": rule.id,
-            "rule_version": rule.version,
-            "floors_applied_in_changes": floors,
-            "outbox_rows": outbox_rows,
-            "outbox_superseded": superseded,
-        }
+        transfer.details.update(
+            {
+                "mode": mode,
+                "rule_id": rule.id,
+                "rule_version": rule.version,
+                "rules": {r.id: r.version for r in setup.rules.values()},
+                "config_sha256": fingerprint,
+                "floors_applied_in_changes": floors,
+                "outbox_rows": outbox_rows,
+                "outbox_superseded": superseded,
+                "held_price_moves": held,
+                "proposal_id": proposal_id,
+            }
+        )
         changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "success")
-    return OfferComputation(channel.id, tid, evaluated, changed, floors, outbox_rows, superseded)
+    return OfferComputation(
+        channel.id, tid, evaluated, changed, floors, outbox_rows, superseded, mode, held, proposal_id
+    )

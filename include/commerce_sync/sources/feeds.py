@@ -10,6 +10,7 @@ supplier, the location and, when known, the line.
 from __future__ import annotations
 
 import csv
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import ClassVar, NamedTuple
 
 from lxml import etree
 
-from commerce_sync.config import CsvMapping, Supplier, XmlMapping
+from commerce_sync.config import BmecatMapping, CsvMapping, Supplier, XmlMapping
 from commerce_sync.errors import FeedError
 from commerce_sync.sources.safe_xml import XmlError, iterparse, local_name
 
@@ -37,14 +38,69 @@ def _clean(text: str | None) -> str | None:
     return text or None
 
 
+_WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _cents_to_units(raw: str | None, separator: str) -> str | None:
+    """``"12345"`` cents as ``"123.45"`` (in the feed's separator); anything else is marked invalid."""
+    if raw is None:
+        return None
+    digits = raw.replace(" ", "").replace("\u00a0", "")
+    if not _WHOLE_NUMBER.match(digits):
+        return f"{raw} (not a whole number of cents)"  # fails the price check: quarantined with this text
+    sign = "-" if digits.startswith("-") else ""
+    digits = digits.lstrip("+-").rjust(3, "0")
+    return f"{sign}{digits[:-2]}{separator}{digits[-2:]}"
+
+
+def _path_steps(path: str) -> list[str]:
+    return [step for step in path.split("/") if step]
+
+
+def _path_value(record: etree._Element, steps: list[str]) -> str | None:
+    """The text at ``steps`` below ``record`` (local names; a last step ``@name`` reads an attribute)."""
+    node = record
+    for i, step in enumerate(steps):
+        if step == ".":
+            continue
+        if step.startswith("@"):
+            if i != len(steps) - 1:
+                return None
+            return _attribute(node, step[1:])
+        child = next((c for c in node if local_name(c) == step), None)
+        if child is None:
+            return None
+        node = child
+    return _clean("".join(node.itertext()))
+
+
+def _attribute(node: etree._Element, wanted: str) -> str | None:
+    for key, value in node.attrib.items():
+        if str(key).rpartition("}")[2] == wanted:
+            return _clean(str(value))
+    return None
+
+
+def _children(node: etree._Element | None, *names: str) -> list[etree._Element]:
+    if node is None:
+        return []
+    return [child for child in node if local_name(child) in names]
+
+
 class FeedReader(ABC):
-    """Base reader: owns the supplier, the location for messages and the error wrapping."""
+    """Base reader: owns the supplier, the location for messages and the error wrapping.
+
+    ``partial`` is True after reading a delivery that carries only some articles or only some
+    fields (a BMEcat ``T_UPDATE_PRICES``): missing fields keep their last value and absent
+    articles are not deactivated.
+    """
 
     format: ClassVar[str]
 
     def __init__(self, supplier: Supplier, location: str) -> None:
         self.supplier = supplier
         self.location = location
+        self.partial = False
 
     def error(self, problem: str, line: int | None = None) -> FeedError:
         """A FeedError for this feed, mentioning the line when known."""
@@ -68,27 +124,7 @@ class XmlFeedReader(FeedReader):
         super().__init__(supplier, location)
         assert supplier.xml is not None  # the config model guarantees it for format "xml"
         self.mapping: XmlMapping = supplier.xml
-        self.paths = {name: [step for step in path.split("/") if step] for name, path in self.mapping.fields.items()}
-
-    @staticmethod
-    def _value(record: etree._Element, steps: list[str]) -> str | None:
-        node = record
-        for i, step in enumerate(steps):
-            if step == ".":
-                continue
-            if step.startswith("@"):
-                if i != len(steps) - 1:
-                    return None
-                wanted = step[1:]
-                for key, value in node.attrib.items():
-                    if str(key).rpartition("}")[2] == wanted:
-                        return _clean(str(value))
-                return None
-            child = next((c for c in node if local_name(c) == step), None)
-            if child is None:
-                return None
-            node = child
-        return _clean("".join(node.itertext()))
+        self.paths = {name: _path_steps(path) for name, path in self.mapping.fields.items()}
 
     def records(self, path: Path) -> Iterator[RawRecord]:
         """Yield one record per ``record_tag`` element, streamed with the safe parser."""
@@ -96,7 +132,11 @@ class XmlFeedReader(FeedReader):
         try:
             for element in iterparse(path, self.mapping.record_tag):
                 record_no += 1
-                values = {name: self._value(element, steps) for name, steps in self.paths.items()}
+                values = {name: _path_value(element, steps) for name, steps in self.paths.items()}
+                if self.mapping.price_unit == "cent":
+                    values["purchase_price"] = _cents_to_units(
+                        values.get("purchase_price"), self.mapping.decimal_separator
+                    )
                 yield RawRecord(record_no, element.sourceline, values)
         except XmlError as exc:
             raise self.error(f"not a well-formed XML feed: {exc.problem}", exc.line) from None
@@ -128,7 +168,11 @@ class CsvFeedReader(FeedReader):
         try:
             with path.open(encoding=self.mapping.encoding, newline="") as handle:
                 reader = csv.reader(
-                    handle, delimiter=self.mapping.delimiter, quotechar=self.mapping.quotechar, strict=True
+                    handle,
+                    delimiter=self.mapping.delimiter,
+                    quotechar=self.mapping.quotechar,
+                    quoting=csv.QUOTE_NONE if self.mapping.quoting == "none" else csv.QUOTE_MINIMAL,
+                    strict=True,
                 )
                 header = next(reader, None)
                 if header is None:
@@ -156,7 +200,99 @@ class CsvFeedReader(FeedReader):
             raise self.error(f"malformed CSV: {exc}", line + 1) from None
 
 
-READERS: dict[str, type[FeedReader]] = {"xml": XmlFeedReader, "csv": CsvFeedReader}
+class BmecatFeedReader(FeedReader):
+    """BMEcat catalogs, 1.2 and 2005 element names alike (suppliers mix them, e.g. 1.2 articles
+    inside a ``<BMECAT version="2005">`` document).
+
+    * records: ``ARTICLE`` (1.2) or ``PRODUCT`` (2005) inside ``T_NEW_CATALOG``, ``T_UPDATE_PRODUCTS``
+      or ``T_UPDATE_PRICES``; the two update transactions are partial deliveries;
+    * supplier_sku: ``SUPPLIER_AID`` / ``SUPPLIER_PID``; name: ``DESCRIPTION_SHORT`` of the details;
+    * gtin: ``INTERNATIONAL_PID`` / ``INTERNATIONAL_AID`` whose ``type`` is one of the configured GTIN
+      types, else the 1.2 ``EAN`` element;
+    * price: the first configured ``price_type`` found in ``*_PRICE_DETAILS/*_PRICE``, the scale with the
+      lowest ``LOWER_BOUND``; currency: ``PRICE_CURRENCY``, else ``HEADER/CATALOG/CURRENCY``;
+    * quantity: the configured stock path; ``mode="delete"`` articles get quantity 0.
+    """
+
+    format = "bmecat"
+    RECORD_TAGS = ("ARTICLE", "PRODUCT")
+    TRANSACTIONS = ("T_NEW_CATALOG", "T_UPDATE_PRODUCTS", "T_UPDATE_PRICES")
+    PARTIAL_TRANSACTIONS = ("T_UPDATE_PRODUCTS", "T_UPDATE_PRICES")
+
+    def __init__(self, supplier: Supplier, location: str) -> None:
+        super().__init__(supplier, location)
+        assert supplier.bmecat is not None  # the config model fills defaults for format "bmecat"
+        self.mapping: BmecatMapping = supplier.bmecat
+        self.stock_steps = _path_steps(self.mapping.stock_path) if self.mapping.stock_path else None
+        self.gtin_types = {t.lower() for t in self.mapping.gtin_types}
+        self.transaction: str | None = None
+
+    def _gtin(self, details: etree._Element | None) -> str | None:
+        for element in _children(details, "INTERNATIONAL_PID", "INTERNATIONAL_AID"):
+            if (_attribute(element, "type") or "").lower() in self.gtin_types:
+                return _clean(element.text)
+        ean = _children(details, "EAN")
+        return _clean(ean[0].text) if ean else None
+
+    def _price(self, record: etree._Element) -> tuple[str | None, str | None]:
+        prices = [
+            price
+            for block in _children(record, "ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
+            for price in _children(block, "ARTICLE_PRICE", "PRODUCT_PRICE")
+        ]
+        for wanted in self.mapping.price_types:
+            candidates = [p for p in prices if _attribute(p, "price_type") == wanted]
+            if candidates:
+                best = min(candidates, key=self._lower_bound)
+                return _path_value(best, ["PRICE_AMOUNT"]), _path_value(best, ["PRICE_CURRENCY"])
+        return None, None
+
+    @staticmethod
+    def _lower_bound(price: etree._Element) -> float:
+        bound = _path_value(price, ["LOWER_BOUND"])
+        try:
+            return float(bound) if bound else 1.0
+        except ValueError:
+            return float("inf")
+
+    def records(self, path: Path) -> Iterator[RawRecord]:
+        """Yield one record per article/product of the catalog's transaction, streamed."""
+        header_currency: str | None = None
+        record_no = 0
+        try:
+            for element in iterparse(path, ("HEADER", *self.RECORD_TAGS)):
+                name = local_name(element)
+                if name == "HEADER":
+                    header_currency = _path_value(element, ["CATALOG", "CURRENCY"])
+                    continue
+                parent = element.getparent()
+                transaction = local_name(parent) if parent is not None else ""
+                if transaction not in self.TRANSACTIONS:
+                    continue  # e.g. a PRODUCT referenced from somewhere else than a transaction
+                self.transaction = transaction
+                self.partial = transaction in self.PARTIAL_TRANSACTIONS
+                record_no += 1
+                details = next(iter(_children(element, "ARTICLE_DETAILS", "PRODUCT_DETAILS")), None)
+                price, currency = self._price(element)
+                quantity = _path_value(element, self.stock_steps) if self.stock_steps else None
+                if (_attribute(element, "mode") or "").lower() == "delete":
+                    quantity = "0"
+                values = {
+                    "supplier_sku": _path_value(element, ["SUPPLIER_AID"]) or _path_value(element, ["SUPPLIER_PID"]),
+                    "gtin": self._gtin(details),
+                    "name": _path_value(details, ["DESCRIPTION_SHORT"]) if details is not None else None,
+                    "purchase_price": price,
+                    "currency": currency or header_currency,
+                    "quantity": quantity,
+                }
+                yield RawRecord(record_no, element.sourceline, values)
+        except XmlError as exc:
+            raise self.error(f"not a well-formed BMEcat document: {exc.problem}", exc.line) from None
+        if record_no == 0:
+            raise self.error("no ARTICLE or PRODUCT records inside T_NEW_CATALOG, T_UPDATE_PRODUCTS or T_UPDATE_PRICES")
+
+
+READERS: dict[str, type[FeedReader]] = {"xml": XmlFeedReader, "csv": CsvFeedReader, "bmecat": BmecatFeedReader}
 
 
 def reader_for(supplier: Supplier, location: str) -> FeedReader:

@@ -17,7 +17,7 @@ passes its settings explicitly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -79,16 +79,16 @@ def _refuse_entity_references(element: etree._Element) -> None:
 
 
 def iterparse(
-    source: str | Path | IO[bytes], tag: str, *, max_depth: int = DEFAULT_MAX_DEPTH
+    source: str | Path | IO[bytes], tag: str | Collection[str], *, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Iterator[etree._Element]:
-    """Yield each completed element whose local name is ``tag``, namespace-agnostic.
+    """Yield each completed element whose local name is ``tag`` (or one of ``tag``), namespace-agnostic.
 
     The yielded element is only valid until the next one is requested: it is cleared afterwards
     (and earlier siblings deleted) to keep memory flat. Read what you need before resuming.
 
     Args:
         source: A file path or a binary file object.
-        tag: Local name of the record element (``product`` matches ``{any-ns}product``).
+        tag: Local name(s) of the record element (``product`` matches ``{any-ns}product``).
         max_depth: Deepest element nesting accepted.
 
     Raises:
@@ -97,6 +97,7 @@ def iterparse(
     """
     if isinstance(source, Path):
         source = str(source)
+    tags = frozenset([tag] if isinstance(tag, str) else tag)
     # Start events are needed to track depth and to inspect the DOCTYPE before any content.
     events = etree.iterparse(source, events=("start", "end"), remove_comments=True, **SAFE_OPTIONS)
     depth = 0
@@ -110,7 +111,7 @@ def iterparse(
                     raise UnsafeXmlError(f"elements nest deeper than {max_depth} levels", element.sourceline)
                 continue
             depth -= 1
-            if local_name(element) != tag:
+            if local_name(element) not in tags:
                 continue
             _refuse_entity_references(element)
             yield element

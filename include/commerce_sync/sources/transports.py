@@ -3,7 +3,13 @@
 HTTP(S) downloads stream to a temporary file next to the work directory, verify the announced
 length, and use conditional GET so an unchanged feed costs one ``304``. Network faults, ``429`` and
 ``5xx`` are retried with capped, jittered exponential backoff (``Retry-After`` honoured); any other
-``4xx`` is final. Local files are hashed in place.
+``4xx`` is final. SFTP downloads check the server's host key, stream and compare the byte count with
+the server's size. Local files are hashed in place.
+
+A transfer is rejected whole when it is incomplete: a body shorter or longer than announced, a
+gzip member with a bad CRC or cut short (``.gz`` feeds are recognised by their magic bytes and
+decompressed to a temporary file), or a file or SFTP file still growing (size and mtime are read
+twice, ``settle_seconds`` apart, and must agree, and must still agree after the read).
 
 Locations reported back (for messages, the ledger and ``hub.source_fetch``) never carry
 credentials: authentication comes from the Airflow connection and is sent as headers only.
@@ -11,12 +17,15 @@ credentials: authentication comes from the Airflow connection and is sent as hea
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import random
+import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from commerce_sync.config import FileTransport, HttpTransport, Supplier
+from commerce_sync.config import FileTransport, HttpTransport, SftpTransport, Supplier
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, FeedError, TransientError
 from commerce_sync.retry import retry_after_seconds
@@ -36,6 +45,7 @@ CHUNK_BYTES = 1 << 16
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,8 @@ def fetch(
 
     Args:
         supplier: The supplier whose transport to use.
-        conn: The Airflow connection named by an HTTP transport (base URL, credentials); unused
-            for files.
+        conn: The Airflow connection named by an HTTP or SFTP transport (base URL or host,
+            credentials, host key); unused for files.
         dest_dir: Where downloads are written (a temporary file, ``temporary=True`` in the result).
         previous: The last successful fetch, for ``If-None-Match`` / ``If-Modified-Since``.
         backoff_base: First retry delay in seconds (doubles per attempt, capped, jittered).
@@ -92,16 +102,77 @@ def fetch(
         TransientError: retries exhausted on network faults, 429 or 5xx.
     """
     transport = supplier.transport
+    dest_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(transport, FileTransport):
-        return _fetch_file(supplier, transport)
-    if conn is None:
+        result = _fetch_file(supplier, transport, sleep)
+    elif conn is None:
         raise ConfigError(
-            f"supplier {supplier.id!r}: HTTP transport needs the Airflow connection {transport.conn_id!r}"
+            f"supplier {supplier.id!r}: {transport.type.upper()} transport needs the Airflow connection "
+            f"{transport.conn_id!r}"
         )
-    return _fetch_http(supplier, transport, conn, dest_dir, previous, backoff_base, sleep)
+    elif isinstance(transport, SftpTransport):
+        from commerce_sync.sources.sftp import fetch_sftp
+
+        result = fetch_sftp(supplier, transport, conn, dest_dir, backoff_base, sleep)
+    else:
+        result = _fetch_http(supplier, transport, conn, dest_dir, previous, backoff_base, sleep)
+    return gunzip_if_compressed(supplier, result, dest_dir)
 
 
-def _fetch_file(supplier: Supplier, transport: FileTransport) -> FetchResult:
+def gunzip_if_compressed(supplier: Supplier, result: FetchResult, dest_dir: Path) -> FetchResult:
+    """Decompress a gzip delivery to a temporary file, verifying every member's CRC and length.
+
+    The checksum and size stay those of the delivered (compressed) bytes: they identify the delivery.
+
+    Raises:
+        FeedError: the gzip stream is corrupt or cut short (the whole transfer is refused).
+    """
+    if result.path is None:
+        return result
+    with result.path.open("rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            return result
+    fd, name = tempfile.mkstemp(prefix=f"{supplier.id}-", suffix=".gunzip", dir=dest_dir)
+    target = Path(name)
+    try:
+        with gzip.open(result.path, "rb") as source, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(source, out, CHUNK_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        target.unlink(missing_ok=True)
+        raise FeedError(
+            supplier.id,
+            result.location,
+            f"incomplete transfer: the gzip data is corrupt or cut short ({exc}); nothing was loaded, "
+            "ask the supplier to re-publish the file",
+        ) from None
+    finally:
+        if result.temporary:
+            result.path.unlink(missing_ok=True)
+    return FetchResult(
+        path=target,
+        location=result.location,
+        sha256=result.sha256,
+        size=result.size,
+        etag=result.etag,
+        last_modified=result.last_modified,
+        temporary=True,
+    )
+
+
+def still_growing_error(supplier: Supplier, location: str, before: tuple[int, int], after: tuple[int, int]) -> str:
+    """The message for a file whose (size, mtime) moved while we looked at it."""
+    return (
+        f"supplier {supplier.id!r}: {location} is still being written (size {before[0]} -> {after[0]} bytes, "
+        f"mtime changed: {before[1] != after[1]}); the transfer was refused whole and will be retried"
+    )
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _fetch_file(supplier: Supplier, transport: FileTransport, sleep: Callable[[float], None]) -> FetchResult:
     path = Path(transport.path)
     if not path.is_absolute():
         path = data_dir() / path
@@ -109,12 +180,21 @@ def _fetch_file(supplier: Supplier, transport: FileTransport) -> FetchResult:
     digest = hashlib.sha256()
     size = 0
     try:
+        before = _stat(path)
+        if transport.settle_seconds:
+            sleep(transport.settle_seconds)
+        settled = _stat(path)
+        if settled != before:
+            raise TransientError(still_growing_error(supplier, location, before, settled))
         with path.open("rb") as handle:
             while chunk := handle.read(CHUNK_BYTES):
                 digest.update(chunk)
                 size += len(chunk)
+        after = _stat(path)
     except OSError as exc:
         raise FeedError(supplier.id, location, f"cannot read the file: {exc.strerror or exc}") from exc
+    if after != settled or size != settled[0]:
+        raise TransientError(still_growing_error(supplier, location, settled, after))
     return FetchResult(path=path, location=location, sha256=digest.hexdigest(), size=size)
 
 
@@ -164,7 +244,6 @@ def _fetch_http(
             headers["If-None-Match"] = previous.etag
         if previous.last_modified:
             headers["If-Modified-Since"] = previous.last_modified
-    dest_dir.mkdir(parents=True, exist_ok=True)
     attempts = transport.retries + 1
     last_problem = ""
     with _session(conn) as session:

@@ -1,0 +1,206 @@
+"""A small read-only SFTP server (paramiko's server interfaces) for the demo and the tests.
+
+It serves the files under ``root`` to one login (password or public key) on 127.0.0.1 and can
+misbehave on purpose, per file name, to exercise the transport's refusals:
+
+* ``"truncate"``: ``stat`` announces the full size but reads stop at half (an incomplete transfer);
+* ``"grow"``: every ``stat`` reports a larger size and a newer mtime (a file still being written).
+
+Run it with ``python -m commerce_sync.sandbox.sftp_server ROOT`` (prints the port and host key).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import paramiko
+from paramiko import ServerInterface, SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
+
+Fault = Literal["truncate", "grow"]
+
+
+class _Handle(SFTPHandle):
+    def __init__(self, server: SandboxSftpServer, path: Path) -> None:
+        super().__init__()
+        self.server = server
+        self.path = path
+        self.readfile = path.open("rb")
+
+    def read(self, offset: int, length: int) -> bytes | int:
+        if self.server.faults.get(self.path.name) == "truncate":
+            limit = self.path.stat().st_size // 2
+            length = max(0, min(length, limit - offset))
+            if length == 0:
+                return b""
+        return super().read(offset, length)
+
+    def stat(self) -> SFTPAttributes | int:
+        return self.server.attributes(self.path)
+
+
+class _Sftp(SFTPServerInterface):
+    def __init__(self, channel: Any, *args: Any, sandbox: SandboxSftpServer, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        self.sandbox = sandbox
+
+    def _local(self, path: str) -> Path | None:
+        root = self.sandbox.root.resolve()
+        local = (root / path.lstrip("/")).resolve()
+        return local if local == root or root in local.parents else None
+
+    def stat(self, path: str) -> SFTPAttributes | int:
+        local = self._local(path)
+        if local is None or not local.exists():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        return self.sandbox.attributes(local)
+
+    lstat = stat
+
+    def list_folder(self, path: str) -> list[SFTPAttributes] | int:
+        local = self._local(path)
+        if local is None or not local.is_dir():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        listing = []
+        for child in sorted(local.iterdir()):
+            attributes = self.sandbox.attributes(child)
+            attributes.filename = child.name
+            listing.append(attributes)
+        return listing
+
+    def open(self, path: str, flags: int, attr: SFTPAttributes) -> SFTPHandle | int:
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            return paramiko.sftp.SFTP_PERMISSION_DENIED  # a supplier's outbox: read-only for us
+        local = self._local(path)
+        if local is None or not local.is_file():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        return _Handle(self.sandbox, local)
+
+
+class _Auth(ServerInterface):
+    def __init__(self, sandbox: SandboxSftpServer) -> None:
+        self.sandbox = sandbox
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        ok = username == self.sandbox.login and password == self.sandbox.password
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        allowed = self.sandbox.client_key
+        ok = username == self.sandbox.login and allowed is not None and key.get_base64() == allowed.get_base64()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "password,publickey"
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+
+class SandboxSftpServer:
+    """Serve ``root`` over SFTP on 127.0.0.1 (an ephemeral port unless ``port`` is given).
+
+    Attributes:
+        host_key: The server's key; ``host_key_line`` is what goes into the connection's extra.
+        faults: File name -> fault (see the module docstring); change it while the server runs.
+        connections: How many SSH connections were accepted (tests check retries with it).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        login: str = "supplier",
+        password: str | None = "sandbox-secret",  # noqa: S107 - sandbox only, like the demo's other secrets
+        client_key: paramiko.PKey | None = None,
+        port: int = 0,
+    ) -> None:
+        self.root = root
+        self.login = login
+        self.password = password
+        self.client_key = client_key
+        self.host_key = paramiko.ECDSAKey.generate()
+        self.faults: dict[str, Fault] = {}
+        self.connections = 0
+        self._grow: dict[Path, int] = {}
+        self._socket = socket.create_server(("127.0.0.1", port))
+        self.port = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host_key_line(self) -> str:
+        return f"{self.host_key.get_name()} {self.host_key.get_base64()}"
+
+    def attributes(self, path: Path) -> SFTPAttributes:
+        attributes = SFTPAttributes.from_stat(path.stat())
+        if self.faults.get(path.name) == "grow":
+            self._grow[path] = self._grow.get(path, 0) + 1
+            attributes.st_size = (attributes.st_size or 0) + 100 * self._grow[path]
+            attributes.st_mtime = (attributes.st_mtime or 0) + self._grow[path]
+        return attributes
+
+    def start(self) -> SandboxSftpServer:
+        self._thread = threading.Thread(target=self._serve, name="sandbox-sftp", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        self._socket.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._session, args=(client,), daemon=True).start()
+
+    def _session(self, client: socket.socket) -> None:
+        transport = paramiko.Transport(client)
+        transport.add_server_key(self.host_key)
+        transport.set_subsystem_handler("sftp", SFTPServer, _Sftp, sandbox=self)
+        try:
+            transport.start_server(server=_Auth(self))
+            while transport.is_active() and not self._stop.is_set():
+                self._stop.wait(0.2)
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+        finally:
+            transport.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._socket.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxSftpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--login", default="supplier")
+    parser.add_argument("--password", default="sandbox-secret")
+    args = parser.parse_args()
+    server = SandboxSftpServer(args.root, args.login, args.password, port=args.port).start()
+    print(f"sftp://{args.login}@127.0.0.1:{server.port}/  host key: {server.host_key_line}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Airflow notifiers for source alerts (supplier price-change report).
+
+The default notifier logs the alert and appends one JSON line to a file under the data directory,
+so a fresh install alerts somewhere visible without any mail or chat set-up. Replace it with any
+``airflow.sdk.BaseNotifier`` (Slack, SMTP providers) where those are installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+
+
+class LogFileNotifier(BaseNotifier):
+    """Log ``message`` as a warning and, when ``path`` is set, append it as a JSON line there.
+
+    Args:
+        message: The alert sentence (templated: Airflow context variables may be used).
+        details: Extra JSON-serialisable facts (counts, transfer id, report path).
+        path: The JSON-lines file to append to; None logs only.
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        super().__init__()
+        self.message = message
+        self.details = details or {}
+        self.path = path
+
+    def notify(self, context: Any) -> None:
+        """Write the alert; the run's DAG/task ids are added from ``context`` when present."""
+        ti = context.get("ti") if hasattr(context, "get") else None
+        entry = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "message": self.message,
+            "dag_id": getattr(ti, "dag_id", None),
+            "task_id": getattr(ti, "task_id", None),
+            "run_id": getattr(ti, "run_id", None),
+            "map_index": getattr(ti, "map_index", None),
+            **self.details,
+        }
+        log.warning("ALERT: %s", self.message)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, default=str, sort_keys=True) + "\n")

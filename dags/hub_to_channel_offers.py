@@ -1,28 +1,60 @@
 """
-### Hub → channel offers: prices and stock per channel
+### Hub → channel offers: prices and stock per channel, large moves held for approval
 
-Triggered whenever products or supplier offers in the hub change. For each enabled channel in
-`include/config/channels.yaml`, computes every offer set-based in SQL with the channel's pricing
-rule (`include/config/pricing.yaml`): purchase price x (1 + margin) x (1 + commission), VAT for gross
-channels, `.99` endings, and a hard floor (never below cost x (1 + minimum margin) x (1 + commission)).
-Stock = own stock - reserved + supplier dropship stock - the channel's buffer, never negative.
-Only changed offers get a new version; for marketplace channels each changed field becomes an outbox
-row (with its idempotency key) in the same transaction.
+Triggered whenever products, stock or supplier offers in the hub change. Loads the exchange rates
+of `include/config/pricing.yaml` into `hub.exchange_rate`, then for each enabled channel in
+`include/config/channels.yaml` computes the offers set-based in SQL (`commerce_sync.pricing`):
+rule per product (override precedence sku > brand > category > channel default), cost converted to
+the channel's currency (the chosen supplier's cost when it is dearer and its stock is listed), margin,
+fee, commission, VAT on gross channels, rounding, max price, and a hard floor (cost x (1 + minimum
+margin) + fee, with commission and VAT, never below the rule's MAP) that always wins. Stock = own −
+reserved + chosen supplier's dropship stock − the channel's buffer, capped, never negative.
+Only SKUs whose inputs changed are recomputed (a rule/config/rate change recomputes the channel).
+Changed offers get a new version; for marketplace channels each changed field becomes an outbox row.
+
+**Guards**
+- *Circuit breakers* (`breakers` in channels.yaml): too many offers moving more than W %, or too many
+  going to stock 0, fail the channel's task and write nothing.
+- *Change cap* (`change_cap`): when a run would move too many offers by more than X %, those price
+  moves are held. `approve_held_changes` then waits in **Required Actions** showing the count, the
+  largest moves and the path of a CSV with every proposed change. **Approve** publishes them;
+  **Reject** publishes none of them (the rest of the run already went out) and the same moves are not
+  proposed again until their inputs change. Decision, user and time are in `audit.transfer`.
 
 **Runbook**
 - *Failed, "configuration problem"*: a rule or channel in the YAML is invalid; the message names file and key.
-- Re-running is safe: unchanged offers are recognised by hash; nothing is enqueued twice.
+- *Failed, "circuit breaker tripped"*: the numbers are in `audit.transfer.details->'breakers'`. If the
+  moves are real, trigger the DAG with Param `override_breakers` = true and an `override_reason`.
+- *Failed, "no exchange rate"*: add the rate to `pricing.yaml` `exchange_rates` (or its CSV) and clear the task.
+- *Approval waiting*: answer it in the UI (Browse → Required Actions) or via
+  `PATCH /api/v2/hitlDetails/{dag_id}/{run_id}/approve_held_changes`. Unanswered moves stay pending and
+  are shown again by the next run. `commerce-sync explain --channel C --sku S` shows how a price was made.
+- Re-running is safe: unchanged offers are recognised by hash; nothing is enqueued twice; a decided
+  proposal is never applied twice. Param `full_recompute` recomputes every SKU.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync.airflow_glue import (
+    DEFAULT_ARGS,
+    START_DATE,
+    breaker_override,
+    hub_dsn,
+    operator_errors,
+    run_context,
+)
+from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM
+
+SUMMARY_TASK = "summarise_held_changes"
+APPROVAL_TASK = "approve_held_changes"
 
 
 @dag(
@@ -33,8 +65,23 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "pricing", "hub"],
     doc_md=__doc__,
+    params={
+        OVERRIDE_PARAM: Param(False, type="boolean", description="Let tripped pricing breakers through for this run."),
+        OVERRIDE_REASON_PARAM: Param("", type="string", description="Why the breakers may be overridden (ledger)."),
+        "full_recompute": Param(False, type="boolean", description="Recompute every SKU, not only changed inputs."),
+    },
 )
 def hub_to_channel_offers() -> None:
+    @task
+    def load_exchange_rates() -> int:
+        from commerce_sync.config import load_config
+        from commerce_sync.pricing.rates import configured_rates, load_rates
+        from commerce_sync.settings import data_dir
+
+        with operator_errors("pricing.yaml exchange_rates"):
+            rates = configured_rates(load_config().exchange_rates, data_dir())
+            return load_rates(hub_dsn(), rates, run_context())
+
     @task
     def list_channels() -> list[str]:
         from commerce_sync.config import load_config
@@ -49,16 +96,83 @@ def hub_to_channel_offers() -> None:
     def compute_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
-        from commerce_sync.pricing.compute import compute_channel_offers
+        from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
 
+        full = bool(get_current_context()["params"].get("full_recompute"))
         with operator_errors(f"channel {channel_id!r}"):
             config = load_config()
             channel = config.channel(channel_id)
-            result = compute_channel_offers(hub_dsn(), channel, config.rule_for(channel), run_context())
+            setup = PricingSetup(config.rules, tuple(config.rule_overrides))
+            result = compute_channel_offers(
+                hub_dsn(),
+                channel,
+                config.rule_for(channel),
+                run_context(),
+                setup=setup,
+                override=breaker_override(),
+                full=full,
+            )
         report_transfer(result.transfer_id)
         return asdict(result)
 
-    compute_offers.expand(channel_id=list_channels())
+    @task(task_id=SUMMARY_TASK, trigger_rule=TriggerRule.ALL_DONE)
+    def summarise_held_changes() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from commerce_sync.pricing.proposals import pending_summary
+        from commerce_sync.settings import data_dir
+
+        summary = pending_summary(hub_dsn(), data_dir() / "proposals")
+        if summary is None:
+            raise AirflowSkipException("no price moves are held: nothing to approve")
+        return {
+            "proposal_ids": summary.proposal_ids,
+            "subject": f"Approve {summary.items} held price moves ({', '.join(sorted(summary.by_channel))})",
+            "body": summary.markdown(),
+            "csv_path": summary.csv_path,
+        }
+
+    approve = ApprovalOperator(
+        task_id=APPROVAL_TASK,
+        subject=f"{{{{ ti.xcom_pull(task_ids='{SUMMARY_TASK}')['subject'] }}}}",
+        body=f"{{{{ ti.xcom_pull(task_ids='{SUMMARY_TASK}')['body'] }}}}",
+        response_timeout=timedelta(hours=24),
+    )
+
+    @task
+    def publish_held_changes() -> list[dict[str, Any]]:
+        """Runs only on Approve (the ApprovalOperator skips it on Reject)."""
+        return _decide(get_current_context(), only_rejection=False)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def record_rejection() -> list[dict[str, Any]]:
+        """Runs after either answer and records a Reject (publish_held_changes recorded an Approve)."""
+        return _decide(get_current_context(), only_rejection=True)
+
+    rates = load_exchange_rates()
+    computed = compute_offers.expand(channel_id=list_channels())
+    rates >> computed
+    summary = summarise_held_changes()
+    computed >> summary >> approve >> publish_held_changes() >> record_rejection()
+
+
+def _decide(context: Any, *, only_rejection: bool) -> list[dict[str, Any]]:
+    """Apply the approval's answer to the proposals the summary showed (nothing if nobody was asked)."""
+    from commerce_sync.config import load_config
+    from commerce_sync.pricing.compute import OUTBOX_KINDS
+    from commerce_sync.pricing.proposals import ApprovalAnswer, apply_approval
+
+    ti = context["ti"]
+    response = ti.xcom_pull(task_ids=APPROVAL_TASK)
+    summary = ti.xcom_pull(task_ids=SUMMARY_TASK)
+    if not response or not summary:
+        return []
+    answer = ApprovalAnswer.from_hitl(response, summary["proposal_ids"])
+    if only_rejection and answer.approved:
+        return []
+    with operator_errors("held price moves"):
+        outbox = frozenset(c.id for c in load_config().channels if c.kind in OUTBOX_KINDS)
+        return [asdict(d) for d in apply_approval(hub_dsn(), answer, run_context(), outbox)]
 
 
 hub_to_channel_offers()

@@ -6,6 +6,7 @@ commerce-sync ledger verify       walk the audit chain; exit 1 on the first brok
                                   (--heads-dir DIR: also check every signed exported head)
 commerce-sync ledger export-head  write the signed chain head to --target DIR
 commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, --format json|text)
+commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
 commerce-sync sandbox prepare     load the sandbox ERP database and write the sandbox feeds
 commerce-sync sandbox set-price   change one purchase price in the sandbox ERP
 commerce-sync demo                run every DAG once against the sandbox and print a summary
@@ -103,6 +104,16 @@ def _trace(args: argparse.Namespace) -> int:
     return 0 if not result["gaps"] else 1
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from commerce_sync.config import load_config
+    from commerce_sync.pricing.explain import explain_offer, format_explanation
+
+    with connect(hub_database_url()) as conn:
+        result = explain_offer(conn, load_config(), args.channel, args.sku)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_explanation(result))
+    return 0
+
+
 def _sandbox_prepare(_: argparse.Namespace) -> int:
     from commerce_sync.sandbox.erp import load_erp
     from commerce_sync.sandbox.feeds import write_feeds
@@ -152,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--at", help="trace the state at this ISO 8601 time (with UTC offset)")
     trace.add_argument("--format", choices=("json", "text"), default="json")
     trace.set_defaults(func=_trace)
+
+    explain = sub.add_parser("explain", help="how an offer's price and stock are computed, step by step")
+    explain.add_argument("--channel", required=True)
+    explain.add_argument("--sku", required=True)
+    explain.add_argument("--format", choices=("json", "text"), default="text")
+    explain.set_defaults(func=_explain)
 
     sandbox = sub.add_parser("sandbox", help="sandbox data").add_subparsers(dest="action", required=True)
     sandbox.add_parser("prepare", help="load the ERP demo DB and write feeds").set_defaults(func=_sandbox_prepare)

@@ -1,0 +1,290 @@
+"""Held price moves: the summary a person approves or rejects, and applying the decision.
+
+:mod:`commerce_sync.pricing.compute` holds large price moves in ``hub.price_proposal_item`` when a
+channel's change cap is exceeded. The pricing DAG then shows :func:`pending_summary` (how many SKUs,
+the largest moves, the path of a CSV with every proposed change) on an Airflow approval task, and
+:func:`decide_proposal` applies the answer:
+
+- **approve**: every pending item whose live price is still the one it was proposed against is
+  applied (offer, outbox row, ``audit.change``, ledger row, one transaction); items whose live price
+  moved meanwhile are marked ``stale`` (the next computation proposes them again if still needed);
+- **reject**: nothing of the held set is applied; the items stay ``rejected`` so the same move (same
+  price hash) is not proposed again until its inputs change.
+
+Both write the decision, who made it and when to the ledger. Deciding an already decided proposal
+does nothing (the approval task may be retried).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from commerce_sync.audit import changes, ledger
+from commerce_sync.csv_export import write_csv
+from commerce_sync.db import connect
+from commerce_sync.pricing.compute import (
+    DATASET,
+    ENQUEUE,
+    FIELD_CHANGES,
+    RECORD_CHANGES,
+    ROW_HASH,
+    SUPERSEDE_OUTBOX,
+)
+
+CSV_HEADER = (
+    "proposal_id",
+    "channel",
+    "sku",
+    "name",
+    "old_price",
+    "new_price",
+    "currency",
+    "move_pct",
+    "cost",
+    "floor_price",
+    "floor_applied",
+    "rule_id",
+    "rule_version",
+    "rule_level",
+    "cost_source",
+)
+
+_PENDING_ITEMS = """
+SELECT i.proposal_id::text, i.channel, i.sku, p.name, i.old_price, i.price, i.currency, i.move_pct, i.cost,
+       i.floor_price, i.floor_applied, i.rule_id, i.rule_version, i.rule_level, i.cost_source
+FROM hub.price_proposal_item AS i
+JOIN hub.price_proposal AS pr ON pr.proposal_id = i.proposal_id AND pr.status = 'pending'
+LEFT JOIN hub.product AS p ON p.sku = i.sku
+WHERE i.status = 'pending'
+ORDER BY i.move_pct DESC, i.channel, i.sku
+"""
+
+_HELD_CHANGE = f"""
+CREATE TEMP TABLE offer_change ON COMMIT DROP AS
+SELECT i.channel, i.sku, i.price, i.currency, o.quantity, o.availability, i.cost, i.floor_price, i.floor_applied,
+       i.max_price_applied, i.rule_id, i.rule_version, i.rule_level, i.cost_source, i.exchange_rate,
+       i.price_hash, {ROW_HASH.format(price_hash="i.price_hash", t="o")} AS row_hash,
+       o.price AS old_price, o.currency AS old_currency, o.quantity AS old_quantity, o.version + 1 AS new_version,
+       true AS held, p.version AS product_version, p.transfer_id AS product_transfer_id
+FROM hub.price_proposal_item AS i
+JOIN hub.channel_offer AS o ON o.channel = i.channel AND o.sku = i.sku
+JOIN hub.product AS p ON p.sku = i.sku
+WHERE i.proposal_id = %(proposal_id)s AND i.status = 'pending'
+  AND o.price = i.old_price AND o.currency = i.currency
+"""
+
+_APPLY_HELD = """
+UPDATE hub.channel_offer AS t SET
+    price = c.price, currency = c.currency, cost = c.cost, floor_price = c.floor_price,
+    floor_applied = c.floor_applied, max_price_applied = c.max_price_applied, rule_id = c.rule_id,
+    rule_version = c.rule_version, rule_level = c.rule_level, cost_source = c.cost_source,
+    exchange_rate = c.exchange_rate, row_hash = c.row_hash, version = c.new_version, computed_at = now(),
+    transfer_id = %(transfer_id)s
+FROM offer_change AS c
+WHERE t.channel = c.channel AND t.sku = c.sku
+"""
+
+
+@dataclass(frozen=True)
+class ProposalSummary:
+    """What is waiting for a decision, across channels."""
+
+    proposal_ids: list[str]
+    items: int
+    by_channel: dict[str, int]
+    largest: list[dict[str, Any]]
+    csv_path: str
+
+    def markdown(self) -> str:
+        """The body of the approval page."""
+        lines = [
+            f"**{self.items} price moves** are held because they exceed the change cap "
+            f"({', '.join(f'{c}: {n}' for c, n in sorted(self.by_channel.items()))}).",
+            "",
+            "Largest moves:",
+            "",
+            "| channel | SKU | old | new | move |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {m['channel']} | {m['sku']} | {m['old_price']} | {m['new_price']} {m['currency']} | "
+                f"{m['move_pct']}% |"
+                for m in self.largest
+            ),
+            "",
+            f"Every proposed change: `{self.csv_path}` (CSV).",
+            "",
+            "**Approve** publishes these prices (the stock of these offers is already live); **Reject** keeps "
+            "the live prices, and the same moves are not proposed again until their inputs change.",
+            f"Proposals: {', '.join(self.proposal_ids)}",
+        ]
+        return "\n".join(lines)
+
+
+def pending_summary(dsn: str, csv_dir: Path, *, top: int = 10) -> ProposalSummary | None:
+    """Write the CSV of every pending held move and summarise them; None if nothing is pending."""
+    with connect(dsn) as conn:
+        rows = conn.execute(_PENDING_ITEMS).fetchall()
+    if not rows:
+        return None
+    ids = sorted({r[0] for r in rows})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = csv_dir / f"price-proposals-{stamp}-{ids[0][:8]}.csv"
+    write_csv(path, CSV_HEADER, rows)
+    by_channel: dict[str, int] = {}
+    for r in rows:
+        by_channel[r[1]] = by_channel.get(r[1], 0) + 1
+    largest = [
+        {
+            "channel": r[1],
+            "sku": r[2],
+            "old_price": str(r[4]),
+            "new_price": str(r[5]),
+            "currency": r[6],
+            "move_pct": str(r[7]),
+        }
+        for r in rows[:top]
+    ]
+    return ProposalSummary(ids, len(rows), by_channel, largest, str(path))
+
+
+@dataclass(frozen=True)
+class ProposalDecision:
+    """The outcome of one decision."""
+
+    proposal_id: str
+    channel: str
+    decision: str
+    applied: int = 0
+    stale: int = 0
+    rejected: int = 0
+    transfer_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def decide_proposal(
+    dsn: str,
+    proposal_id: str,
+    *,
+    approved: bool,
+    by: str,
+    at: datetime,
+    run: ledger.RunContext,
+    outbox_channels: frozenset[str] | None = None,
+) -> ProposalDecision:
+    """Apply (approve) or drop (reject) one pending proposal; a decided one is left as it is.
+
+    Args:
+        outbox_channels: ids of channels published through the outbox (default: every channel).
+    """
+    with connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT channel, status FROM hub.price_proposal WHERE proposal_id = %s", (proposal_id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"price proposal {proposal_id} does not exist (hub.price_proposal)")
+        channel, status = row
+        if status != "pending":
+            return ProposalDecision(proposal_id, channel, f"already {status}")
+    decision = "approved" if approved else "rejected"
+    transfer = ledger.Transfer(source=f"approval:{by}", target=f"channel:{channel}", dataset=DATASET, run=run)
+    tid = str(transfer.transfer_id)
+    params = {
+        "proposal_id": proposal_id,
+        "transfer_id": tid,
+        "outbox": outbox_channels is None or channel in outbox_channels,
+    }
+    applied = stale = rejected = 0
+    with ledger.recording(dsn, transfer), connect(dsn) as conn:
+        status_row = conn.execute(
+            "SELECT status FROM hub.price_proposal WHERE proposal_id = %s FOR UPDATE", (proposal_id,)
+        ).fetchone()
+        if not status_row or status_row[0] != "pending":  # decided concurrently
+            conn.rollback()
+            return ProposalDecision(proposal_id, channel, f"already {status_row[0] if status_row else 'gone'}")
+        if approved:
+            conn.execute(_HELD_CHANGE, params)
+            applied = conn.execute(_APPLY_HELD, params).rowcount
+            conn.execute(FIELD_CHANGES)
+            conn.execute(RECORD_CHANGES, params)
+            if params["outbox"]:
+                conn.execute(SUPERSEDE_OUTBOX)
+                conn.execute(ENQUEUE, params)
+            conn.execute(
+                """UPDATE hub.price_proposal_item AS i SET status = 'applied' FROM offer_change AS c
+                   WHERE i.proposal_id = %(proposal_id)s AND i.sku = c.sku AND i.status = 'pending'""",
+                params,
+            )
+            stale = conn.execute(
+                "UPDATE hub.price_proposal_item SET status = 'stale' "
+                "WHERE proposal_id = %(proposal_id)s AND status = 'pending'",
+                params,
+            ).rowcount
+        else:
+            rejected = conn.execute(
+                "UPDATE hub.price_proposal_item SET status = 'rejected' "
+                "WHERE proposal_id = %(proposal_id)s AND status = 'pending'",
+                params,
+            ).rowcount
+        conn.execute(
+            """UPDATE hub.price_proposal SET status = %(decision)s, decided_by = %(by)s, decided_at = %(at)s,
+                      decision_transfer_id = %(transfer_id)s
+               WHERE proposal_id = %(proposal_id)s""",
+            {**params, "decision": decision, "by": by, "at": at},
+        )
+        transfer.rows_read = applied + stale + rejected
+        transfer.rows_written = transfer.rows_changed = applied
+        transfer.details = {
+            "approval": {
+                "proposal_id": proposal_id,
+                "decision": decision,
+                "decided_by": by,
+                "decided_at": at.isoformat(),
+                "applied": applied,
+                "stale": stale,
+                "rejected": rejected,
+            }
+        }
+        changes.summarise(conn, transfer)
+        ledger.append(conn, transfer, "success")
+    return ProposalDecision(proposal_id, channel, decision, applied, stale, rejected, tid, transfer.details)
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """A person's answer to the approval task, about the proposals it showed."""
+
+    approved: bool
+    by: str
+    at: datetime
+    proposal_ids: list[str]
+
+    @classmethod
+    def from_hitl(cls, response: Mapping[str, Any], proposal_ids: list[str]) -> ApprovalAnswer:
+        """From the ApprovalOperator's XCom (``chosen_options``, ``responded_by_user``, ``responded_at``)."""
+        user = response.get("responded_by_user")
+        if isinstance(user, Mapping):
+            by = str(user.get("name") or user.get("id") or "unknown")
+        else:
+            by = str(user or "unknown")
+        at = response.get("responded_at")
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        if not isinstance(at, datetime):
+            at = datetime.now(UTC)
+        return cls("Approve" in (response.get("chosen_options") or []), by, at, list(proposal_ids))
+
+
+def apply_approval(
+    dsn: str, answer: ApprovalAnswer, run: ledger.RunContext, outbox_channels: frozenset[str] | None = None
+) -> list[ProposalDecision]:
+    """Decide every proposal the answer was about (see :func:`decide_proposal`)."""
+    return [
+        decide_proposal(
+            dsn, pid, approved=answer.approved, by=answer.by, at=answer.at, run=run, outbox_channels=outbox_channels
+        )
+        for pid in answer.proposal_ids
+    ]

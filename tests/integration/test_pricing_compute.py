@@ -6,13 +6,22 @@ import random
 import uuid
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from commerce_sync.audit import ledger
-from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule
+from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule, RuleOverride
 from commerce_sync.db import connect
-from commerce_sync.pricing.compute import compute_channel_offers
-from commerce_sync.pricing.rules import compute_price, sellable_quantity
+from commerce_sync.errors import DataError
+from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
+from commerce_sync.pricing.rules import (
+    channel_quantity,
+    compute_price,
+    convert,
+    effective_cost,
+    select_rule,
+    sellable_quantity,
+)
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -116,3 +125,181 @@ def test_feed_channel_gets_no_outbox_rows(hub_dsn: str) -> None:
     result = compute_channel_offers(hub_dsn, GOOGLE, RULE, RUN)
     assert result.offers_changed == 5
     assert result.outbox_rows == 0
+
+
+SETUP_RULES = {
+    "test-rule": RULE,
+    "tools": PricingRule(
+        id="tools",
+        version=2,
+        margin_pct=D("30"),
+        margin_amount=D("1.50"),
+        commission_pct=D("8"),
+        fixed_fee=D("0.70"),
+        min_margin_pct=D("10"),
+        rounding="0.05",
+        min_price=D("9.95"),
+    ),
+    "acme": PricingRule(
+        id="acme",
+        version=5,
+        margin_pct=D("40"),
+        commission_pct=D("12.5"),
+        min_margin_pct=D("8"),
+        rounding="none",
+        max_price=D("400"),
+    ),
+    "pinned": PricingRule(id="pinned", version=1, margin_pct=D("5"), min_margin_pct=D("5"), min_price=D("49.99")),
+}
+RATES = {"EUR": D("4.31234567"), "USD": D("3.98765432")}
+
+
+def seed_world(dsn: str, n: int, channel: Channel, seed: int = 11) -> tuple[list[dict], list[RuleOverride]]:
+    """Products in three currencies with brands, categories, stock and chosen supplier offers."""
+    rng = random.Random(seed)
+    tid = str(uuid.uuid4())
+    products, supply = [], []
+    for i in range(n):
+        p = {
+            "sku": f"SKU-{i:05d}",
+            "cost": D(rng.choice([0, *range(1, 300_000)])) / 100 if rng.random() > 0.01 else D(0),
+            "currency": rng.choice(["PLN", "PLN", "EUR", "USD"]),
+            "vat": rng.choice([D("0.23"), D("0.08"), D("0")]),
+            "brand": rng.choice(["Acme", "Bolt", None]),
+            "category": rng.choice(["Tools", "Garden", None]),
+            "stock": rng.randint(0, 80),
+            "reserved": rng.randint(0, 6),
+            "active": rng.random() > 0.05,
+            "supply": None,
+        }
+        if rng.random() < 0.5:
+            p["supply"] = {
+                "cost": D(rng.randint(1, 400_000)) / 100,
+                "currency": rng.choice(["PLN", "EUR"]),
+                "qty": rng.choice([0, 0, rng.randint(1, 40)]),
+            }
+            supply.append({"sku": p["sku"], **p["supply"]})
+        products.append(p)
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO hub.product (sku, name, brand, category, purchase_price, currency, vat_rate, active,
+                                        row_hash, transfer_id)
+               VALUES (%(sku)s, %(sku)s, %(brand)s, %(category)s, %(cost)s, %(currency)s, %(vat)s, %(active)s,
+                       'h', %(tid)s)""",
+            [dict(p, tid=tid) for p in products],
+        )
+        cur.executemany(
+            """INSERT INTO hub.stock (sku, location, quantity, reserved, row_hash, transfer_id)
+               VALUES (%(sku)s, 'main', %(stock)s, %(reserved)s, 'h', %(tid)s)""",
+            [dict(p, tid=tid) for p in products],
+        )
+        insert_supply(cur, supply, tid)
+        for currency, rate in RATES.items():
+            cur.execute(
+                "INSERT INTO hub.exchange_rate (currency, quote, valid_on, rate, source, transfer_id) "
+                "VALUES (%s, %s, current_date - 3, %s, 'test', %s), (%s, %s, current_date + 1, 99, 'future', %s)",
+                (currency, channel.currency, rate, tid, currency, channel.currency, tid),
+            )
+    overrides = [
+        RuleOverride(channel=channel.id, level="category", match="Tools", rule="tools"),
+        RuleOverride(channel=channel.id, level="brand", match="Acme", rule="acme"),
+        RuleOverride(channel=channel.id, level="sku", match="SKU-00007", rule="pinned"),
+        RuleOverride(channel=channel.id, level="sku", match="SKU-00011", rule="pinned"),
+    ]
+    return products, overrides
+
+
+def insert_supply(cur: psycopg.Cursor, supply: list[dict], tid: str) -> None:
+    cur.executemany(
+        """INSERT INTO hub.sku_supply (sku, supplier, supplier_sku, purchase_price, currency, chosen_quantity,
+                                       total_quantity, offers_considered, policy, supplier_offer_version, row_hash,
+                                       transfer_id)
+           VALUES (%(sku)s, 'acme', %(sku)s, %(cost)s, %(currency)s, %(qty)s, %(qty)s, 1, 'cheapest_in_stock', 1,
+                   'h', %(tid)s)""",
+        [dict(s, tid=tid) for s in supply],
+    )
+
+
+def reference_offer(p: dict, channel: Channel, overrides: list[RuleOverride]) -> dict | None:
+    rule, level = select_rule(channel, SETUP_RULES, overrides, sku=p["sku"], brand=p["brand"], category=p["category"])
+    rates = {**RATES, channel.currency: D(1)}
+    erp = convert(p["cost"], rates[p["currency"]])
+    s = p["supply"]
+    supply_cost = convert(s["cost"], rates[s["currency"]]) if s else None
+    cost, source = effective_cost(erp, supply_cost, s["qty"] if s else 0, active=p["active"])
+    if cost <= 0:
+        return None
+    price = compute_price(cost, p["vat"], rule, prices_include_vat=channel.prices_include_vat)
+    qty = channel_quantity(p["stock"], p["reserved"], s["qty"] if s else 0, channel, active=p["active"])
+    return {
+        "price": price.price,
+        "floor_price": price.floor_price,
+        "floor_applied": price.floor_applied,
+        "max_price_applied": price.max_price_applied,
+        "quantity": qty,
+        "availability": "in_stock" if qty > 0 else "out_of_stock",
+        "cost": cost,
+        "cost_source": source,
+        "rule_id": rule.id,
+        "rule_version": str(rule.version),
+        "rule_level": level,
+    }
+
+
+BUFFERED = Channel(
+    id="allegro",
+    kind="allegro",
+    conn_id="x",
+    pricing_rule="test-rule",
+    stock_buffer=1,
+    stock_buffer_pct=D("12.5"),
+    max_listed_quantity=60,
+)
+
+
+@pytest.mark.parametrize("channel", [BUFFERED, GOOGLE], ids=["gross-buffered", "net"])
+def test_sql_equals_reference_for_every_rule_feature(hub_dsn: str, channel: Channel) -> None:
+    products, overrides = seed_world(hub_dsn, 600, channel)
+    setup = PricingSetup(SETUP_RULES, tuple(overrides))
+    result = compute_channel_offers(hub_dsn, channel, RULE, RUN, setup=setup)
+    columns = (
+        "price",
+        "floor_price",
+        "floor_applied",
+        "max_price_applied",
+        "quantity",
+        "availability",
+        "cost",
+        "cost_source",
+        "rule_id",
+        "rule_version",
+        "rule_level",
+    )
+    with connect(hub_dsn) as conn:
+        rows = {
+            r[0]: dict(zip(columns, r[1:], strict=True))
+            for r in conn.execute(
+                f"SELECT sku, {', '.join(columns)} FROM hub.channel_offer WHERE channel = %s", (channel.id,)
+            )
+        }
+    expected = {p["sku"]: reference_offer(p, channel, overrides) for p in products}
+    priced = {sku: e for sku, e in expected.items() if e is not None}
+    assert result.offers_evaluated == len(priced) == len(rows)
+    for sku, e in priced.items():
+        assert rows[sku] == e, sku
+    seen = {(e["rule_level"], e["cost_source"], e["floor_applied"], e["max_price_applied"]) for e in priced.values()}
+    assert {lvl for lvl, *_ in seen} == {"sku", "brand", "category", "default"}
+    assert any(src == "supplier" for _, src, *_ in seen) and any(f for *_, f, _ in seen)
+    assert any(m for *_, m in seen)
+
+
+def test_missing_exchange_rate_fails_naming_currency_and_sku(hub_dsn: str) -> None:
+    seed_products(hub_dsn, 3)
+    with connect(hub_dsn) as conn:
+        conn.execute("UPDATE hub.product SET currency = 'CHF' WHERE sku = 'SKU-00001'")
+    with pytest.raises(DataError, match=r"no exchange rate into PLN for CHF \(1 SKUs, e.g. SKU-00001\)"):
+        compute_channel_offers(hub_dsn, ALLEGRO, RULE, RUN)
+    with connect(hub_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM hub.channel_offer").fetchone()[0] == 0
+        status = conn.execute("SELECT status FROM audit.transfer WHERE dataset = 'channel_offer'").fetchall()
+    assert status == [("failed",)]

@@ -79,6 +79,7 @@ class AllegroClient(HttpClient):
     """
 
     channel = "allegro"
+    requests_per_period = (9000.0, 60.0)  # per client id; over it Allegro blocks for a minute
 
     def __init__(
         self,

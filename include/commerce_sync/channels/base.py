@@ -1,7 +1,11 @@
 """The shared HTTP plumbing of channel clients: base URL, timeouts, retries, errors, auth hooks.
 
 A concrete client declares its ``channel`` name and, if it authenticates, overrides
-:meth:`HttpClient._auth_headers` and :meth:`HttpClient._refresh_auth`. Retry policy (see
+:meth:`HttpClient._auth_headers` and :meth:`HttpClient._refresh_auth`. Every client owns a
+:class:`TokenBucket` (the channel's request rate limit; waits, never fails) and a
+:class:`CircuitBreaker` (opens after sustained 5xx/network failures, then fails fast with
+:class:`CircuitOpenError` until a half-open probe succeeds). Both take an injectable clock so
+their behaviour is tested without sleeping. Retry policy (see
 REFERENCE.md): connection errors, timeouts, 429 and 5xx are retried with capped exponential
 backoff and full jitter, honouring ``Retry-After`` (seconds or an HTTP-date); other 4xx answers
 are never retried. Exhausted retries raise :class:`~commerce_sync.errors.TransientError`, a
@@ -14,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
@@ -27,6 +32,182 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds
+
+
+class CircuitOpenError(TransientError):
+    """The channel failed repeatedly; requests fail fast until the breaker's cool-down ends."""
+
+
+Clock = Callable[[], float]
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` requests per ``per`` seconds, bursts up to ``capacity``.
+
+    :meth:`acquire` waits (with the injected ``sleep``) until a token is free, so a client never
+    exceeds the channel's limit (Allegro: 9,000 requests/min per client id; Amazon
+    ``createFeed``: 5 per 5 minutes). Thread-safe.
+
+    Args:
+        rate: tokens added per ``per`` seconds.
+        per: the period in seconds.
+        capacity: most tokens held (the burst); default ``rate``.
+        clock: monotonic clock in seconds.
+        sleep: how to wait.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        per: float,
+        capacity: float | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0 or per <= 0:
+            raise ValueError("rate and per must be positive")
+        self.rate = rate
+        self.per = per
+        self.capacity = float(capacity if capacity is not None else rate)
+        if self.capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.clock = clock
+        self.sleep = sleep
+        self._tokens = self.capacity
+        self._stamp = clock()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+        """Total seconds spent waiting for tokens (reported in logs and the ledger)."""
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}/{self.per:g}s, capacity={self.capacity:g})"
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate / self.per)
+        self._stamp = now
+
+    def delay(self, tokens: float = 1.0) -> float:
+        """Seconds until ``tokens`` are available (0 if they are now)."""
+        with self._lock:
+            self._refill()
+            missing = tokens - self._tokens
+            return 0.0 if missing <= 0 else missing * self.per / self.rate
+
+    def acquire(self, tokens: float = 1.0) -> float:
+        """Take ``tokens``, waiting as long as needed; return the seconds waited."""
+        if tokens > self.capacity:
+            raise ValueError(f"cannot take {tokens} tokens from a bucket of {self.capacity:g}")
+        waited = 0.0
+        while True:
+            with self._lock:
+                self._refill()
+                # The tolerance absorbs float rounding of the refill, which could otherwise
+                # leave a bucket 1e-12 tokens short forever.
+                if self._tokens >= tokens - 1e-6:
+                    self._tokens = max(0.0, self._tokens - tokens)
+                    self.waited += waited
+                    return waited
+                wait = (tokens - self._tokens) * self.per / self.rate
+            self.sleep(wait)
+            waited += wait
+
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    """Stops hammering a channel that is down, and notices when it is back.
+
+    Closed: requests pass; ``failure_threshold`` consecutive failures (5xx or network errors, not
+    4xx or 429) open it. Open: requests fail fast with :class:`CircuitOpenError` for
+    ``reset_timeout`` seconds. Then half-open: one probe request passes; success closes the
+    breaker, failure opens it again for another ``reset_timeout``.
+
+    Args:
+        channel: channel name for messages.
+        failure_threshold: consecutive failures that open the breaker.
+        reset_timeout: seconds the breaker stays open before a probe.
+        clock: monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1 or reset_timeout <= 0:
+            raise ValueError("failure_threshold must be >= 1 and reset_timeout > 0")
+        self.channel = channel
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self.clock = clock
+        self._state: BreakerState = "closed"
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self._lock = threading.Lock()
+        self.opened = 0
+        """How often the breaker opened (reported in the ledger)."""
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(channel={self.channel!r}, state={self.state!r})"
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (an open breaker past its cool-down reads as half-open)."""
+        with self._lock:
+            if self._state == "open" and self.clock() - self._opened_at >= self.reset_timeout:
+                return "half_open"
+            return self._state
+
+    def before_request(self, what: str) -> None:
+        """Let a request through, or raise :class:`CircuitOpenError` while the breaker is open."""
+        with self._lock:
+            if self._state == "closed":
+                return
+            remaining = self.reset_timeout - (self.clock() - self._opened_at)
+            if self._state == "open" and remaining <= 0:
+                self._state = "half_open"
+                self._probing = False
+            if self._state == "half_open" and not self._probing:
+                self._probing = True  # exactly one probe at a time
+                log.info("%s: circuit half-open; probing with %s", self.channel, what)
+                return
+            raise CircuitOpenError(
+                f"{self.channel}: circuit open after {self._failures} consecutive failures; {what} not sent. "
+                f"Next probe in {max(remaining, 0):.0f}s; pending work stays queued and is sent after recovery"
+            )
+
+    def record_success(self) -> None:
+        """A request got an answer that is not a server failure: close the breaker."""
+        with self._lock:
+            if self._state != "closed":
+                log.info("%s: circuit closed (channel answers again)", self.channel)
+            self._state = "closed"
+            self._failures = 0
+            self._probing = False
+
+    def record_failure(self) -> None:
+        """A request failed with 5xx or a network error."""
+        with self._lock:
+            self._failures += 1
+            if self._state == "half_open" or (self._state == "closed" and self._failures >= self.failure_threshold):
+                if self._state == "closed":
+                    self.opened += 1
+                    log.warning(
+                        "%s: circuit opened after %d consecutive failures; failing fast for %.0fs",
+                        self.channel,
+                        self._failures,
+                        self.reset_timeout,
+                    )
+                self._state = "open"
+                self._opened_at = self.clock()
+                self._probing = False
 
 
 class ChannelRequestError(ChannelError):
@@ -77,9 +258,13 @@ class HttpClient:
         backoff_base: first backoff in seconds, doubled per attempt.
         backoff_cap: longest single wait in seconds, also the cap for ``Retry-After``.
         session: a session to use (a new one by default).
+        rate_limiter: the request bucket; default from :attr:`requests_per_period` (none if unset).
+        breaker: the circuit breaker; default opens after 5 failures for 30 s.
     """
 
     channel = "http"
+    requests_per_period: tuple[float, float] | None = None
+    """(requests, seconds) the channel allows per client, e.g. (9000, 60) for Allegro."""
 
     def __init__(
         self,
@@ -90,6 +275,8 @@ class HttpClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         session: requests.Session | None = None,
+        rate_limiter: TokenBucket | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -101,6 +288,10 @@ class HttpClient:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = "commerce-sync/0.1"
         self.sleep: Callable[[float], None] = time.sleep
+        if rate_limiter is None and self.requests_per_period is not None:
+            rate_limiter = TokenBucket(*self.requests_per_period)
+        self.rate_limiter = rate_limiter
+        self.breaker = breaker or CircuitBreaker(self.channel)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channel={self.channel!r}, base_url={self.base_url!r})"
@@ -174,6 +365,9 @@ class HttpClient:
                 merged.update(self._auth_headers())
             response: requests.Response | None = None
             problem: str
+            self.breaker.before_request(f"{method} {shown_path}")
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
             try:
                 response = self.session.request(
                     method,
@@ -186,8 +380,13 @@ class HttpClient:
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem = f"{type(exc).__name__}"
+                self.breaker.record_failure()
             else:
                 status = response.status_code
+                if status >= 500:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()
                 if status < 400:
                     return response
                 if status == 401 and authenticate and not refreshed and self._refresh_auth():

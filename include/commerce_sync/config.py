@@ -328,6 +328,13 @@ class GoogleFeedSettings(Model):
     title: str
     shop_url: str = Field(pattern=r"^https?://")
     condition: Literal["new", "refurbished", "used"] = "new"
+    target: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9+.-]*://",
+        description="also publish the validated file here: sftp://host/dir/name.xml (credentials from "
+        "target_conn_id) or any ObjectStoragePath URL (file://, s3://, gs://, ...)",
+    )
+    target_conn_id: str | None = Field(default=None, description="Airflow connection for the target")
 
 
 class OfferBreakers(Model):
@@ -353,9 +360,17 @@ class Channel(Model):
     """A place we publish offers to."""
 
     id: Identifier
-    kind: Literal["allegro", "google_merchant_feed"]
+    kind: Literal["allegro", "amazon", "ebay", "google_merchant_feed", "meta_catalog_feed", "ceneo_feed"]
     enabled: bool = True
     currency: Currency = "PLN"
+    accepted_currencies: list[Currency] = Field(
+        default_factory=list, description="currencies the channel accepts (default: only currency)"
+    )
+    reconcile: Literal["hub_wins", "channel_wins", "report_only"] = Field(
+        default="hub_wins",
+        description="when read-back finds the channel differs: re-send the hub's value, "
+        "adopt the channel's, or only report",
+    )
     prices_include_vat: bool = True
     pricing_rule: str
     stock_buffer: int = Field(default=0, ge=0, description="units kept back from the sellable stock")
@@ -369,11 +384,22 @@ class Channel(Model):
 
     @model_validator(mode="after")
     def _kind_settings(self) -> Channel:
-        if self.kind == "allegro" and not self.conn_id:
-            raise ValueError("an allegro channel needs conn_id (the Airflow connection with its API)")
-        if self.kind == "google_merchant_feed" and self.feed is None:
-            raise ValueError("a google_merchant_feed channel needs a 'feed' section")
+        if self.kind in MARKETPLACE_KINDS and not self.conn_id:
+            raise ValueError(f"an {self.kind} channel needs conn_id (the Airflow connection with its API)")
+        if self.kind in FEED_KINDS and self.feed is None:
+            raise ValueError(f"a {self.kind} channel needs a 'feed' section")
         return self
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        """Currencies an offer of this channel may carry."""
+        return frozenset(self.accepted_currencies or [self.currency])
+
+
+MARKETPLACE_KINDS = frozenset({"allegro", "amazon", "ebay"})
+"""Channel kinds published through the outbox to an API."""
+FEED_KINDS = frozenset({"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"})
+"""Channel kinds published as a generated file."""
 
 
 class ChannelsFile(Model):

@@ -6,6 +6,9 @@ Reads the ERP's products incrementally (by the `updated_at` watermark kept in
 `hub.product` and `hub.stock` by change hash. Only changed SKUs get a new version; the ledger row
 (`audit.transfer`, dataset `product`) is written in the same transaction.
 
+Then `merge_supplier_offers` recomputes `hub.sku_supply` (new or changed products may match supplier
+offers by GTIN or SKU), which triggers pricing.
+
 **Params**: `full_resync` (default off) reads everything and deactivates products the ERP no
 longer returns (never deletes them).
 
@@ -60,7 +63,19 @@ def erp_to_hub_products() -> None:
         report_transfer(result.transfer_id)
         return asdict(result)
 
-    sync_erp_products()
+    @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SUPPLIER_OFFER], outlets=[assets.HUB_SKU_SUPPLY])
+    def merge_supplier_offers() -> dict[str, Any]:
+        from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
+        from commerce_sync.sources.supply_merge import merge_supply
+
+        with operator_errors("supplier merge"):
+            config = load_config()
+            result = merge_supply(hub_dsn(), config.suppliers, config.supply_merge, run_context())
+        report_transfer(result.transfer_id)
+        return asdict(result)
+
+    sync_erp_products() >> merge_supplier_offers()
 
 
 erp_to_hub_products()

@@ -58,7 +58,7 @@ APPROVAL_TASK = "approve_held_changes"
 
 
 @dag(
-    schedule=(assets.HUB_PRODUCT | assets.HUB_SUPPLIER_OFFER),
+    schedule=(assets.HUB_PRODUCT | assets.HUB_SUPPLIER_OFFER | assets.HUB_SKU_SUPPLY),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

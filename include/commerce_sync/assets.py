@@ -55,6 +55,9 @@ HUB_QUARANTINE = hub_table("quarantine")
 HUB_CHANNEL_OFFER = hub_table("channel_offer")
 HUB_OUTBOX = hub_table("outbox")
 HUB_CHANNEL_LISTING = hub_table("channel_listing")
+# Per hub SKU the chosen supplier offer and the dropship stock (written by the supplier merge, read by pricing).
+HUB_SKU_SUPPLY = hub_table("sku_supply")
+HUB_SUPPLIER_PRICE_CHANGE = hub_table("supplier_price_change")
 
 # Sources. The ERP table mirrors the query in include/config/erp.yaml (``FROM erp.products``). Supplier
 # feeds are per supplier and the supplier list is configuration, unknown at parse time: their Assets are
@@ -72,14 +75,16 @@ def supplier_feed(supplier_id: str, transport_type: str, location: str, conn_id:
 
     Args:
         supplier_id: The supplier's id from suppliers.yaml (the Asset is named ``supplier.<id>.feed``).
-        transport_type: ``"http"`` or ``"file"``.
-        location: The transport's path: the URL path for HTTP, the file path for file transports.
-        conn_id: The Airflow connection holding the base URL (HTTP only); it is the logical host.
+        transport_type: ``"http"``, ``"sftp"`` or ``"file"``.
+        location: The transport's path: the URL path for HTTP, the remote path for SFTP, the file path for
+            file transports.
+        conn_id: The Airflow connection holding the base URL or SFTP host; it is the logical host.
     """
-    if transport_type == "http":
+    if transport_type in ("http", "sftp"):
         if not conn_id:
-            raise ValueError(f"supplier {supplier_id!r}: an http feed needs a connection id")
-        uri = f"https://{conn_id}/{location.lstrip('/')}"
+            raise ValueError(f"supplier {supplier_id!r}: an {transport_type} feed needs a connection id")
+        scheme = "https" if transport_type == "http" else "sftp"
+        uri = f"{scheme}://{conn_id}/{location.lstrip('/')}"
     else:
         uri = f"file://{DATA_HOST}/{location.lstrip('/')}"
     return Asset(name=f"supplier.{supplier_id}.feed", uri=uri)

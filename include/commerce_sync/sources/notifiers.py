@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from commerce_sync.config import PriceChangeReport
+from commerce_sync.sources.price_changes import PriceChangeSummary, alert_line
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +56,12 @@ class LogFileNotifier(BaseNotifier):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, default=str, sort_keys=True) + "\n")
+
+
+def price_change_notifier(summary: PriceChangeSummary, settings: PriceChangeReport) -> LogFileNotifier:
+    """The configured notifier for a supplier price-change alert (``notifier`` in suppliers.yaml)."""
+    from commerce_sync.settings import data_dir
+
+    path = data_dir() / "alerts" / "supplier_price_changes.jsonl" if settings.notifier == "file" else None
+    details = {k: v for k, v in asdict(summary).items() if k != "top"}
+    return LogFileNotifier(alert_line(summary), {"kind": "supplier_price_change", **details}, path)

@@ -1,94 +1,84 @@
-"""The supplier offer suite on in-memory batches (Great Expectations, no database)."""
+"""Suites as code and quality.yaml, without a database (the SQL itself runs in
+tests/integration/test_quality_gate.py)."""
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
+
 import pytest
 
-from commerce_sync.quality.suites import ValidationOutcome, validate_supplier_offers
-
-GOOD = {
-    "supplier_sku": "S-1",
-    "gtin": "5901234123457",
-    "name": "Kubek",
-    "purchase_price": "12,30",
-    "currency": "PLN",
-    "quantity": "4",
-}
+from commerce_sync.config import QualityFile, load_quality
+from commerce_sync.errors import ConfigError
+from commerce_sync.quality.evidence import site_relative_dir, sqlalchemy_url
+from commerce_sync.quality.gate import compile_row_checks
+from commerce_sync.quality.suites import SUITES, ExpectationResult, ValidationOutcome
 
 
-def _frame(*overrides: dict[str, str | None]) -> pd.DataFrame:
-    rows = []
-    for i, override in enumerate(overrides, start=1):
-        row: dict[str, object] = {"record_no": i, "source_line": i + 1}
-        row.update(GOOD)
-        row["supplier_sku"] = f"S-{i}"
-        row.update(override)
-        rows.append(row)
-    return pd.DataFrame(rows).astype({k: "object" for k in GOOD})
+@pytest.mark.parametrize("suite", list(SUITES.values()), ids=list(SUITES))
+def test_each_suite_compiles_to_one_statement_naming_every_expectation(suite: object) -> None:
+    statement = compile_row_checks(suite)  # type: ignore[arg-type]
+    assert statement.count("INSERT INTO hub.quarantine") == 1
+    for expectation in suite.expectations:  # type: ignore[attr-defined]
+        assert f"'{expectation.expectation}', '{expectation.column}'" in statement
+    assert "%(transfer_id)s" in statement
 
 
-def _validate(*overrides: dict[str, str | None], separator: str = ",") -> ValidationOutcome:
-    return validate_supplier_offers(_frame(*overrides), separator)
-
-
-def test_good_rows_pass() -> None:
-    outcome = _validate(
-        {},
-        {"gtin": None, "purchase_price": "1 234,5", "quantity": "0"},
-        {"gtin": "4006381333931", "purchase_price": "0,0100", "quantity": "+3"},
-        {"gtin": "96385074"},
+def test_outcome_summary_counts() -> None:
+    outcome = ValidationOutcome(
+        suite="supplier_offer",
+        rows_evaluated=10,
+        rows_quarantined=2,
+        results=(
+            ExpectationResult("expect_column_values_to_be_unique", "supplier_sku", 0),
+            ExpectationResult("expect_column_values_to_be_between", "quantity", 3),
+        ),
     )
-    assert outcome.failures == []
-    assert outcome.failed == 0
-    assert outcome.passed == outcome.expectations
-    assert outcome.rows_evaluated == 4
+    assert outcome.summary() == {
+        "suite": "supplier_offer",
+        "expectations": 2,
+        "passed": 1,
+        "failed": 1,
+        "rows_evaluated": 10,
+        "rows_quarantined": 2,
+        "failed_expectations": {"expect_column_values_to_be_between(quantity)": 3},
+    }
 
 
-@pytest.mark.parametrize(
-    ("override", "column", "expectation", "reason"),
-    [
-        ({"purchase_price": "12,3x"}, "purchase_price", "expect_column_values_to_not_be_null", "is not a number"),
-        ({"purchase_price": "12.30"}, "purchase_price", "expect_column_values_to_not_be_null", "is not a number"),
-        ({"purchase_price": None}, "purchase_price", "expect_column_values_to_not_be_null", "is missing"),
-        ({"purchase_price": "0"}, "purchase_price", "expect_column_values_to_be_between", "'0' is not above 0"),
-        ({"purchase_price": "-5,00"}, "purchase_price", "expect_column_values_to_be_between", "not above 0"),
-        ({"quantity": "-3"}, "quantity", "expect_column_values_to_be_between", "'-3' is negative"),
-        ({"quantity": "2,5"}, "quantity", "expect_column_values_to_not_be_null", "not a whole number"),
-        ({"gtin": "5901234123458"}, "gtin", "expect_column_values_to_be_null", "check digit is 8, expected 7"),
-        ({"gtin": "12345"}, "gtin", "expect_column_values_to_be_null", "has 5 digits"),
-        ({"supplier_sku": None}, "supplier_sku", "expect_column_values_to_not_be_null", "supplier_sku is missing"),
-        ({"currency": "zł"}, "currency", "expect_column_values_to_match_regex", "three-letter"),
-    ],
-)
-def test_bad_row_is_flagged(override: dict[str, str | None], column: str, expectation: str, reason: str) -> None:
-    outcome = _validate({}, override, {})
-    assert outcome.failed_record_nos == {2}
-    [failure] = outcome.failures
-    assert failure.record_no == 2
-    assert failure.column == column
-    assert failure.expectation == expectation
-    assert reason in failure.reason
-    assert failure.observed_value == override[column]
-    assert outcome.failed == 1
+def test_quality_yaml_is_optional_and_per_source_overrides_apply(tmp_path: Path) -> None:
+    assert load_quality(tmp_path) == QualityFile()
+    (tmp_path / "quality.yaml").write_text(
+        "version: 1\n"
+        "datasets:\n"
+        "  supplier_offer:\n"
+        "    max_row_drop_percent: 40\n"
+        "    sources:\n"
+        "      'supplier:bravo': {max_row_drop_percent: null}\n",
+        encoding="utf-8",
+    )
+    quality = load_quality(tmp_path)
+    assert quality.breakers("supplier_offer", "supplier:acme").max_row_drop_percent == 40
+    assert quality.breakers("supplier_offer", "supplier:bravo").max_row_drop_percent is None
+    assert quality.breakers("erp_product", "erp").max_row_drop_percent == 50  # default
 
 
-def test_duplicate_sku_flags_both_rows() -> None:
-    outcome = _validate({"supplier_sku": "DUP"}, {}, {"supplier_sku": "DUP"})
-    assert outcome.failed_record_nos == {1, 3}
-    assert {f.reason for f in outcome.failures} == {"supplier_sku 'DUP' appears more than once in this delivery"}
+def test_repository_quality_yaml_loads() -> None:
+    quality = load_quality()
+    assert quality.breakers("supplier_offer", "supplier:acme").max_rejected_percent == 20
 
 
-def test_dot_separator_rejects_comma_prices() -> None:
-    outcome = _validate({"purchase_price": "12.30"}, {"purchase_price": "12,30"}, separator=".")
-    assert outcome.failed_record_nos == {2}
+def test_quality_yaml_errors_name_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "quality.yaml").write_text(
+        "version: 1\ndatasets:\n  supplier_offer:\n    max_rejected_percent: 150\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_quality(tmp_path)
+    assert "quality.yaml: datasets.supplier_offer.max_rejected_percent" in str(err.value)
 
 
-def test_summary_counts() -> None:
-    outcome = _validate({"quantity": "-1"}, {"quantity": "-2", "gtin": "1"}, {})
-    summary = outcome.summary()
-    assert summary["suite"] == "supplier_offer"
-    assert summary["rows_evaluated"] == 3
-    assert summary["rows_quarantined"] == 2
-    assert summary["failed"] == 2
-    assert summary["passed"] + summary["failed"] == summary["expectations"]
+def test_evidence_paths_are_safe() -> None:
+    assert site_relative_dir("supplier:acme/../x", "0d9a4c58-3e8e-4c3c-9a43-3f1f5a8a0a11") == (
+        "supplier_acme_x/0d9a4c58-3e8e-4c3c-9a43-3f1f5a8a0a11"
+    )
+    with pytest.raises(ValueError, match="badly formed"):
+        site_relative_dir("erp", "../../etc")
+    assert sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"

@@ -1,39 +1,101 @@
-"""Great Expectations suites, written as code and run directly on a pandas batch.
+"""Expectation suites as code, one per dataset, compiled to one set-based SQL pass.
 
-Raw text is typed first, vectorised, into helper columns (``purchase_price_value``,
-``quantity_value``, ``gtin_problem``); the expectations then check those columns and report the
-failing rows by ``record_no``. Each failure gets a sentence an operator can act on ("purchase_price
-'12,3x' is not a number"). Great Expectations is imported inside the functions: it takes seconds
-to import, which must not happen when a DAG file is parsed.
+Each suite declares its row expectations once: the Great Expectations expectation type it stands
+for, the column, a SQL predicate that is true for a failing row, and a SQL expression for the
+sentence an operator reads ("purchase_price '12,3x' is not a number"). :mod:`.gate` compiles a
+suite into a single ``INSERT INTO hub.quarantine ... SELECT`` over the staged batch (so a million
+rows are checked where they are, not pulled into pandas) and hands the counts to Great
+Expectations, which renders the evidence as Data Docs (:mod:`.evidence`).
+
+Why not GX's own SQL engine for the rows: its results carry only a partial list of failing
+values; the keys and record numbers quarantine needs would take one extra query per expectation.
+``bench/quality.py`` measures both.
+
+Typed helper columns live in the suite's ``typed_select`` (the same normalisation the merge
+uses), so validation and typing cannot disagree.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from commerce_sync.errors import CommerceSyncError
-from commerce_sync.sources.gtin import gtin_problem
-
-if TYPE_CHECKING:
-    import pandas as pd
+from typing import Any
 
 SUPPLIER_OFFER_SUITE = "supplier_offer"
+ERP_PRODUCT_SUITE = "erp_product"
 # Grouping spaces a supplier may put in numbers (space, no-break space, narrow no-break space).
 # The SQL merge strips exactly the same set, so validation and typing cannot disagree.
 NUMBER_SPACES = "[ \u00a0\u202f]"
 PRICE_MAX = 9_999_999_999.9999  # numeric(14, 4)
 QUANTITY_MAX = 2_147_483_647  # integer
-CURRENCY_PATTERN = r"^[A-Z]{3}$"
+CURRENCY_PATTERN = "^[A-Z]{3}$"
+QUANTITY_PATTERN = "^[+-]?[0-9]+$"
+NAME_MAX_LENGTH = 500
+# ISO 4217 codes in use (2026). A currency outside this list is a typo or a made-up code.
+ISO_4217 = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD
+    CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF
+    GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP
+    LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB
+    PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL
+    THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW
+    ZWG""".split()  # noqa: SIM905 (a list literal of 160 codes reads worse)
+)
+
+
+@dataclass(frozen=True)
+class RowExpectation:
+    """One row-level expectation of a suite.
+
+    Attributes:
+        expectation: The Great Expectations expectation type it implements (the name quarantine
+            and Data Docs show), e.g. ``expect_column_values_to_be_between``.
+        column: The delivered column it is about (``hub.quarantine.column_name``).
+        failing: SQL boolean over the typed row ``r``: true when the row breaks the expectation.
+        reason: SQL text expression over ``r`` for the operator's sentence (only evaluated for
+            failing rows).
+        kwargs: The expectation's arguments as GX would take them (shown in Data Docs).
+    """
+
+    expectation: str
+    column: str
+    failing: str
+    reason: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.expectation}({self.column})"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Row expectations over one staged dataset.
+
+    Attributes:
+        name: Suite name (also the quarantine ``dataset``).
+        staging: The staging table, ``schema.table``.
+        key: The column holding the record key (``hub.quarantine.record_key``).
+        typed_select: ``SELECT ... FROM <staging> AS s ... WHERE s.transfer_id = %(transfer_id)s``
+            yielding the raw columns, ``record_no``, ``source_line`` and the typed helpers the
+            predicates use. May use the query parameters of the caller (``%(spaces)s`` etc.).
+        raw_columns: The delivered columns copied into ``hub.quarantine.raw``.
+        expectations: The row expectations, in the order they are reported.
+    """
+
+    name: str
+    staging: str
+    key: str
+    typed_select: str
+    raw_columns: tuple[str, ...]
+    expectations: tuple[RowExpectation, ...]
 
 
 @dataclass(frozen=True)
 class RowFailure:
-    """One row that failed one expectation."""
+    """One row that failed one expectation (as written to ``hub.quarantine``)."""
 
     record_no: int
+    record_key: str | None
     expectation: str
     column: str
     observed_value: str | None
@@ -41,253 +103,278 @@ class RowFailure:
 
 
 @dataclass(frozen=True)
-class ValidationOutcome:
-    """What a suite found in a batch."""
+class ExpectationResult:
+    """How one expectation fared on a batch."""
 
-    suite: str
-    expectations: int
-    passed: int
-    failed: int
-    rows_evaluated: int
-    failures: list[RowFailure] = field(default_factory=list)
+    expectation: str
+    column: str
+    unexpected_count: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def failed_record_nos(self) -> set[int]:
-        """Records with at least one failure (they go to quarantine)."""
-        return {failure.record_no for failure in self.failures}
+    def success(self) -> bool:
+        return self.unexpected_count == 0
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """What a suite found in a batch (failing rows are in ``hub.quarantine``)."""
+
+    suite: str
+    rows_evaluated: int
+    rows_quarantined: int
+    results: tuple[ExpectationResult, ...]
+
+    @property
+    def expectations(self) -> int:
+        return len(self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if not r.success)
+
+    @property
+    def passed(self) -> int:
+        return self.expectations - self.failed
 
     def summary(self) -> dict[str, Any]:
-        """Counts for the ledger's ``details``."""
+        """Counts for the ledger's ``details.validation``."""
         return {
             "suite": self.suite,
             "expectations": self.expectations,
             "passed": self.passed,
             "failed": self.failed,
             "rows_evaluated": self.rows_evaluated,
-            "rows_quarantined": len(self.failed_record_nos),
+            "rows_quarantined": self.rows_quarantined,
+            "failed_expectations": {
+                f"{r.expectation}({r.column})": r.unexpected_count for r in self.results if not r.success
+            },
         }
 
 
-@dataclass(frozen=True)
-class _Check:
-    """An expectation plus how to explain a failing row: (raw value, helper value) -> reason."""
+# ---------------------------------------------------------------- shared SQL pieces
+def gtin_check_digit_sql(digits: str) -> str:
+    """SQL for the GS1 check digit of a GTIN given as digits (any valid length).
 
-    expectation: str
-    column: str
-    kwargs: dict[str, Any]
-    raw_column: str
-    reason: Callable[[str | None, Any], str]
+    The code is left-padded to 14; data digits are positions 1-13, weights 3,1,3,... from the
+    left of the padded code (= 3 on the rightmost data digit), as in :mod:`sources.gtin`.
+    """
+    padded = f"lpad({digits}, 14, '0')"
+    terms = " + ".join(f"substr({padded}, {i}, 1)::int * {3 if i % 2 else 1}" for i in range(1, 14))
+    return f"((10 - ({terms}) %% 10) %% 10)"
+
+
+def gtin_failing_sql(raw: str, digits: str) -> str:
+    """True when a present GTIN is not valid: not digits, wrong length, all zeros, bad check digit."""
+    # CASE, not OR: the cast to int must only see well-formed codes.
+    return (
+        f"CASE WHEN {raw} IS NULL OR btrim({raw}) = '' THEN false "
+        f"WHEN {digits} !~ '^([0-9]{{8}}|[0-9]{{12,14}})$' OR {digits} ~ '^0+$' THEN true "
+        f"ELSE right({digits}, 1)::int <> {gtin_check_digit_sql(digits)} END"
+    )
+
+
+def gtin_reason_sql(raw: str, digits: str) -> str:
+    """The operator's sentence for a failing GTIN (same wording as :func:`sources.gtin.gtin_problem`)."""
+    return (
+        f"CASE WHEN {digits} !~ '^[0-9]+$' THEN format('GTIN %%L contains characters other than digits', {raw}) "
+        f"WHEN length({digits}) NOT IN (8, 12, 13, 14) THEN "
+        f"format('GTIN %%L has %%s digits; a GTIN has 8, 12, 13 or 14', {raw}, length({digits})) "
+        f"WHEN {digits} ~ '^0+$' THEN format('GTIN %%L is all zeros', {raw}) "
+        f"ELSE format('GTIN %%L: check digit is %%s, expected %%s', {raw}, right({digits}, 1), "
+        f"{gtin_check_digit_sql(digits)}) END"
+    )
+
+
+def _duplicates_join(staging: str, key: str, partition: str = "") -> str:
+    """LEFT JOIN marking rows whose key occurs more than once in the batch (``d.dup``)."""
+    return (
+        f"LEFT JOIN (SELECT {partition}{key} AS dup_key, true AS dup FROM {staging} "
+        f"WHERE transfer_id = %(transfer_id)s AND {key} IS NOT NULL "
+        f"GROUP BY {partition}{key} HAVING count(*) > 1) AS d ON d.dup_key = s.{key}"
+    )
+
+
+_CURRENCIES_SQL = "ARRAY[" + ", ".join(f"'{c}'" for c in sorted(ISO_4217)) + "]::text[]"
+
+
+def _currency_expectations(column: str = "currency") -> tuple[RowExpectation, ...]:
+    return (
+        RowExpectation(
+            "expect_column_values_to_be_in_set",
+            column,
+            f"r.{column} IS NULL OR NOT (r.{column} = ANY({_CURRENCIES_SQL}))",
+            f"CASE WHEN r.{column} IS NULL THEN '{column} is missing' "
+            f"ELSE format('{column} %%L is not an ISO 4217 currency code', r.{column}) END",
+            {"value_set": "ISO 4217"},
+        ),
+    )
+
+
+# ---------------------------------------------------------------- supplier offers
+SUPPLIER_OFFER_COLUMNS = ("supplier_sku", "gtin", "name", "purchase_price", "currency", "quantity")
 
 
 def price_pattern(decimal_separator: str) -> str:
-    """Regex a price must match once grouping spaces are removed (at most 4 decimals)."""
-    return r"^[+-]?[0-9]+(" + re.escape(decimal_separator) + r"[0-9]{1,4})?$"
+    """POSIX regex a price must match once grouping spaces are removed (at most 4 decimals)."""
+    escaped = "\\." if decimal_separator == "." else decimal_separator
+    return "^[+-]?[0-9]+(" + escaped + "[0-9]{1,4})?$"
 
 
-QUANTITY_PATTERN = r"^[+-]?[0-9]+$"
-
-
-def _price_reason(separator: str) -> Callable[[str | None, Any], str]:
-    def reason(raw: str | None, _value: Any) -> str:
-        if raw is None:
-            return "purchase_price is missing"
-        return (
-            f"purchase_price {raw!r} is not a number (expected digits with {separator!r} as decimal "
-            "separator and at most 4 decimals)"
-        )
-
-    return reason
-
-
-def _supplier_offer_checks(decimal_separator: str) -> list[_Check]:
-    return [
-        _Check(
-            "expect_column_values_to_not_be_null",
-            "supplier_sku",
-            {},
-            "supplier_sku",
-            lambda raw, _: "supplier_sku is missing",
+SUPPLIER_OFFERS = Suite(
+    name=SUPPLIER_OFFER_SUITE,
+    staging="staging.supplier_offer",
+    key="supplier_sku",
+    typed_select=f"""
+        SELECT t.*,
+               CASE WHEN t.price_text ~ %(price_pattern)s
+                    THEN replace(t.price_text, %(decimal_separator)s, '.')::numeric END AS price_value,
+               CASE WHEN t.quantity_text ~ '{QUANTITY_PATTERN}' THEN t.quantity_text::numeric END AS quantity_value
+          FROM (SELECT s.record_no, s.source_line, s.supplier_sku, s.gtin, s.name, s.purchase_price,
+                       s.currency, s.quantity,
+                       regexp_replace(s.purchase_price, %(spaces)s, '', 'g') AS price_text,
+                       regexp_replace(s.quantity, %(spaces)s, '', 'g') AS quantity_text,
+                       regexp_replace(s.gtin, '[[:space:]-]', '', 'g') AS gtin_digits,
+                       coalesce(d.dup, false) AS duplicate_key
+                  FROM staging.supplier_offer AS s
+                  {_duplicates_join("staging.supplier_offer", "supplier_sku")}
+                 WHERE s.transfer_id = %(transfer_id)s) AS t
+    """,
+    raw_columns=("record_no", "source_line", *SUPPLIER_OFFER_COLUMNS),
+    expectations=(
+        RowExpectation(
+            "expect_column_values_to_not_be_null", "supplier_sku", "r.supplier_sku IS NULL", "'supplier_sku is missing'"
         ),
-        _Check(
+        RowExpectation(
             "expect_column_values_to_be_unique",
             "supplier_sku",
-            {},
-            "supplier_sku",
-            lambda raw, _: f"supplier_sku {raw!r} appears more than once in this delivery",
+            "r.duplicate_key",
+            "format('supplier_sku %%L appears more than once in this delivery', r.supplier_sku)",
         ),
-        _Check(
-            "expect_column_values_to_not_be_null",
-            "purchase_price_value",
-            {},
-            "purchase_price",
-            _price_reason(decimal_separator),
-        ),
-        _Check(
-            "expect_column_values_to_be_between",
-            "purchase_price_value",
-            {"min_value": 0, "strict_min": True, "max_value": PRICE_MAX},
-            "purchase_price",
-            lambda raw, value: (
-                f"purchase_price {raw!r} is not above 0"
-                if value is not None and value <= 0
-                else f"purchase_price {raw!r} is larger than {PRICE_MAX}"
-            ),
-        ),
-        _Check(
-            "expect_column_values_to_not_be_null",
-            "quantity_value",
-            {},
-            "quantity",
-            lambda raw, _: "quantity is missing" if raw is None else f"quantity {raw!r} is not a whole number",
-        ),
-        _Check(
-            "expect_column_values_to_be_between",
-            "quantity_value",
-            {"min_value": 0, "max_value": QUANTITY_MAX},
-            "quantity",
-            lambda raw, value: (
-                f"quantity {raw!r} is negative"
-                if value is not None and value < 0
-                else f"quantity {raw!r} is larger than {QUANTITY_MAX}"
-            ),
-        ),
-        _Check(
-            "expect_column_values_to_be_null",
-            "gtin_problem",
-            {},
-            "gtin",
-            lambda raw, problem: f"gtin {raw!r} {problem}",
-        ),
-        _Check(
+        RowExpectation(
             "expect_column_values_to_match_regex",
-            "currency",
-            {"regex": CURRENCY_PATTERN},
-            "currency",
-            lambda raw, _: f"currency {raw!r} is not a three-letter ISO 4217 code",
+            "purchase_price",
+            "r.price_value IS NULL",
+            "CASE WHEN r.purchase_price IS NULL THEN 'purchase_price is missing' "
+            "ELSE format('purchase_price %%L is not a number (expected digits with %%L as decimal separator "
+            "and at most 4 decimals)', r.purchase_price, %(decimal_separator)s) END",
+            {"regex": "price with the supplier's decimal separator"},
         ),
-    ]
+        RowExpectation(
+            "expect_column_values_to_be_between",
+            "purchase_price",
+            f"r.price_value <= 0 OR r.price_value > {PRICE_MAX}",
+            f"CASE WHEN r.price_value <= 0 THEN format('purchase_price %%L is not above 0', r.purchase_price) "
+            f"ELSE format('purchase_price %%L is larger than {PRICE_MAX}', r.purchase_price) END",
+            {"min_value": 0, "strict_min": True, "max_value": PRICE_MAX},
+        ),
+        RowExpectation(
+            "expect_column_values_to_match_regex",
+            "quantity",
+            "r.quantity_value IS NULL",
+            "CASE WHEN r.quantity IS NULL THEN 'quantity is missing' "
+            "ELSE format('quantity %%L is not a whole number', r.quantity) END",
+            {"regex": QUANTITY_PATTERN},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_between",
+            "quantity",
+            f"r.quantity_value < 0 OR r.quantity_value > {QUANTITY_MAX}",
+            f"CASE WHEN r.quantity_value < 0 THEN format('quantity %%L is negative', r.quantity) "
+            f"ELSE format('quantity %%L is larger than {QUANTITY_MAX}', r.quantity) END",
+            {"min_value": 0, "max_value": QUANTITY_MAX},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_valid_gtin",
+            "gtin",
+            gtin_failing_sql("r.gtin", "r.gtin_digits"),
+            gtin_reason_sql("r.gtin", "r.gtin_digits"),
+            {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
+        ),
+        *_currency_expectations(),
+    ),
+)
 
 
-def prepare_supplier_offers(frame: pd.DataFrame, decimal_separator: str) -> pd.DataFrame:
-    """Add the typed helper columns the suite checks; raw columns stay as delivered.
+# ---------------------------------------------------------------- ERP products
+ERP_PRODUCT_COLUMNS = (
+    "sku",
+    "gtin",
+    "name",
+    "purchase_price",
+    "currency",
+    "vat_rate",
+    "stock",
+    "reserved",
+    "active",
+)
+NUMBER_PATTERN = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$"
 
-    Args:
-        frame: Staged rows: ``record_no``, ``supplier_sku``, ``gtin``, ``purchase_price``,
-            ``currency``, ``quantity`` (text or None).
-        decimal_separator: The supplier's decimal separator (``.`` or ``,``).
-    """
-    import pandas as pd
+ERP_PRODUCTS = Suite(
+    name=ERP_PRODUCT_SUITE,
+    staging="staging.erp_product",
+    key="sku",
+    typed_select=f"""
+        SELECT s.record_no, NULL::integer AS source_line, s.sku, s.gtin, s.name, s.purchase_price, s.currency,
+               s.vat_rate, s.stock, s.reserved, s.active,
+               regexp_replace(s.gtin, '[[:space:]-]', '', 'g') AS gtin_digits,
+               CASE WHEN s.purchase_price ~ '{NUMBER_PATTERN}' THEN s.purchase_price::numeric END AS price_value,
+               CASE WHEN s.vat_rate ~ '{NUMBER_PATTERN}' THEN s.vat_rate::numeric END AS vat_value,
+               CASE WHEN s.stock ~ '{QUANTITY_PATTERN}' THEN s.stock::numeric END AS stock_value,
+               coalesce(d.dup, false) AS duplicate_key
+          FROM staging.erp_product AS s
+          {_duplicates_join("staging.erp_product", "sku")}
+         WHERE s.transfer_id = %(transfer_id)s
+    """,
+    raw_columns=("record_no", *ERP_PRODUCT_COLUMNS),
+    expectations=(
+        RowExpectation(
+            "expect_column_values_to_be_unique",
+            "sku",
+            "r.duplicate_key",
+            "format('SKU %%s appears more than once in this ERP batch', r.sku)",
+        ),
+        RowExpectation(
+            "expect_column_value_lengths_to_be_between",
+            "name",
+            f"r.name IS NULL OR length(r.name) > {NAME_MAX_LENGTH}",
+            f"CASE WHEN r.name IS NULL THEN format('SKU %%s: name is missing', r.sku) "
+            f"ELSE format('SKU %%s: name has %%s characters, at most {NAME_MAX_LENGTH} allowed', r.sku, "
+            "length(r.name)) END",
+            {"min_value": 1, "max_value": NAME_MAX_LENGTH},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_valid_gtin",
+            "gtin",
+            gtin_failing_sql("r.gtin", "r.gtin_digits"),
+            "format('SKU %%s: ', r.sku) || " + gtin_reason_sql("r.gtin", "r.gtin_digits"),
+            {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_between",
+            "purchase_price",
+            f"r.price_value IS NULL OR r.price_value <= 0 OR r.price_value > {PRICE_MAX}",
+            "CASE WHEN r.price_value IS NULL THEN format('SKU %%s: purchase price %%L is not a number', r.sku, "
+            "r.purchase_price) ELSE format('SKU %%s: purchase price %%s must be > 0', r.sku, r.purchase_price) END",
+            {"min_value": 0, "strict_min": True, "max_value": PRICE_MAX},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_between",
+            "vat_rate",
+            "r.vat_value IS NULL OR r.vat_value < 0 OR r.vat_value >= 1",
+            "format('SKU %%s: VAT rate %%L must be a fraction in [0, 1)', r.sku, r.vat_rate)",
+            {"min_value": 0, "max_value": 1, "strict_max": True},
+        ),
+        RowExpectation(
+            "expect_column_values_to_be_between",
+            "stock",
+            f"r.stock_value IS NULL OR r.stock_value < 0 OR r.stock_value > {QUANTITY_MAX}",
+            "CASE WHEN r.stock_value IS NULL THEN format('SKU %%s: stock %%L is not an integer', r.sku, r.stock) "
+            "ELSE format('SKU %%s: stock %%s is negative or too large', r.sku, r.stock) END",
+            {"min_value": 0, "max_value": QUANTITY_MAX},
+        ),
+        *_currency_expectations(),
+    ),
+)
 
-    out = frame.copy()
-    price = out["purchase_price"].astype("string").str.replace(NUMBER_SPACES, "", regex=True)
-    price_ok = price.str.fullmatch(price_pattern(decimal_separator)).fillna(False).astype(bool)
-    price_text = price.where(price_ok).str.replace(decimal_separator, ".", regex=False)
-    out["purchase_price_value"] = pd.to_numeric(price_text, errors="coerce").astype("float64")
-    quantity = out["quantity"].astype("string").str.replace(NUMBER_SPACES, "", regex=True)
-    quantity_ok = quantity.str.fullmatch(QUANTITY_PATTERN).fillna(False).astype(bool)
-    out["quantity_value"] = pd.to_numeric(quantity.where(quantity_ok), errors="coerce").astype("float64")
-    # gtin is optional: only a present, invalid code is a problem. The map runs once per distinct
-    # code (a pure function), which is cheap next to the validation itself.
-    gtins = out["gtin"].astype("object")
-    problems = gtins.map(lambda g: gtin_problem(g) if isinstance(g, str) and g.strip() else None)
-    out["gtin_problem"] = problems.astype("object")
-    return out
-
-
-def _context() -> Any:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    # In memory, no progress bars on task logs, no analytics calls from a machine without internet.
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        progress_bars=ProgressBarsConfig(globally=False),
-        analytics_enabled=False,
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
-
-
-def _expectation(check: _Check) -> Any:
-    from great_expectations.expectations.expectation import Expectation
-    from great_expectations.expectations.registry import get_expectation_impl
-
-    impl: type[Expectation] = get_expectation_impl(check.expectation)
-    return impl(**{"column": check.column, **check.kwargs})
-
-
-def _run_suite(suite_name: str, frame: pd.DataFrame, checks: list[_Check]) -> ValidationOutcome:
-    import great_expectations as gx
-
-    context = _context()
-    asset = context.data_sources.add_pandas(f"{suite_name}_batch").add_dataframe_asset(suite_name)
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
-    suite = gx.ExpectationSuite(name=suite_name)
-    for check in checks:
-        suite.add_expectation(_expectation(check))
-    result = batch.validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["record_no"]}
-    )
-    by_record = frame.set_index("record_no", drop=False)
-    failures: list[RowFailure] = []
-    passed = failed = 0
-    # GX keeps the suite's order in its results; match on type and column to be safe.
-    remaining = list(checks)
-    for item in result.results:
-        config = item.expectation_config
-        column = config.kwargs.get("column")
-        check = next(c for c in remaining if c.expectation == config.type and c.column == column)
-        remaining.remove(check)
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            message = item.exception_info.get("exception_message")
-            raise CommerceSyncError(f"suite {suite_name}: {config.type} on {column} raised: {message}")
-        if item.success:
-            passed += 1
-            continue
-        failed += 1
-        for index in item.result.get("unexpected_index_list") or []:
-            record_no = int(index["record_no"])
-            row = by_record.loc[record_no]
-            raw = row[check.raw_column]
-            raw_text = None if raw is None or (isinstance(raw, float) and raw != raw) else str(raw)
-            helper = row[check.column]
-            helper_value = None if helper is None or (isinstance(helper, float) and helper != helper) else helper
-            failures.append(
-                RowFailure(
-                    record_no=record_no,
-                    expectation=check.expectation,
-                    column=check.raw_column,
-                    observed_value=raw_text,
-                    reason=check.reason(raw_text, helper_value),
-                )
-            )
-    failures.sort(key=lambda f: (f.record_no, f.expectation, f.column))
-    return ValidationOutcome(
-        suite=suite_name,
-        expectations=len(checks),
-        passed=passed,
-        failed=failed,
-        rows_evaluated=len(frame),
-        failures=failures,
-    )
-
-
-def validate_supplier_offers(frame: pd.DataFrame, decimal_separator: str = ".") -> ValidationOutcome:
-    """Run the supplier offer suite on a staged batch.
-
-    Checks: supplier_sku present and unique within the batch (both duplicates fail, since we cannot
-    know which is right); purchase_price a number above 0; quantity a whole number >= 0; gtin valid
-    when present; currency a three-letter code.
-
-    Args:
-        frame: Staged rows (``record_no`` unique per batch) with raw text columns.
-        decimal_separator: The supplier's decimal separator.
-
-    Returns:
-        The counts and one :class:`RowFailure` per failing (row, expectation).
-    """
-    prepared = prepare_supplier_offers(frame, decimal_separator)
-    return _run_suite(SUPPLIER_OFFER_SUITE, prepared, _supplier_offer_checks(decimal_separator))
+SUITES: dict[str, Suite] = {s.name: s for s in (SUPPLIER_OFFERS, ERP_PRODUCTS)}

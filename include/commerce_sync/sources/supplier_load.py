@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterator
@@ -25,13 +26,16 @@ import psycopg
 from psycopg import sql
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import Supplier
+from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import DataError, FeedError
-from commerce_sync.quality.quarantine import quarantine, resolve_fixed
-from commerce_sync.quality.suites import NUMBER_SPACES, ValidationOutcome, validate_supplier_offers
-from commerce_sync.sources.feeds import RawRecord, read_records
+from commerce_sync.quality.breakers import Override
+from commerce_sync.quality.gate import check_batch, data_docs_root
+from commerce_sync.quality.quarantine import resolve_fixed
+from commerce_sync.quality.suites import NUMBER_SPACES, SUPPLIER_OFFERS, ValidationOutcome, price_pattern
+from commerce_sync.sources import price_changes
+from commerce_sync.sources.feeds import RawRecord, reader_for
 from commerce_sync.sources.transports import FetchResult, FetchState, fetch
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class SupplierSyncResult:
     rows_changed: int
     not_modified: bool
     transfer_id: uuid.UUID
+    duplicate_of: str | None = None
+    price_changes: price_changes.PriceChangeSummary | None = None
 
 
 def _row_hash(gtin: str, name: str, price: str, currency: str, quantity: str, active: str) -> sql.Composable:
@@ -170,6 +176,46 @@ _UPSERT_FETCH = """
 """
 
 
+# A partial delivery (BMEcat T_UPDATE_PRICES) omits fields: they keep the hub's last value.
+_FILL_PARTIAL = """
+    UPDATE staging.supplier_offer AS s
+       SET gtin = coalesce(s.gtin, t.gtin),
+           name = coalesce(s.name, t.name),
+           purchase_price = coalesce(s.purchase_price, t.purchase_price::text),
+           quantity = coalesce(s.quantity, t.quantity::text)
+      FROM hub.supplier_offer AS t
+     WHERE s.transfer_id = %(transfer_id)s AND t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
+       AND (s.gtin IS NULL OR s.name IS NULL OR s.purchase_price IS NULL OR s.quantity IS NULL)
+"""
+
+# The last transfer that really loaded this supplier (not a not-modified or duplicate delivery).
+_LAST_LOAD = """
+    SELECT transfer_id, payload_sha256, details->>'config_sha256'
+      FROM audit.transfer
+     WHERE source = %s AND dataset = %s AND status = 'success' AND rows_read > 0
+     ORDER BY seq DESC LIMIT 1
+"""
+
+
+def config_fingerprint(supplier: Supplier) -> str:
+    """sha256 of the supplier's configuration: the same file read with another mapping is not a duplicate."""
+    return hashlib.sha256(supplier.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def duplicate_of(dsn: str, source: str, sha256: str | None, fingerprint: str) -> str | None:
+    """The transfer that already loaded this exact content with this configuration, if it was the last load.
+
+    Only the latest load counts: a supplier that sends A, then B, then A again really went back to A.
+    """
+    if sha256 is None:
+        return None
+    with connect(dsn) as db:
+        row = db.execute(_LAST_LOAD, (source, DATASET)).fetchone()
+    if row is None or row[1] != sha256 or row[2] != fingerprint:
+        return None
+    return str(row[0])
+
+
 def previous_fetch(dsn: str, source: str) -> FetchState | None:
     """The last successful fetch of ``source`` (for conditional GET), or None."""
     with connect(dsn) as db:
@@ -182,9 +228,7 @@ def previous_fetch(dsn: str, source: str) -> FetchState | None:
 
 
 def _decimal_separator(supplier: Supplier) -> str:
-    mapping = supplier.xml if supplier.format == "xml" else supplier.csv
-    assert mapping is not None
-    return mapping.decimal_separator
+    return supplier.decimal_separator
 
 
 def _staged_rows(records: Iterator[RawRecord], supplier: Supplier, transfer_id: uuid.UUID) -> Iterator[tuple[Any, ...]]:
@@ -201,55 +245,82 @@ def _staged_rows(records: Iterator[RawRecord], supplier: Supplier, transfer_id: 
         )
 
 
-def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, transfer_id: uuid.UUID) -> int:
-    """Stream the feed's records into ``staging.supplier_offer`` with one COPY; return the count."""
+def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, transfer_id: uuid.UUID) -> tuple[int, bool]:
+    """Stream the feed's records into ``staging.supplier_offer`` with one COPY.
+
+    Returns:
+        The record count, and whether the delivery is partial (some fields or articles only): then
+        missing fields were filled from the hub and absent offers must not be deactivated.
+    """
     assert fetched.path is not None
     columns = ("transfer_id", "supplier", "record_no", "source_line", *STAGED_FIELDS)
     statement = sql.SQL("COPY staging.supplier_offer ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     count = 0
-    records = read_records(supplier, fetched.path, fetched.location)
+    reader = reader_for(supplier, fetched.location)
     with db.cursor() as cur, cur.copy(statement) as copy:
-        for row in _staged_rows(records, supplier, transfer_id):
+        for row in _staged_rows(reader.records(fetched.path), supplier, transfer_id):
             copy.write_row(row)
             count += 1
-    return count
+    if reader.partial:
+        db.execute(_FILL_PARTIAL, {"transfer_id": transfer_id})
+    return count, reader.partial
 
 
-def _validate(db: psycopg.Connection, supplier: Supplier, transfer_id: uuid.UUID) -> tuple[ValidationOutcome, Any]:
-    import pandas as pd
+def _validate(
+    dsn: str,
+    supplier: Supplier,
+    transfer: ledger.Transfer,
+    *,
+    partial: bool,
+    override: Override | None,
+    quality: QualityFile,
+) -> ValidationOutcome:
+    """The quality gate: row checks in SQL (failures to quarantine), Data Docs, batch breakers.
 
-    columns = ["record_no", "source_line", *STAGED_FIELDS]
-    rows = db.execute(
-        sql.SQL("SELECT {} FROM staging.supplier_offer WHERE transfer_id = %s ORDER BY record_no").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        ),
-        (transfer_id,),
-    ).fetchall()
-    frame = pd.DataFrame.from_records(rows, columns=columns).astype(
-        {name: "object" for name in STAGED_FIELDS} | {"record_no": "int64"}
+    Raises:
+        DataError: every row failed validation.
+        BreakerTripped: a batch breaker tripped and no override was given (nothing is merged).
+    """
+    separator = _decimal_separator(supplier)
+    outcome, decision = check_batch(
+        dsn,
+        SUPPLIER_OFFERS,
+        transfer,
+        limits=quality.breakers(DATASET, transfer.source),
+        override=override,
+        docs_dir=data_docs_root(quality),
+        # Only a whole feed is comparable with the last good one (delta feeds and partial deliveries vary).
+        compare_row_count=supplier.mode == "full" and not partial,
+        params={"decimal_separator": separator, "price_pattern": price_pattern(separator), "spaces": NUMBER_SPACES},
     )
-    return validate_supplier_offers(frame, _decimal_separator(supplier)), frame
-
-
-def _raw_rows(frame: Any, record_nos: set[int]) -> dict[int, dict[str, Any]]:
-    """The staged values of the failing records, as plain Python (None, int, str) for JSON."""
-    import pandas as pd
-
-    failing = frame[frame["record_no"].isin(record_nos)]
-    raw: dict[int, dict[str, Any]] = {}
-    for record in failing.to_dict(orient="records"):
-        clean = {name: None if pd.isna(value) else value for name, value in record.items()}
-        for name in ("record_no", "source_line"):
-            number = clean[name]
-            clean[name] = None if number is None else int(number)
-        raw[int(record["record_no"])] = clean
-    return raw
+    if transfer.rows_written == 0:
+        with connect(dsn) as db:
+            first = db.execute(
+                "SELECT record_no, reason FROM hub.quarantine WHERE transfer_id = %s ORDER BY record_no, id LIMIT 5",
+                (transfer.transfer_id,),
+            ).fetchall()
+        reasons = "; ".join(f"record {record_no}: {reason}" for record_no, reason in first)
+        raise DataError(
+            f"supplier {supplier.id!r}: all {transfer.rows_read} rows of {transfer.details.get('location')} failed "
+            f"validation ({outcome.failed} of {outcome.expectations} expectations failed; rows quarantined); "
+            f"first reasons: {reasons}"
+        )
+    decision.enforce()
+    return outcome
 
 
 def sync_supplier(
-    dsn: str, supplier: Supplier, conn: ConnectionInfo | None, run: ledger.RunContext, work_dir: Path
+    dsn: str,
+    supplier: Supplier,
+    conn: ConnectionInfo | None,
+    run: ledger.RunContext,
+    work_dir: Path,
+    price_change: PriceChangeReport | None = None,
+    *,
+    override: Override | None = None,
+    quality: QualityFile | None = None,
 ) -> SupplierSyncResult:
     """Fetch ``supplier``'s feed and bring its valid offers into ``hub.supplier_offer``.
 
@@ -259,17 +330,25 @@ def sync_supplier(
         conn: Its transport's Airflow connection (None for file transports).
         run: The Airflow run and task doing the work, for the ledger.
         work_dir: Where downloads are written (deleted after success).
+        price_change: Thresholds of the price-change report (defaults when None).
+        override: The operator's override of tripped batch breakers for this run (DAG Param).
+        quality: Breakers and Data Docs settings (``quality.yaml`` when None).
 
     Raises:
         FeedError: the feed could not be fetched or parsed (hub unchanged).
         TransientError: the feed server stayed unreachable through the retries.
         DataError: every row failed validation (rows are in quarantine; hub unchanged).
+        BreakerTripped: the batch as a whole looks wrong (row count collapsed, too many rejects) and no
+            override was given; hub unchanged, the decision is in the failed ledger row.
     """
     source = f"supplier:{supplier.id}"
     transfer = ledger.Transfer(source=source, target="hub", dataset=DATASET, run=run)
     transfer_id = transfer.transfer_id
     fetched: FetchResult | None = None
     staged = False
+    price_change = price_change or PriceChangeReport()
+    report: price_changes.PriceChangeSummary | None = None
+    fingerprint = config_fingerprint(supplier)
     try:
         with ledger.recording(dsn, transfer):
             fetched = fetch(supplier, conn, work_dir, previous_fetch(dsn, source))
@@ -277,6 +356,7 @@ def sync_supplier(
                 "location": fetched.location,
                 "size_bytes": fetched.size,
                 "etag": fetched.etag,
+                "config_sha256": fingerprint,
             }
             transfer.payload_sha256 = fetched.sha256
             if fetched.not_modified:
@@ -284,29 +364,34 @@ def sync_supplier(
                 with connect(dsn) as db:
                     ledger.append(db, transfer, "success")
                 return SupplierSyncResult(supplier.id, fetched.location, 0, 0, 0, 0, True, transfer_id)
+            original = duplicate_of(dsn, source, fetched.sha256, fingerprint)
+            if original is not None:
+                # Same bytes as the last load (no ETag over file/SFTP, or a server that ignores it): not re-parsed.
+                transfer.message = "duplicate"
+                transfer.details["duplicate_of"] = original
+                with connect(dsn) as db:
+                    ledger.append(db, transfer, "success")
+                if fetched.temporary and fetched.path is not None:
+                    fetched.path.unlink(missing_ok=True)
+                log.info(
+                    "supplier %s: %s is the content of transfer %s; nothing loaded",
+                    supplier.id,
+                    fetched.location,
+                    original,
+                )
+                return SupplierSyncResult(
+                    supplier.id, fetched.location, 0, 0, 0, 0, False, transfer_id, duplicate_of=original
+                )
 
             with connect(dsn) as db:
                 staged = True
-                transfer.rows_read = stage(db, supplier, fetched, transfer_id)
+                transfer.rows_read, partial = stage(db, supplier, fetched, transfer_id)
                 db.execute("ANALYZE staging.supplier_offer")
             if transfer.rows_read == 0:
                 raise FeedError(supplier.id, fetched.location, "the feed holds no records")
 
-            with connect(dsn) as db:
-                outcome, frame = _validate(db, supplier, transfer_id)
-                rejected = outcome.failed_record_nos
-                if rejected:
-                    # Committed on its own: rejected rows stay on record even if nothing is merged.
-                    quarantine(db, DATASET, source, transfer_id, outcome.failures, _raw_rows(frame, rejected))
-            transfer.rows_rejected = len(rejected)
-            transfer.rows_written = transfer.rows_read - len(rejected)
-            transfer.details["validation"] = outcome.summary()
-            if transfer.rows_written == 0:
-                reasons = "; ".join(f"record {f.record_no}: {f.reason}" for f in outcome.failures[:5])
-                raise DataError(
-                    f"supplier {supplier.id!r}: all {transfer.rows_read} rows of {fetched.location} failed "
-                    f"validation ({len(outcome.failures)} failures, quarantined); first reasons: {reasons}"
-                )
+            # Quarantine is committed inside: rejected rows stay on record even if nothing is merged.
+            _validate(dsn, supplier, transfer, partial=partial, override=override, quality=quality or load_quality())
 
             with connect(dsn) as db:
                 params = {
@@ -315,10 +400,13 @@ def sync_supplier(
                     "spaces": NUMBER_SPACES,
                     "supplier": supplier.id,
                 }
+                report = price_changes.record(db, _TYPED_SOURCE, params, supplier.id, price_change)
+                transfer.details["price_changes"] = report.ledger_details()
                 db.execute(_RECORD_CHANGES, params)
                 merged = db.execute(_MERGE, params).rowcount
                 deactivated = 0
-                if supplier.mode == "full":
+                transfer.details["partial_delivery"] = partial
+                if supplier.mode == "full" and not partial:
                     db.execute(_RECORD_DEACTIVATIONS, params)
                     deactivated = db.execute(_DEACTIVATE_MISSING, params).rowcount
                 resolved = resolve_fixed(db, DATASET, source, transfer_id)
@@ -343,6 +431,8 @@ def sync_supplier(
             _drop_staging(dsn, transfer_id)
     if fetched.temporary and fetched.path is not None:
         fetched.path.unlink(missing_ok=True)
+    if report is not None:
+        report = price_changes.publish(dsn, report, price_change)
     log.info(
         "supplier %s: read %d, loaded %d, quarantined %d, changed %d (transfer %s)",
         supplier.id,
@@ -361,6 +451,7 @@ def sync_supplier(
         rows_changed=transfer.rows_changed,
         not_modified=False,
         transfer_id=transfer_id,
+        price_changes=report,
     )
 
 

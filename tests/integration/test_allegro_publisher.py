@@ -130,7 +130,7 @@ def _queue_standard(dsn: str) -> None:
     _queue(dsn, a, "quantity", {"value": 5})
     _queue(dsn, b, "quantity", {"value": 7})
     _queue(dsn, c, "quantity", {"value": 5})
-    _queue(dsn, NO_LISTING, "price", {"amount": "10.00", "currency": "PLN"})
+    _queue(dsn, NO_LISTING, "price", {"amount": "15.00", "currency": "PLN"})
 
 
 def test_sync_listings(hub: str, client: AllegroClient) -> None:
@@ -205,12 +205,12 @@ def test_publish_end_to_end(hub: str, client: AllegroClient, sandbox: SandboxSer
 def test_only_newest_version_is_sent(hub: str, client: AllegroClient, sandbox: SandboxServer) -> None:
     a = SKUS[0]
     _sync(hub, client)
-    _queue(hub, a, "price", {"amount": "10.00", "currency": "PLN"}, version=1)
-    _queue(hub, a, "price", {"amount": "11.00", "currency": "PLN"}, version=2)
+    _queue(hub, a, "price", {"amount": "20.00", "currency": "PLN"}, version=1)
+    _queue(hub, a, "price", {"amount": "21.00", "currency": "PLN"}, version=2)
     _queue(hub, a, "quantity", {"value": 3}, version=1)
     result, transfer = _publish(hub, client)
     assert (result.claimed, result.sent, result.superseded) == (2, 2, 1)
-    assert _price(sandbox, a) == "11.00"
+    assert _price(sandbox, a) == "21.00"
     outbox = _outbox(hub)
     assert outbox[f"{CHANNEL}:{a}:price:v1"][0] == "superseded"
     assert outbox[f"{CHANNEL}:{a}:price:v2"][0] == "sent"
@@ -345,3 +345,30 @@ def test_decimal_amounts_are_accepted(client: AllegroClient, sandbox: SandboxSer
     assert client.wait_for_command("price", command)["taskCount"]["success"] == 1
     assert client.command_tasks("price", command)[0]["status"] == "SUCCESS"
     assert sandbox.simulator.offer(OFFERS[0]["id"])["sellingMode"]["price"]["amount"] == "12.50"
+
+
+def test_floor_violation_is_quarantined_and_never_sent(hub: str, client: AllegroClient, sandbox: SandboxServer) -> None:
+    a, b, c = SKUS
+    before = _price(sandbox, a)
+    _queue(hub, a, "price", {"amount": "11.00", "currency": "PLN"})  # below the floor of 12
+    _queue(hub, b, "price", {"amount": "30.00", "currency": "EUR"})  # not the channel's currency
+    _queue(hub, c, "price", {"amount": "31.00", "currency": "PLN"})  # fine
+    _sync(hub, client)
+    result, _ = _publish(hub, client, currencies=["PLN"])
+    assert (result.sent, result.failed, result.quarantined) == (1, 2, 2)
+    assert _price(sandbox, a) == before
+    assert _price(sandbox, c) == "31.00"
+    with psycopg.connect(hub) as conn:
+        rows = conn.execute(
+            "SELECT record_key, expectation, observed_value, source FROM hub.quarantine "
+            "WHERE dataset = 'channel_offer' ORDER BY record_key"
+        ).fetchall()
+        errors = dict(conn.execute("SELECT sku, error FROM hub.outbox WHERE status = 'failed'").fetchall())
+    assert rows == [
+        (a, "price_at_least_floor", "11.00", "channel:allegro"),
+        (b, "currency_accepted", "EUR", "channel:allegro"),
+    ]
+    assert "below the floor 12" in errors[a]
+    # A second run has nothing pending and quarantines nothing twice.
+    again, _ = _publish(hub, client, currencies=["PLN"])
+    assert (again.sent, again.failed, again.quarantined) == (0, 0, 0)

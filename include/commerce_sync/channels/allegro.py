@@ -17,7 +17,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -26,6 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import ledger
+from commerce_sync.channels import prepublish
 from commerce_sync.channels.base import ChannelRequestError, HttpClient, encode_json
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
@@ -225,6 +226,7 @@ class PublishResult:
     failed: int = 0
     commands: list[str] = field(default_factory=list)
     superseded: int = 0
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -343,20 +345,34 @@ def _supersede(conn: psycopg.Connection, channel_id: str) -> int:
     ).rowcount
 
 
-def _plan(conn: psycopg.Connection, channel_id: str) -> list[_Row]:
+def _plan(
+    conn: psycopg.Connection, channel_id: str, currencies: Iterable[str] | None
+) -> tuple[list[_Row], dict[int, list[prepublish.Rejection]]]:
     rows = conn.execute(
-        "SELECT o.id, o.sku, o.field, o.idempotency_key, o.offer_version, o.payload, l.offer_id "
+        "SELECT o.id, o.sku, o.field, o.idempotency_key, o.offer_version, o.payload, l.offer_id, "
+        "co.floor_price, co.currency "
         "FROM hub.outbox o LEFT JOIN hub.channel_listing l ON l.channel = o.channel AND l.sku = o.sku "
+        "LEFT JOIN hub.channel_offer co ON co.channel = o.channel AND co.sku = o.sku "
         "WHERE o.channel = %s AND o.status = 'pending' ORDER BY o.id",
         (channel_id,),
     ).fetchall()
     planned = []
-    for row_id, sku, field_name, key, version, payload, offer_id in rows:
+    rejected: dict[int, list[prepublish.Rejection]] = {}
+    for row_id, sku, field_name, key, version, payload, offer_id, floor_price, offer_currency in rows:
         group, problem = _group_of(field_name, payload)
+        if problem is None and field_name == "price" and group is not None:
+            # The pre-publish check: a floor violation or a foreign currency never reaches Allegro.
+            accepted = currencies if currencies is not None else [offer_currency] if offer_currency else []
+            problems = prepublish.check_offer(
+                channel_id, sku, price=group[1], floor_price=floor_price, currency=group[2], currencies=accepted
+            )
+            if problems:
+                rejected[row_id] = problems
+                problem = "pre-publish check: " + "; ".join(p.reason for p in problems)
         if offer_id is None and problem is None:
             problem = f"no Allegro offer for SKU {sku}; run sync_listings / create the offer"
         planned.append(_Row(row_id, sku, field_name, key, version, offer_id, group, problem))
-    return planned
+    return planned, rejected
 
 
 def _chunks(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
@@ -434,11 +450,14 @@ def publish_outbox(
     transfer: ledger.Transfer,
     batch_size: int = MAX_OFFERS_PER_COMMAND,
     poll_timeout: float = 60,
+    currencies: Iterable[str] | None = None,
 ) -> PublishResult:
     """Send the channel's pending outbox rows to Allegro as batched, idempotent change commands.
 
     Only the newest pending version per (sku, field) is sent; older ones become ``superseded``.
-    Rows whose SKU has no Allegro offer, or whose payload is unusable, become ``failed``. Price
+    Rows whose SKU has no Allegro offer, or whose payload is unusable, become ``failed``; so do
+    price rows that fail the pre-publish check (below ``floor_price``, or a currency outside
+    ``currencies`` — default: the offer's computed currency), which are also quarantined. Price
     rows are grouped by (amount, currency), quantity rows by value, in commands of at most
     ``batch_size`` offers. Each command's outbox rows are locked (``FOR UPDATE SKIP LOCKED``),
     sent, awaited and updated in one transaction, committed before the next command.
@@ -465,12 +484,13 @@ def publish_outbox(
             **transfer.details,
             "commands": list(result.commands),
             "superseded": result.superseded,
+            "quarantined": result.quarantined,
         }
 
     with connect(dsn) as conn:
         with conn.transaction():
             result.superseded = _supersede(conn, channel_id)
-            planned = _plan(conn, channel_id)
+            planned, rejected = _plan(conn, channel_id, currencies)
         unsendable = [row for row in planned if row.problem is not None]
         if unsendable:
             with conn.transaction():
@@ -478,6 +498,12 @@ def publish_outbox(
                 outcomes = [(r.id, "failed", None, r.problem) for r in unsendable if r.id in locked]
                 if outcomes:
                     _record_outcomes(conn, outcomes, None, transfer.transfer_id)
+                result.quarantined += prepublish.quarantine_rejections(
+                    conn,
+                    channel_id,
+                    transfer.transfer_id,
+                    [problem for row_id, problems in rejected.items() if row_id in locked for problem in problems],
+                )
                 result.claimed += len(outcomes)
                 result.failed += len(outcomes)
         account()

@@ -2,9 +2,10 @@
 ### ERP → hub: products and own stock
 
 Reads the ERP's products incrementally (by the `updated_at` watermark kept in
-`hub.source_watermark`), validates each row, COPYs valid rows into staging and merges them into
-`hub.product` and `hub.stock` by change hash. Only changed SKUs get a new version; the ledger row
-(`audit.transfer`, dataset `product`) is written in the same transaction.
+`hub.source_watermark`) over SQL (any SQLAlchemy URL; PostgreSQL streams with a server-side cursor)
+or a paged REST API (`erp.type` in `include/config/erp.yaml`), validates each row, COPYs valid rows
+into staging and merges them into `hub.product` and `hub.stock` by change hash. Only changed SKUs get
+a new version; the ledger row (`audit.transfer`, dataset `product`) is written in the same transaction.
 
 Then `merge_supplier_offers` recomputes `hub.sku_supply` (new or changed products may match supplier
 offers by GTIN or SKU), which triggers pricing.
@@ -16,7 +17,8 @@ longer returns (never deletes them).
 - *Failed, "configuration problem"*: fix `include/config/erp.yaml` or the `erp_db` connection, clear the task.
 - *Failed, "data was refused"*: nothing changed in the hub; see `hub.quarantine` (dataset `product`) for rows
   and reasons, fix them in the ERP, clear the task.
-- *Up for retry*: the ERP or hub database did not answer; retries back off exponentially.
+- *Up for retry*: the ERP (database or API) or the hub did not answer; retries back off exponentially.
+- *Failed with "HTTP 401/403" from the ERP API*: the token or login in the ERP connection is wrong or expired.
 - Re-running or clearing is always safe: rows already merged are recognised by hash and not changed again.
 """
 
@@ -58,8 +60,8 @@ def erp_to_hub_products() -> None:
         full_resync = bool(get_current_context()["params"]["full_resync"])
         with operator_errors("ERP"):
             config = load_config()
-            erp_dsn = get_connection(config.erp.conn_id).postgres_dsn()
-            result = sync_erp(hub_dsn(), config.erp, erp_dsn, run_context(), full_resync=full_resync)
+            erp_conn = get_connection(config.erp.conn_id)  # a database (any SQLAlchemy dialect) or the ERP API
+            result = sync_erp(hub_dsn(), config.erp, erp_conn, run_context(), full_resync=full_resync)
         report_transfer(result.transfer_id)
         return asdict(result)
 

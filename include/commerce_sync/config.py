@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from commerce_sync.errors import ConfigError
 from commerce_sync.settings import config_dir
@@ -214,8 +223,9 @@ class SuppliersFile(Model):
 
 # ---------------------------------------------------------------- ERP
 class ErpSource(Model):
-    """The ERP read over SQL: an Airflow connection and a query with a cursor column."""
+    """The ERP read over SQL: an Airflow connection (any SQLAlchemy URL) and a query with a cursor column."""
 
+    type: Literal["sql"] = "sql"
     id: Identifier = "erp"
     conn_id: str
     query: str = Field(description="SELECT returning the staging columns; must not end with ';'")
@@ -226,9 +236,50 @@ class ErpSource(Model):
     fetch_size: int = Field(default=10_000, ge=100, le=1_000_000)
 
 
+class ErpRestSource(Model):
+    """The ERP read over a paged JSON API; base URL and credentials come from an Airflow connection.
+
+    ``paging: cursor`` follows ``next_cursor_field`` of each page (sent back as ``cursor_param``);
+    ``paging: page`` counts ``page_param`` up from 1 until a short page. The watermark is sent as
+    ``updated_since_param`` (ISO 8601, UTC). ``fields`` maps staging columns to JSON keys where they differ.
+    """
+
+    type: Literal["rest"]
+    id: Identifier = "erp"
+    conn_id: str
+    path: str = Field(pattern=r"^/")
+    paging: Literal["cursor", "page"] = "cursor"
+    page_size: int = Field(default=1000, ge=1, le=10_000)
+    page_size_param: str = "limit"
+    items_field: str = "items"
+    next_cursor_field: str = "next_cursor"
+    cursor_param: str = "cursor"
+    page_param: str = "page"
+    updated_since_param: str = "updated_since"
+    fields: dict[str, str] = Field(default_factory=dict)
+    cursor_column: str = "updated_at"
+    key: str = "sku"
+    currency: Currency = "PLN"
+    stock_location: str = "main"
+    timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    retries: int = Field(default=3, ge=0, le=10)
+
+
+def _erp_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "sql"))
+    return str(getattr(value, "type", "sql"))
+
+
+# ``type`` defaults to sql so erp.yaml files written before the REST reader keep working.
+ErpConfig = Annotated[
+    Annotated[ErpSource, Tag("sql")] | Annotated[ErpRestSource, Tag("rest")], Discriminator(_erp_type)
+]
+
+
 class ErpFile(Model):
     version: int = Field(ge=1)
-    erp: ErpSource
+    erp: ErpConfig
 
 
 # ---------------------------------------------------------------- pricing
@@ -453,7 +504,7 @@ def load_model(path: Path, model: type[M]) -> M:
 class Config(Model):
     """The whole business configuration, cross-checked."""
 
-    erp: ErpSource
+    erp: ErpConfig
     suppliers: list[Supplier]
     channels: list[Channel]
     rules: dict[str, PricingRule]

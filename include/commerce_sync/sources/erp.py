@@ -10,7 +10,7 @@ with the same timestamp is never missed, and the hash comparison makes the re-re
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -18,12 +18,16 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import ErpSource
+from commerce_sync.config import ErpRestSource, ErpSource, QualityFile, load_quality
+from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
+from commerce_sync.quality.breakers import Override
+from commerce_sync.quality.gate import check_batch, data_docs_root
+from commerce_sync.quality.suites import ERP_PRODUCTS
+from commerce_sync.sources.erp_readers import read_erp_rows
 from commerce_sync.sources.gtin import checked_gtin
 
 DATASET = "product"
@@ -91,10 +95,10 @@ def validate_row(
     def problem(expectation: str, column: str, reason: str) -> tuple[None, RowProblem]:
         return None, RowProblem(record_no, sku, expectation, column, raw.get(column), reason, raw)
 
+    # Only what must hold for the row to be typed and staged is checked here; the rules (price > 0,
+    # VAT range, stock >= 0, name length, unique SKU, currency) are the SQL suite quality.suites.ERP_PRODUCTS.
     if not sku:
         return problem("sku_not_null", "sku", "sku is missing")
-    if not raw.get("name"):
-        return problem("name_not_null", "name", f"SKU {sku}: name is missing")
     gtin = raw.get("gtin")
     if gtin is not None:
         normalized, why = checked_gtin(gtin)
@@ -105,14 +109,14 @@ def validate_row(
         price = Decimal(raw.get("purchase_price") or "")
     except InvalidOperation:
         return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number")
-    if not price.is_finite() or price <= 0:
-        return problem("purchase_price_positive", "purchase_price", f"SKU {sku}: purchase price must be > 0")
+    if not price.is_finite():
+        return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number")
     try:
         vat = Decimal(raw.get("vat_rate") or "")
     except InvalidOperation:
         return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is not a number")
-    if not (Decimal(0) <= vat < Decimal(1)):
-        return problem("vat_rate_fraction", "vat_rate", f"SKU {sku}: VAT rate must be a fraction in [0, 1)")
+    if not vat.is_finite():
+        return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is not a number")
     counts: dict[str, int] = {}
     for column in ("stock", "reserved"):
         value = raw.get(column) or "0"
@@ -145,21 +149,6 @@ def _read_watermark(conn: psycopg.Connection, source: str) -> datetime | None:
         "SELECT watermark FROM hub.source_watermark WHERE source = %s AND dataset = %s", (source, DATASET)
     ).fetchone()
     return row[0] if row else None
-
-
-def _erp_rows(erp_dsn: str, erp: ErpSource, since: datetime | None) -> Iterator[dict[str, Any]]:
-    query = sql.SQL("SELECT * FROM ({query}) AS erp_rows").format(query=sql.SQL(erp.query))
-    params: list[Any] = []
-    if since is not None:
-        query += sql.SQL(" WHERE {cursor} >= %s").format(cursor=sql.Identifier(erp.cursor_column))
-        params.append(since)
-    query += sql.SQL(" ORDER BY {key}").format(key=sql.Identifier(erp.key))
-    with connect(erp_dsn) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        with conn.cursor(name="erp_extract", row_factory=dict_row) as cur:
-            cur.itersize = erp.fetch_size
-            cur.execute(query, params)
-            yield from cur
 
 
 def _quarantine(conn: psycopg.Connection, source: str, transfer_id: str, problems: Sequence[RowProblem]) -> None:
@@ -310,23 +299,71 @@ def _stage(
     return read, problems, max_cursor, digest.hexdigest()
 
 
+_DROP_QUARANTINED = """
+DELETE FROM staging.erp_product AS s
+USING hub.quarantine AS q
+WHERE s.transfer_id = %(transfer_id)s AND q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no
+"""
+
+
+def _validate(
+    hub_dsn: str,
+    erp: ErpSource | ErpRestSource,
+    transfer: ledger.Transfer,
+    *,
+    full_resync: bool,
+    override: Override | None,
+    quality: QualityFile | None,
+) -> None:
+    """The quality gate: the SQL suite over the staged rows, Data Docs, then the batch breakers.
+
+    Rows failing the suite are quarantined (committed) and removed from staging, so the merge only
+    sees valid rows. Raises BreakerTripped before anything is merged.
+    """
+    quality = quality or load_quality()
+    _, decision = check_batch(
+        hub_dsn,
+        ERP_PRODUCTS,
+        transfer,
+        limits=quality.breakers(ERP_PRODUCTS.name, erp.id),
+        override=override,
+        # An empty incremental batch has nothing to show; every other batch gets its evidence.
+        docs_dir=data_docs_root(quality) if transfer.rows_read else None,
+        # Incremental batches vary by nature: only a full resync is compared with the last full resync.
+        compare_row_count=full_resync,
+        same_kind={"full_resync": True},
+        dataset=DATASET,
+    )
+    with connect(hub_dsn) as conn:
+        conn.execute(_DROP_QUARANTINED, {"transfer_id": str(transfer.transfer_id)})
+    decision.enforce()
+
+
 def sync_erp(
     hub_dsn: str,
-    erp: ErpSource,
-    erp_dsn: str,
+    erp: ErpSource | ErpRestSource,
+    erp_dsn: str | ConnectionInfo,
     run: ledger.RunContext,
     *,
     full_resync: bool = False,
+    override: Override | None = None,
+    quality: QualityFile | None = None,
 ) -> ErpSyncResult:
     """Bring ERP products and own stock into the hub; see the module docstring for guarantees.
 
     Args:
         hub_dsn: the hub database.
         erp: the ERP source configuration.
-        erp_dsn: the ERP database (from its Airflow connection).
+        erp_dsn: the ERP database URL, or its Airflow connection (SQL: any SQLAlchemy URL; REST: the API).
         run: the Airflow run recording this transfer.
         full_resync: ignore the watermark, read everything and deactivate products the ERP no
             longer returns.
+        override: the operator's override of tripped batch breakers for this run (DAG Param).
+        quality: breakers and Data Docs settings (``quality.yaml`` when None).
+
+    Raises:
+        BreakerTripped: the batch as a whole looks wrong (too many rejected rows, or a full resync
+            with far fewer rows than the last one) and no override was given; hub unchanged.
     """
     transfer = ledger.Transfer(source=erp.id, target="hub", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
@@ -336,11 +373,15 @@ def sync_erp(
         transfer.details = {"full_resync": full_resync, "since": since.isoformat() if since else None}
         with connect(hub_dsn) as conn:
             read, problems, max_cursor, payload = _stage(
-                conn, tid, _erp_rows(erp_dsn, erp, since), erp.currency, erp.cursor_column
+                conn, tid, read_erp_rows(erp, erp_dsn, since), erp.currency, erp.cursor_column
             )
         try:
             with connect(hub_dsn) as conn:
+                # Committed on its own: rejected rows stay on record even if the batch is then refused.
                 _quarantine(conn, erp.id, tid, problems)
+            transfer.rows_read = read
+            _validate(hub_dsn, erp, transfer, full_resync=full_resync, override=override, quality=quality)
+            with connect(hub_dsn) as conn:
                 params = {
                     "transfer_id": tid,
                     "location": erp.stock_location,
@@ -361,9 +402,6 @@ def sync_erp(
                                updated_at = now(), transfer_id = EXCLUDED.transfer_id""",
                         (erp.id, DATASET, max_cursor, tid),
                     )
-                transfer.rows_read = read
-                transfer.rows_written = read - len(problems)
-                transfer.rows_rejected = len(problems)
                 skus_changed = conn.execute(
                     """SELECT count(*) FROM hub.product AS p
                        WHERE p.transfer_id = %(transfer_id)s
@@ -388,8 +426,8 @@ def sync_erp(
     return ErpSyncResult(
         transfer_id=tid,
         rows_read=read,
-        rows_loaded=read - len(problems),
-        rows_quarantined=len(problems),
+        rows_loaded=transfer.rows_written,
+        rows_quarantined=transfer.rows_rejected,
         rows_changed=transfer.rows_changed,
         rows_deactivated=deactivated,
         watermark=max_cursor.isoformat() if max_cursor else None,

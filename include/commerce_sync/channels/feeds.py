@@ -73,16 +73,38 @@ class Offer(NamedTuple):
 
 
 # Characters XML 1.0 forbids (they would make the file unparseable) and the ones that need escaping.
-_NEEDS_WORK = re.compile(r'[&<>"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
+# In text only & and < must be escaped (and > in "]]>"); attributes also need ".
+_TEXT_WORK = re.compile(r"[&<\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|]]>")
+_ATTR_WORK = re.compile(r'[&<>"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_URL_SAFE = re.compile(r"^[A-Za-z0-9_.~-]+$")
 
 
 def xml_escape(text: str) -> str:
-    """Text safe inside an element or a double-quoted attribute (forbidden control characters dropped)."""
-    if _NEEDS_WORK.search(text) is None:
+    """Text safe inside a double-quoted attribute (forbidden control characters dropped)."""
+    if _ATTR_WORK.search(text) is None:
         return text
     text = _FORBIDDEN.sub("", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def xml_text(text: str) -> str:
+    """Text safe as element content (the common case, no special characters, costs one regex scan)."""
+    if _TEXT_WORK.search(text) is None:
+        return text
+    text = _FORBIDDEN.sub("", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def url_part(text: str) -> str:
+    """``text`` percent-encoded for a URL path segment (SKUs are usually safe as they are)."""
+    return text if _URL_SAFE.match(text) else quote(text, safe="")
+
+
+def money(amount: Decimal) -> str:
+    """``12.30`` from a Decimal (prices come from numeric(14,2), whose str() is already that)."""
+    text = str(amount)
+    return text if text[-3:-2] == "." and "E" not in text else f"{amount:.2f}"
 
 
 def gtin_for_feed(gtin: str | None) -> str | None:
@@ -116,35 +138,30 @@ def _rss_header(channel: Channel, feed: GoogleFeedSettings) -> str:
 
 
 def _google_item(o: Offer, feed: GoogleFeedSettings, shop: str) -> str:
-    sku = quote(o.sku)
-    parts = [
-        f"<item><g:id>{xml_escape(o.sku)}</g:id><g:title>{xml_escape(o.name or '')}</g:title>",
-        f"<g:description>{xml_escape(o.description or o.name or '')}</g:description>",
-        f"<g:link>{shop}/p/{sku}</g:link><g:image_link>{shop}/images/{sku}.jpg</g:image_link>",
-        f"<g:price>{o.price:.2f} {o.currency}</g:price><g:availability>{o.availability}</g:availability>",
-        f"<g:condition>{feed.condition}</g:condition>",
-    ]
-    if o.brand:
-        parts.append(f"<g:brand>{xml_escape(o.brand)}</g:brand>")
+    sku = url_part(o.sku)
     gtin = gtin_for_feed(o.gtin)
-    if gtin:
-        parts.append(f"<g:gtin>{gtin}</g:gtin>")
-    if o.category:
-        parts.append(f"<g:product_type>{xml_escape(o.category)}</g:product_type>")
-    parts.append("</item>\n")
-    return "".join(parts)
+    return (
+        f"<item><g:id>{xml_text(o.sku)}</g:id><g:title>{xml_text(o.name or '')}</g:title>"
+        f"<g:description>{xml_text(o.description or o.name or '')}</g:description>"
+        f"<g:link>{shop}/p/{sku}</g:link><g:image_link>{shop}/images/{sku}.jpg</g:image_link>"
+        f"<g:price>{money(o.price)} {o.currency}</g:price><g:availability>{o.availability}</g:availability>"
+        f"<g:condition>{feed.condition}</g:condition>"
+        f"{f'<g:brand>{xml_text(o.brand)}</g:brand>' if o.brand else ''}"
+        f"{f'<g:gtin>{gtin}</g:gtin>' if gtin else ''}"
+        f"{f'<g:product_type>{xml_text(o.category)}</g:product_type>' if o.category else ''}</item>\n"
+    )
 
 
 def _meta_item(o: Offer, feed: GoogleFeedSettings, shop: str) -> str:
     # Meta reads the same RSS + g: dialect; its availability values are spelled with a space.
-    sku = quote(o.sku)
+    sku = url_part(o.sku)
     availability = "in stock" if o.availability == "in_stock" else "out of stock"
-    brand = f"<g:brand>{xml_escape(o.brand)}</g:brand>" if o.brand else ""
+    brand = f"<g:brand>{xml_text(o.brand)}</g:brand>" if o.brand else ""
     return (
-        f"<item><g:id>{xml_escape(o.sku)}</g:id><g:title>{xml_escape(o.name or '')}</g:title>"
-        f"<g:description>{xml_escape(o.description or o.name or '')}</g:description>"
+        f"<item><g:id>{xml_text(o.sku)}</g:id><g:title>{xml_text(o.name or '')}</g:title>"
+        f"<g:description>{xml_text(o.description or o.name or '')}</g:description>"
         f"<g:availability>{availability}</g:availability><g:condition>{feed.condition}</g:condition>"
-        f"<g:price>{o.price:.2f} {o.currency}</g:price>"
+        f"<g:price>{money(o.price)} {o.currency}</g:price>"
         f"<g:link>{shop}/p/{sku}</g:link><g:image_link>{shop}/images/{sku}.jpg</g:image_link>{brand}</item>\n"
     )
 
@@ -154,19 +171,16 @@ def _ceneo_header(channel: Channel, feed: GoogleFeedSettings) -> str:
 
 
 def _ceneo_item(o: Offer, feed: GoogleFeedSettings, shop: str) -> str:
-    sku = quote(o.sku)
+    sku = url_part(o.sku)
     avail = "1" if o.availability == "in_stock" and o.quantity > 0 else "99"
-    attrs = []
-    if o.brand:
-        attrs.append(f'<a name="Producent">{xml_escape(o.brand)}</a>')
     gtin = gtin_for_feed(o.gtin)
-    if gtin:
-        attrs.append(f'<a name="EAN">{gtin}</a>')
+    brand = f'<a name="Producent">{xml_text(o.brand)}</a>' if o.brand else ""
+    ean = f'<a name="EAN">{gtin}</a>' if gtin else ""
     return (
-        f'<o id="{xml_escape(o.sku)}" url="{shop}/p/{sku}" price="{o.price:.2f}" avail="{avail}" '
-        f'stock="{max(o.quantity, 0)}"><cat>{xml_escape(o.category or "")}</cat>'
-        f'<name>{xml_escape(o.name or "")}</name><imgs><main url="{shop}/images/{sku}.jpg"/></imgs>'
-        f"<desc>{xml_escape(o.description or o.name or '')}</desc><attrs>{''.join(attrs)}</attrs></o>\n"
+        f'<o id="{xml_escape(o.sku)}" url="{shop}/p/{sku}" price="{money(o.price)}" avail="{avail}" '
+        f'stock="{max(o.quantity, 0)}"><cat>{xml_text(o.category or "")}</cat>'
+        f'<name>{xml_text(o.name or "")}</name><imgs><main url="{shop}/images/{sku}.jpg"/></imgs>'
+        f"<desc>{xml_text(o.description or o.name or '')}</desc><attrs>{brand}{ean}</attrs></o>\n"
     )
 
 
@@ -259,7 +273,7 @@ def render(
     emit(fmt.header(channel, feed))
     chunk: list[str] = []
     for row in offers:
-        o = Offer(*row)
+        o = Offer._make(row)
         desc = o.description or o.name or ""
         # Fast path: the full check only runs when a cheap comparison says something is off.
         if (

@@ -57,8 +57,14 @@ def _path_steps(path: str) -> list[str]:
     return [step for step in path.split("/") if step]
 
 
-def _path_value(record: etree._Element, steps: list[str]) -> str | None:
-    """The text at ``steps`` below ``record`` (local names; a last step ``@name`` reads an attribute)."""
+def _path_value(
+    record: etree._Element, steps: list[str], memo: dict[etree._Element, dict[str, etree._Element]] | None = None
+) -> str | None:
+    """The text at ``steps`` below ``record`` (local names; a last step ``@name`` reads an attribute).
+
+    ``memo`` (one dict per record) indexes each visited element's children by local name once, so
+    reading many fields of a record does not rescan its children per field.
+    """
     node = record
     for i, step in enumerate(steps):
         if step == ".":
@@ -67,7 +73,17 @@ def _path_value(record: etree._Element, steps: list[str]) -> str | None:
             if i != len(steps) - 1:
                 return None
             return _attribute(node, step[1:])
-        child = next((c for c in node if local_name(c) == step), None)
+        if memo is None:
+            child = next((c for c in node if local_name(c) == step), None)
+        else:
+            kids = memo.get(node)
+            if kids is None:
+                kids = {}
+                for c in node:
+                    if isinstance(c.tag, str):
+                        kids.setdefault(c.tag.rpartition("}")[2], c)
+                memo[node] = kids
+            child = kids.get(step)
         if child is None:
             return None
         node = child
@@ -132,7 +148,8 @@ class XmlFeedReader(FeedReader):
         try:
             for element in iterparse(path, self.mapping.record_tag):
                 record_no += 1
-                values = {name: _path_value(element, steps) for name, steps in self.paths.items()}
+                memo: dict[etree._Element, dict[str, etree._Element]] = {}
+                values = {name: _path_value(element, steps, memo) for name, steps in self.paths.items()}
                 if self.mapping.price_unit == "cent":
                     values["purchase_price"] = _cents_to_units(
                         values.get("purchase_price"), self.mapping.decimal_separator

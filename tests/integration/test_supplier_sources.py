@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "feeds"
-RUN = ledger.RunContext(run_id="manual__1", dag_id="suppliers_to_hub_offers", task_id="sync_supplier_feed", try_number=1)
+RUN = ledger.RunContext(
+    run_id="manual__1", dag_id="suppliers_to_hub_offers", task_id="sync_supplier_feed", try_number=1
+)
 
 
 @pytest.fixture(autouse=True)
@@ -266,3 +268,60 @@ def test_new_wholesaler_needs_only_yaml_and_a_connection(
     loaded = offers(hub_dsn)
     assert loaded["G1"]["purchase_price"] == Decimal("45.9900") and loaded["G2"]["purchase_price"] == Decimal("12.5000")
     assert result.location == f"{server.base_url}/export/oferta.xml"
+
+
+EDGE_ROWS = [
+    # (sku, gtin, price, currency, quantity, expected problem column or None)
+    ("E-08", "96385074", "1.00", "PLN", "1", None),  # GTIN-8
+    ("E-12", "036000291452", "1.00", "PLN", "1", None),  # GTIN-12 (UPC-A)
+    ("E-13", "5901234123457", "1.00", "EUR", "1", None),  # GTIN-13
+    ("E-14", "15901234123454", "1.00", "CZK", "1", None),  # GTIN-14
+    ("E-LZ", "0000096385074", "0.0001", "PLN", "0", None),  # leading zeros kept, smallest price
+    ("E-BADCD", "5901234123458", "1.00", "PLN", "1", "gtin"),
+    ("E-ZERO", "00000000", "1.00", "PLN", "1", "gtin"),
+    ("E-LEN", "123456789", "1.00", "PLN", "1", "gtin"),
+    ("E-CUR", "", "1.00", "XYZ", "1", "currency"),
+    ("E-NEG", "", "1.00", "PLN", "-3", "quantity"),
+]
+
+
+def test_edge_validation_gtin_lengths_currencies_stock(hub_dsn: str, tmp_path: Path) -> None:
+    good = [(f"G-{i:02d}", "", f"{i}.50", "PLN", "2", None) for i in range(1, 31)]  # keep rejects under the breaker
+    rows = EDGE_ROWS + good
+    body = "".join(
+        f"<product><code>{sku}</code><ean>{gtin}</ean><price><net>{price}</net><currency>{cur}</currency></price>"
+        f"<stock>{qty}</stock></product>"
+        for sku, gtin, price, cur, qty, _ in rows
+    )
+    delivery = tmp_path / "echo.xml"
+    delivery.write_text(f"<catalog>{body}</catalog>", encoding="utf-8")
+    echo = file_supplier(
+        "echo",
+        "xml",
+        delivery,
+        xml={
+            "record_tag": "product",
+            "fields": {
+                "supplier_sku": "code",
+                "gtin": "ean",
+                "purchase_price": "price/net",
+                "currency": "price/currency",
+                "quantity": "stock",
+            },
+        },
+    )
+    result = sync_supplier(hub_dsn, echo, None, RUN, tmp_path / "work")
+    expected_bad = {sku: column for sku, *_, column in rows if column}
+    assert (result.rows_read, result.rows_quarantined) == (len(rows), len(expected_bad))
+    with psycopg.connect(hub_dsn) as db:
+        quarantined = dict(db.execute("SELECT record_key, column_name FROM hub.quarantine").fetchall())
+    assert quarantined == expected_bad
+    loaded = offers(hub_dsn)
+    assert {sku: loaded[sku]["gtin"] for sku in ("E-08", "E-12", "E-13", "E-14", "E-LZ")} == {
+        "E-08": "00000096385074",
+        "E-12": "00036000291452",
+        "E-13": "05901234123457",
+        "E-14": "15901234123454",
+        "E-LZ": "00000096385074",
+    }
+    assert loaded["E-LZ"]["purchase_price"] == Decimal("0.0001") and loaded["E-14"]["currency"] == "CZK"

@@ -19,7 +19,9 @@ must poll the report. State (offers, commands, counters) lives in memory and is 
 atomically to a JSON file after every change, so a restart continues where it stopped. Tokens are
 kept in memory only: after a restart clients get a 401 and must fetch a new token.
 
-Sandbox-only endpoints (no auth): ``GET /_sandbox/stats`` and ``POST /_sandbox/reset``.
+Sandbox-only endpoints (no auth): ``GET /_sandbox/stats``, ``POST /_sandbox/reset``,
+``GET|POST /_sandbox/faults`` (switchable faults, see :mod:`commerce_sync.sandbox.faults`) and
+``POST /_sandbox/offers/{offerId}`` (edit an offer directly, as a seller would on allegro.pl).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
+from commerce_sync.sandbox.faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,7 @@ class AllegroSimulator:
         self._offers: dict[str, dict[str, Any]] = {}
         self._commands: dict[str, dict[str, dict[str, Any]]] = {"price": {}, "quantity": {}}
         self._stats = _empty_stats()
+        self.faults = Faults()
         self._load()
 
     def __repr__(self) -> str:
@@ -371,6 +375,9 @@ class AllegroSimulator:
         offer = self._offers.get(offer_id)
         if offer is None:
             return "FAIL", f"Offer {offer_id} not found"
+        refusal = self.faults.rejection(offer["external"]["id"])
+        if refusal is not None:
+            return "FAIL", f"Offer {offer_id}: {refusal}"
         if kind == "price":
             price = offer["sellingMode"]["price"]
             currency = modification["price"]["currency"]
@@ -385,6 +392,19 @@ class AllegroSimulator:
                 return "FAIL", f"Quantity of offer {offer_id} cannot become negative"
             stock["available"] = new
         return "SUCCESS", ""
+
+    def edit_offer(self, offer_id: str, price: str | None = None, quantity: int | None = None) -> dict[str, Any]:
+        """Change an offer directly (as a seller would in the marketplace's UI), bypassing commands."""
+        with self._lock:
+            offer = self._offers.get(offer_id)
+            if offer is None:
+                raise ApiError(404, "NOT_FOUND", f"offer {offer_id} not found", "offerId")
+            if price is not None:
+                offer["sellingMode"]["price"]["amount"] = str(Decimal(price).quantize(Decimal("0.01")))
+            if quantity is not None:
+                offer["stock"]["available"] = int(quantity)
+            self._save()
+            return json.loads(json.dumps(offer))
 
     def report(self, kind: CommandKind, command_id: str) -> dict[str, Any]:
         """The general report of a command (processing is immediate, so it is final)."""
@@ -458,7 +478,7 @@ class AllegroHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             if parts[:1] == ["_sandbox"]:
-                self._sandbox(method, parts[1:])
+                self._sandbox(method, parts[1:], body)
                 return
             self.simulator.count_request()
             if parts == ["auth", "oauth", "token"] and method == "POST":
@@ -467,6 +487,12 @@ class AllegroHandler(BaseHTTPRequestHandler):
             if parts[:1] != ["sale"]:
                 raise ApiError(404, "NOT_FOUND", f"no resource {url.path}")
             self._authorise(method)
+            fault = self.simulator.faults.before_request()
+            if fault is not None:
+                status, headers = fault
+                code = "TOO_MANY_REQUESTS" if status == 429 else "SERVICE_UNAVAILABLE"
+                self._send(status, ApiError(status, code, "sandbox fault").body(), headers=headers)
+                return
             self._sale(method, parts[1:], query, body)
         except ApiError as error:
             if error.code in ("invalid_client", "invalid_token", "invalid_grant", "unsupported_grant_type"):
@@ -480,12 +506,22 @@ class AllegroHandler(BaseHTTPRequestHandler):
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "request body too large")
         return self.rfile.read(length) if length else b""
 
-    def _sandbox(self, method: str, parts: list[str]) -> None:
+    def _sandbox(self, method: str, parts: list[str], body: bytes) -> None:
         if method == "GET" and parts == ["stats"]:
             self._send(200, self.simulator.stats())
         elif method == "POST" and parts == ["reset"]:
             self.simulator.reset()
             self._send(200, self.simulator.stats())
+        elif parts == ["faults"] and method in ("GET", "POST"):
+            if method == "POST":
+                try:
+                    self.simulator.faults.arm(**json.loads(body or b"{}"))
+                except (ValueError, TypeError) as exc:
+                    raise _invalid(str(exc)) from None
+            self._send(200, self.simulator.faults.snapshot())
+        elif method == "POST" and len(parts) == 2 and parts[0] == "offers":
+            document = json.loads(body or b"{}")
+            self._send(200, self.simulator.edit_offer(parts[1], document.get("price"), document.get("quantity")))
         elif method == "POST" and parts == ["expire-tokens"]:
             self.simulator.expire_tokens()
             self._send(200, {"expired": True})
@@ -531,7 +567,12 @@ class AllegroHandler(BaseHTTPRequestHandler):
                 document = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 raise _invalid("body is not valid JSON") from None
-            self._send(201, self.simulator.submit(kind, command_id, document))
+            accepted = self.simulator.submit(kind, command_id, document)
+            if self.simulator.faults.drop_now():
+                # Applied, but the answer is lost: the client sees a dropped connection.
+                self.close_connection = True
+                return
+            self._send(201, accepted)
         elif method == "GET" and len(parts) == 2:
             self._send(200, self.simulator.report(kind, command_id))
         elif method == "GET" and parts[2] == "tasks":
@@ -541,10 +582,14 @@ class AllegroHandler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
 
-    def _send(self, status: int, document: Any, content_type: str = MEDIA_TYPE) -> None:
+    def _send(
+        self, status: int, document: Any, content_type: str = MEDIA_TYPE, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -13,5 +13,10 @@ ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
 bench: ## Benchmark every stage at N SKUs (default 1000000) vs the I/O floor and the naive idiom
 	@N=$(or $(N),1000000) bash bench/run.sh
 
+bench-pricing: ## Pricing of one channel at N offers (default 1000000): full vs incremental after a 1 % change
+	@bash -c 'source scripts/common.sh; ensure_venv; python bench/pricing.py --n $(or $(N),1000000)'
+bench-sources: ## Parse an N-item supplier feed (default 1000000) into staging: XML, BMEcat, CSV, gzip XML; peak RSS, items/s
+	@bash -c 'source scripts/common.sh; ensure_venv; python bench/sources.py --n $(or $(N),1000000)'
+
 clean: ## Remove local state (Airflow home, data, venv); databases are kept
 	rm -rf .airflow .data .venv

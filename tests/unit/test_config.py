@@ -29,7 +29,8 @@ def _edit(path: Path, change) -> None:
 
 def test_shipped_config_loads() -> None:
     config = load_config(SHIPPED)
-    assert {s.id for s in config.suppliers} == {"acme", "bravo"}
+    assert {s.id for s in config.suppliers if s.enabled} == {"acme", "bravo"}
+    assert {s.format for s in config.suppliers} == {"xml", "csv", "bmecat"}  # disabled examples validate too
     assert {c.id for c in config.channels} == {"allegro", "google"}
     for channel in config.channels:
         assert config.rule_for(channel).version >= 1

@@ -26,9 +26,11 @@ Changed offers get a new version; for marketplace channels each changed field be
 - *Failed, "circuit breaker tripped"*: the numbers are in `audit.transfer.details->'breakers'`. If the
   moves are real, trigger the DAG with Param `override_breakers` = true and an `override_reason`.
 - *Failed, "no exchange rate"*: add the rate to `pricing.yaml` `exchange_rates` (or its CSV) and clear the task.
-- *Approval waiting*: answer it in the UI (Browse → Required Actions) or via
-  `PATCH /api/v2/hitlDetails/{dag_id}/{run_id}/approve_held_changes`. Unanswered moves stay pending and
-  are shown again by the next run. `commerce-sync explain --channel C --sku S` shows how a price was made.
+- *Approval waiting* (task state `awaiting_input`): answer it in the UI (Browse → Required Actions) or via
+  `PATCH /api/v2/dags/hub_to_channel_offers/dagRuns/{run_id}/taskInstances/approve_held_changes/-1/hitlDetails`
+  with `{"chosen_options": ["Approve"]}` (or `["Reject"]`). A Reject is recorded by the approval task
+  itself; an Approve by `publish_held_changes` (safe to clear). Unanswered moves stay pending (24 h
+  timeout) and are shown again by the next run. `commerce-sync explain --channel C --sku S` shows how a price was made.
 - Re-running is safe: unchanged offers are recognised by hash; nothing is enqueued twice; a decided
   proposal is never applied twice. Param `full_recompute` recomputes every SKU.
 """
@@ -39,7 +41,6 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from commerce_sync import assets
@@ -51,9 +52,9 @@ from commerce_sync.airflow_glue import (
     operator_errors,
     run_context,
 )
+from commerce_sync.pricing.approval import SUMMARY_TASK, HeldPriceMovesApproval
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM
 
-SUMMARY_TASK = "summarise_held_changes"
 APPROVAL_TASK = "approve_held_changes"
 
 
@@ -132,7 +133,7 @@ def hub_to_channel_offers() -> None:
             "csv_path": summary.csv_path,
         }
 
-    approve = ApprovalOperator(
+    approve = HeldPriceMovesApproval(
         task_id=APPROVAL_TASK,
         subject=f"{{{{ ti.xcom_pull(task_ids='{SUMMARY_TASK}')['subject'] }}}}",
         body=f"{{{{ ti.xcom_pull(task_ids='{SUMMARY_TASK}')['body'] }}}}",
@@ -141,38 +142,17 @@ def hub_to_channel_offers() -> None:
 
     @task
     def publish_held_changes() -> list[dict[str, Any]]:
-        """Runs only on Approve (the ApprovalOperator skips it on Reject)."""
-        return _decide(get_current_context(), only_rejection=False)
+        """Runs only on Approve (on Reject the approval task skips it and records the rejection itself)."""
+        from commerce_sync.pricing.approval import decide_from_context
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def record_rejection() -> list[dict[str, Any]]:
-        """Runs after either answer and records a Reject (publish_held_changes recorded an Approve)."""
-        return _decide(get_current_context(), only_rejection=True)
+        context = get_current_context()
+        return decide_from_context(context, context["ti"].xcom_pull(task_ids=APPROVAL_TASK), only_rejection=False)
 
     rates = load_exchange_rates()
     computed = compute_offers.expand(channel_id=list_channels())
     rates >> computed
     summary = summarise_held_changes()
-    computed >> summary >> approve >> publish_held_changes() >> record_rejection()
-
-
-def _decide(context: Any, *, only_rejection: bool) -> list[dict[str, Any]]:
-    """Apply the approval's answer to the proposals the summary showed (nothing if nobody was asked)."""
-    from commerce_sync.config import load_config
-    from commerce_sync.pricing.compute import OUTBOX_KINDS
-    from commerce_sync.pricing.proposals import ApprovalAnswer, apply_approval
-
-    ti = context["ti"]
-    response = ti.xcom_pull(task_ids=APPROVAL_TASK)
-    summary = ti.xcom_pull(task_ids=SUMMARY_TASK)
-    if not response or not summary:
-        return []
-    answer = ApprovalAnswer.from_hitl(response, summary["proposal_ids"])
-    if only_rejection and answer.approved:
-        return []
-    with operator_errors("held price moves"):
-        outbox = frozenset(c.id for c in load_config().channels if c.kind in OUTBOX_KINDS)
-        return [asdict(d) for d in apply_approval(hub_dsn(), answer, run_context(), outbox)]
+    computed >> summary >> approve >> publish_held_changes()
 
 
 hub_to_channel_offers()

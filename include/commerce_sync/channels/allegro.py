@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
 from commerce_sync.channels.base import ChannelRequestError, HttpClient, encode_json
+from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
@@ -583,3 +584,20 @@ def _collect_chunk(
     result.failed += len(outcomes) - sent
     result.commands.append(command_id)
     log.info("allegro: %s command %s: %d sent, %d failed", kind, command_id, sent, len(outcomes) - sent)
+
+
+def read_offers(client: AllegroClient) -> Iterator[ChannelOffer]:
+    """The seller's offers as the reconciliation compares them (SKU from ``external.id``)."""
+    for offer in client.list_offers():
+        sku = (offer.get("external") or {}).get("id")
+        if not sku:
+            continue
+        price = ((offer.get("sellingMode") or {}).get("price")) or {}
+        amount = price.get("amount")
+        available = (offer.get("stock") or {}).get("available")
+        yield ChannelOffer(
+            str(sku),
+            Decimal(str(amount)) if amount is not None else None,
+            price.get("currency"),
+            int(available) if available is not None else None,
+        )

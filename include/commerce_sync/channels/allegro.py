@@ -23,11 +23,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
 from commerce_sync.channels.base import ChannelRequestError, HttpClient, encode_json
+from commerce_sync.channels.outbox import lock_pending as _lock_pending
+from commerce_sync.channels.outbox import mark_published as _mark_published
+from commerce_sync.channels.outbox import record_outcomes as _record_outcomes
+from commerce_sync.channels.outbox import supersede as _supersede
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
@@ -333,19 +336,6 @@ def command_id_for(rows: Sequence[tuple[str, str]]) -> uuid.UUID:
     return uuid.uuid5(COMMAND_NAMESPACE, name)
 
 
-def _supersede(conn: psycopg.Connection, channel_id: str) -> int:
-    # Older pending versions of the same (sku, field) would only overwrite the newer value.
-    return conn.execute(
-        "UPDATE hub.outbox o SET status = 'superseded', error = 'superseded by offer_version ' || "
-        "  (SELECT max(n.offer_version) FROM hub.outbox n "
-        "   WHERE n.channel = o.channel AND n.sku = o.sku AND n.field = o.field) "
-        "WHERE o.channel = %s AND o.status = 'pending' AND EXISTS (SELECT 1 FROM hub.outbox n "
-        "  WHERE n.channel = o.channel AND n.sku = o.sku AND n.field = o.field "
-        "  AND (n.offer_version > o.offer_version OR (n.offer_version = o.offer_version AND n.id > o.id)))",
-        (channel_id,),
-    ).rowcount
-
-
 def _plan(
     conn: psycopg.Connection, channel_id: str, currencies: Iterable[str] | None
 ) -> tuple[list[_Row], dict[int, list[prepublish.Rejection]]]:
@@ -390,58 +380,6 @@ def _chunks(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
         members = groups[group]
         for start in range(0, len(members), batch_size):
             yield members[start : start + batch_size]
-
-
-def _lock_pending(conn: psycopg.Connection, ids: list[int]) -> set[int]:
-    locked = conn.execute(
-        "SELECT id FROM hub.outbox WHERE id = ANY(%s) AND status = 'pending' ORDER BY id FOR UPDATE SKIP LOCKED",
-        (ids,),
-    ).fetchall()
-    return {row[0] for row in locked}
-
-
-def _record_outcomes(
-    conn: psycopg.Connection,
-    outcomes: list[tuple[int, str, Any, str | None]],
-    request_id: str | None,
-    transfer_id: uuid.UUID,
-) -> None:
-    """Set status, response and error of outbox rows (id, status, response, error) in one statement."""
-    conn.execute(
-        "UPDATE hub.outbox o SET status = v.status, response = v.response, error = v.error, "
-        "request_id = %s, attempts = o.attempts + 1, sent_transfer_id = %s, "
-        "sent_at = CASE WHEN v.status = 'sent' THEN now() ELSE o.sent_at END "
-        "FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::text[]) AS v(id, status, response, error) "
-        "WHERE o.id = v.id",
-        (
-            request_id,
-            transfer_id,
-            [o[0] for o in outcomes],
-            [o[1] for o in outcomes],
-            [Jsonb(o[2]) if o[2] is not None else None for o in outcomes],
-            [o[3] for o in outcomes],
-        ),
-    )
-
-
-def _mark_published(conn: psycopg.Connection, channel_id: str, skus: list[str]) -> None:
-    """Advance ``published_version`` to the newest version whose outbox rows are all settled.
-
-    A version counts as published when it was sent and no row up to it is still pending, and
-    every failed row up to it was overtaken by a later sent row of the same field.
-    """
-    conn.execute(
-        "UPDATE hub.channel_offer co SET published_version = v.version, published_at = now() "
-        "FROM (SELECT sku, max(offer_version) AS version FROM hub.outbox "
-        "      WHERE channel = %(channel)s AND sku = ANY(%(skus)s) AND status = 'sent' GROUP BY sku) v "
-        "WHERE co.channel = %(channel)s AND co.sku = v.sku AND v.version > co.published_version "
-        "AND NOT EXISTS (SELECT 1 FROM hub.outbox p WHERE p.channel = co.channel AND p.sku = co.sku "
-        "  AND p.offer_version <= v.version AND (p.status = 'pending' OR (p.status = 'failed' "
-        "  AND NOT EXISTS (SELECT 1 FROM hub.outbox s WHERE s.channel = p.channel AND s.sku = p.sku "
-        "    AND s.field = p.field AND s.status = 'sent' AND s.offer_version > p.offer_version "
-        "    AND s.offer_version <= v.version))))",
-        {"channel": channel_id, "skus": skus},
-    )
 
 
 def publish_outbox(

@@ -1,9 +1,9 @@
-"""The sandbox's two HTTP listeners on loopback: supplier feeds and the Allegro simulator.
+"""The sandbox's HTTP listeners on loopback: supplier feeds and the Allegro and eBay simulators.
 
 ``GET /feeds/<name>`` serves files of the feeds directory with a strong, content-based ``ETag``
 (sha256), ``Last-Modified`` and ``Content-Length``, answers conditional requests with 304, and
 refuses any name that is not a plain file name in that directory. The Allegro listener is
-described in :mod:`commerce_sync.sandbox.allegro_sim`.
+described in :mod:`commerce_sync.sandbox.allegro_sim`, the eBay one in :mod:`commerce_sync.sandbox.ebay_sim`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from commerce_sync.sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
+from commerce_sync.sandbox.ebay_sim import EbayHTTPServer, EbaySimulator
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _content_type(name: str) -> str:
 
 
 class SandboxServer:
-    """Both sandbox listeners in background threads; use as a context manager or start/stop.
+    """The sandbox listeners in background threads; use as a context manager or start/stop.
 
     Args:
         feeds_dir: directory whose files are served under ``/feeds/``.
@@ -155,6 +156,7 @@ class SandboxServer:
         client_id: the OAuth client id the simulator accepts.
         client_secret: the OAuth client secret the simulator accepts.
         token_ttl: lifetime of issued tokens in seconds.
+        ebay_port: port of the eBay listener (0 = any free port).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class SandboxServer:
         client_id: str = "demo-client",
         client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's documented demo secret
         token_ttl: int = 43199,
+        ebay_port: int = 0,
     ) -> None:
         self.feeds_dir = feeds_dir
         self.host = host
@@ -182,8 +185,11 @@ class SandboxServer:
             client_secret=client_secret,
             token_ttl=token_ttl,
         )
+        self.ebay = EbaySimulator(catalog_n=catalog_n, seed=seed)
+        self._ebay_port = ebay_port
         self._feeds: FeedsHTTPServer | None = None
         self._allegro: AllegroHTTPServer | None = None
+        self._ebay: EbayHTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
     def start(self) -> SandboxServer:
@@ -194,11 +200,14 @@ class SandboxServer:
         self._feeds = FeedsHTTPServer((self.host, self._ports[0]), self.feeds_dir)
         try:
             self._allegro = AllegroHTTPServer((self.host, self._ports[1]), self.simulator)
+            self._ebay = EbayHTTPServer((self.host, self._ebay_port), self.ebay)
         except BaseException:
-            self._feeds.server_close()
-            self._feeds = None
+            for bound in (self._feeds, self._allegro):
+                if bound is not None:
+                    bound.server_close()
+            self._feeds = self._allegro = None
             raise
-        for name, server in (("feeds", self._feeds), ("allegro", self._allegro)):
+        for name, server in (("feeds", self._feeds), ("allegro", self._allegro), ("ebay", self._ebay)):
             # A short poll interval keeps stop() fast (tests start and stop servers a lot).
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{name}", daemon=True
@@ -209,14 +218,14 @@ class SandboxServer:
 
     def stop(self) -> None:
         """Stop both listeners and persist the simulator's state."""
-        for server in (self._feeds, self._allegro):
+        for server in (self._feeds, self._allegro, self._ebay):
             if server is not None:
                 server.shutdown()
                 server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        self._feeds = self._allegro = None
+        self._feeds = self._allegro = self._ebay = None
         self.simulator.save()
 
     def __enter__(self) -> SandboxServer:
@@ -246,3 +255,8 @@ class SandboxServer:
     def allegro_url(self) -> str:
         """``http://127.0.0.1:PORT`` of the Allegro listener."""
         return self._url(self._allegro)
+
+    @property
+    def ebay_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the eBay listener."""
+        return self._url(self._ebay)

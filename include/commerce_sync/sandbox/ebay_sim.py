@@ -1,0 +1,363 @@
+"""A local eBay Inventory API simulator: OAuth refresh-token grant and ``bulkUpdatePriceQuantity``.
+
+Contract (developer.ebay.com, Sell Inventory API v1) for the calls the publisher makes:
+
+* ``POST /identity/v1/oauth2/token`` with HTTP Basic ``client_id:secret`` and a form body
+  ``grant_type=refresh_token&refresh_token=...`` → ``{"access_token", "expires_in", "token_type"}``;
+* ``POST /sell/inventory/v1/bulk_update_price_quantity`` with ``{"requests": [{"sku",
+  "shipToLocationAvailability": {"quantity"}, "offers": [{"offerId", "availableQuantity",
+  "price": {"value", "currency"}}]}]}`` (at most 25 requests) → 200 when every item succeeded,
+  207 otherwise, with ``{"responses": [{"statusCode", "sku", "offerId", "errors", "warnings"}]}``;
+* ``GET /sell/inventory/v1/offer?sku=...`` → the SKU's offers. Sandbox extension: without ``sku``
+  it pages through every offer (``limit``, ``offset``), which the reconciliation reads.
+
+Updates set absolute values, so repeating one changes nothing: the simulator counts a *revision*
+only when a value really changes (eBay allows 250 revisions per listing and day), which is how
+tests see that a re-sent batch had no duplicate effect. Faults: :mod:`commerce_sync.sandbox.faults`.
+Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
+``POST /_sandbox/offers/{offerId}`` (a direct edit on ebay.com).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import secrets
+import threading
+import time
+from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from commerce_sync.sandbox.catalog import products
+from commerce_sync.sandbox.faults import Faults
+
+log = logging.getLogger(__name__)
+
+MAX_REQUESTS_PER_CALL = 25
+OFFER_ID_BASE = 5_000_000_000
+DEFAULT_TOKEN_TTL = 7200
+
+
+class EbayError(Exception):
+    """An error answer in eBay's format."""
+
+    def __init__(self, status: int, error_id: int, message: str, category: str = "REQUEST") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_id = error_id
+        self.message = message
+        self.category = category
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error document."""
+        return {
+            "errors": [
+                {
+                    "errorId": self.error_id,
+                    "domain": "API_INVENTORY",
+                    "category": self.category,
+                    "message": self.message,
+                }
+            ]
+        }
+
+
+class EbaySimulator:
+    """The simulator's state and rules, independent of HTTP; thread-safe, in memory."""
+
+    def __init__(
+        self,
+        *,
+        catalog_n: int = 300,
+        seed: int = 42,
+        client_id: str = "demo-ebay-client",
+        client_secret: str = "demo-ebay-secret",  # noqa: S107 - the sandbox's documented demo secret
+        refresh_token: str = "demo-ebay-refresh-token",  # noqa: S107 - documented demo value
+        token_ttl: int = DEFAULT_TOKEN_TTL,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+        self.token_ttl = token_ttl
+        self.faults = Faults()
+        self._lock = threading.RLock()
+        self._tokens: dict[str, float] = {}
+        self._offers: dict[str, dict[str, Any]] = {}
+        for product in products(catalog_n, seed):
+            number = int(product.sku.removeprefix("SKU-"))
+            offer_id = str(OFFER_ID_BASE + number)
+            self._offers[offer_id] = {
+                "offerId": offer_id,
+                "sku": product.sku,
+                "marketplaceId": "EBAY_PL",
+                "format": "FIXED_PRICE",
+                "availableQuantity": product.stock + 1,
+                "pricingSummary": {
+                    "price": {
+                        "value": str((product.purchase_price * Decimal("1.41")).quantize(Decimal("0.01"))),
+                        "currency": "PLN",
+                    }
+                },
+                "status": "PUBLISHED" if product.active else "UNPUBLISHED",
+            }
+        self._by_sku = {offer["sku"]: offer_id for offer_id, offer in self._offers.items()}
+        self.stats = {"requests": 0, "bulk_calls": 0, "items": 0, "revisions": 0}
+
+    def __repr__(self) -> str:
+        return f"EbaySimulator(offers={len(self._offers)})"
+
+    def issue_token(self, client_id: str, client_secret: str, grant: str, refresh_token: str | None) -> dict[str, Any]:
+        """An access token for the refresh-token (or client-credentials) grant."""
+        if not (
+            secrets.compare_digest(client_id, self._client_id)
+            and secrets.compare_digest(client_secret, self._client_secret)
+        ):
+            raise EbayError(401, 1001, "invalid_client")
+        if grant == "refresh_token" and not secrets.compare_digest(refresh_token or "", self._refresh_token):
+            raise EbayError(400, 1002, "invalid_grant: the refresh token is invalid or was issued to another client")
+        if grant not in ("refresh_token", "client_credentials"):
+            raise EbayError(400, 1003, "unsupported_grant_type")
+        token = "v^1.1#i^1#" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self.token_ttl
+        return {"access_token": token, "expires_in": self.token_ttl, "token_type": "User Access Token"}
+
+    def check_token(self, token: str) -> bool:
+        """True if ``token`` is valid now."""
+        with self._lock:
+            expires = self._tokens.get(token)
+            return expires is not None and expires > time.monotonic()
+
+    def expire_tokens(self) -> None:
+        """Invalidate every token (tests force a refresh with it)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def offer(self, offer_id: str) -> dict[str, Any] | None:
+        """A copy of one offer."""
+        with self._lock:
+            found = self._offers.get(offer_id)
+            return json.loads(json.dumps(found)) if found else None
+
+    def offers(self, sku: str | None, offset: int, limit: int) -> dict[str, Any]:
+        """``GET /offer``: the SKU's offers, or (sandbox extension) a page of all offers."""
+        with self._lock:
+            if sku is not None:
+                chosen = [self._offers[self._by_sku[sku]]] if sku in self._by_sku else []
+                if not chosen:
+                    raise EbayError(404, 25713, f"This Offer is not available for SKU {sku}.")
+                total = 1
+            else:
+                everything = list(self._offers.values())
+                chosen = everything[offset : offset + limit]
+                total = len(everything)
+            return {"offers": json.loads(json.dumps(chosen)), "total": total, "limit": limit, "offset": offset}
+
+    def edit_offer(self, offer_id: str, price: str | None = None, quantity: int | None = None) -> dict[str, Any]:
+        """Change an offer directly (as a seller would on ebay.com)."""
+        with self._lock:
+            offer = self._offers.get(offer_id)
+            if offer is None:
+                raise EbayError(404, 25713, f"offer {offer_id} not found")
+            if price is not None:
+                offer["pricingSummary"]["price"]["value"] = str(Decimal(price).quantize(Decimal("0.01")))
+            if quantity is not None:
+                offer["availableQuantity"] = int(quantity)
+            return json.loads(json.dumps(offer))
+
+    def bulk_update(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """Apply ``bulkUpdatePriceQuantity``; returns (200 or 207, responses)."""
+        requests_ = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests_, list) or not requests_:
+            raise EbayError(400, 25709, "requests must be a non-empty array")
+        if len(requests_) > MAX_REQUESTS_PER_CALL:
+            raise EbayError(400, 25709, f"at most {MAX_REQUESTS_PER_CALL} requests per call, got {len(requests_)}")
+        responses = []
+        with self._lock:
+            self.stats["bulk_calls"] += 1
+            for item in requests_:
+                responses.extend(self._apply_item(item))
+        status = 200 if all(r["statusCode"] == 200 for r in responses) else 207
+        return status, {"responses": responses}
+
+    def _apply_item(self, item: Any) -> list[dict[str, Any]]:
+        self.stats["items"] += 1
+        sku = item.get("sku") if isinstance(item, dict) else None
+        if not isinstance(sku, str) or sku not in self._by_sku:
+            return [_item_error(sku, None, 25702, f"SKU {sku} is not available in the system")]
+        refusal = self.faults.rejection(sku)
+        if refusal is not None:
+            return [_item_error(sku, None, 25019, refusal)]
+        changes: list[tuple[dict[str, Any], str, Any]] = []
+        answers = []
+        ship = item.get("shipToLocationAvailability")
+        for entry in item.get("offers") or []:
+            offer = self._offers.get(str(entry.get("offerId")))
+            if offer is None or offer["sku"] != sku:
+                answers.append(_item_error(sku, entry.get("offerId"), 25713, "This Offer is not available."))
+                continue
+            price = entry.get("price")
+            if price is not None:
+                try:
+                    value = Decimal(str(price["value"])).quantize(Decimal("0.01"))
+                except (KeyError, TypeError, InvalidOperation):
+                    answers.append(_item_error(sku, offer["offerId"], 25709, "Invalid price value"))
+                    continue
+                if value <= 0 or price.get("currency") != offer["pricingSummary"]["price"]["currency"]:
+                    answers.append(_item_error(sku, offer["offerId"], 25709, "Invalid price value or currency"))
+                    continue
+                changes.append((offer["pricingSummary"]["price"], "value", str(value)))
+            quantity = entry.get("availableQuantity")
+            if quantity is None and isinstance(ship, dict):
+                quantity = ship.get("quantity")
+            if quantity is not None:
+                if not isinstance(quantity, int) or quantity < 0:
+                    answers.append(_item_error(sku, offer["offerId"], 25709, "Invalid quantity"))
+                    continue
+                changes.append((offer, "availableQuantity", quantity))
+            answers.append({"statusCode": 200, "sku": sku, "offerId": offer["offerId"], "errors": [], "warnings": []})
+        if any(a["statusCode"] != 200 for a in answers):
+            return answers  # an item is applied all or nothing
+        for target, key, value in changes:
+            if target[key] != value:
+                target[key] = value
+                self.stats["revisions"] += 1
+        return answers
+
+
+def _item_error(sku: Any, offer_id: Any, error_id: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": 400,
+        "sku": sku,
+        "offerId": offer_id,
+        "errors": [{"errorId": error_id, "domain": "API_INVENTORY", "category": "REQUEST", "message": message}],
+        "warnings": [],
+    }
+
+
+class EbayHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that carries the simulator for its handlers."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: EbaySimulator) -> None:
+        self.simulator = simulator
+        super().__init__(address, EbayHandler)
+
+
+class EbayHandler(BaseHTTPRequestHandler):
+    """Routes requests to the simulator."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "EbaySandbox/1.0"
+
+    @property
+    def simulator(self) -> EbaySimulator:
+        """The simulator of this server."""
+        server = self.server
+        assert isinstance(server, EbayHTTPServer)
+        return server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("ebay sandbox: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if parts[:1] == ["_sandbox"]:
+                self._sandbox(method, parts[1:], body)
+                return
+            with self.simulator._lock:
+                self.simulator.stats["requests"] += 1
+            if parts == ["identity", "v1", "oauth2", "token"] and method == "POST":
+                self._token(body)
+                return
+            header = self.headers.get("Authorization") or ""
+            if not header.startswith("Bearer ") or not self.simulator.check_token(header[7:].strip()):
+                raise EbayError(401, 1001, "Invalid access token", "REQUEST")
+            fault = self.simulator.faults.before_request()
+            if fault is not None:
+                status, headers = fault
+                self._send(status, EbayError(status, 2001, "sandbox fault", "APPLICATION").body(), headers)
+                return
+            if parts == ["sell", "inventory", "v1", "bulk_update_price_quantity"] and method == "POST":
+                try:
+                    document = json.loads(body.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    raise EbayError(400, 25709, "the body is not valid JSON") from None
+                status, answer = self.simulator.bulk_update(document)
+                if self.simulator.faults.drop_now():
+                    self.close_connection = True
+                    return
+                self._send(status, answer)
+            elif parts == ["sell", "inventory", "v1", "offer"] and method == "GET":
+                skus = query.get("sku")
+                sku = skus[0] if skus else None
+                offset = int((query.get("offset") or ["0"])[0])
+                limit = min(int((query.get("limit") or ["100"])[0]), 200)
+                self._send(200, self.simulator.offers(sku, offset, limit))
+            else:
+                raise EbayError(404, 2002, f"no resource {method} {url.path}")
+        except EbayError as error:
+            self._send(error.status, error.body())
+        except ValueError as error:
+            self._send(400, EbayError(400, 25709, str(error)).body())
+
+    def _token(self, body: bytes) -> None:
+        form = parse_qs(body.decode("utf-8", "replace"))
+        header = self.headers.get("Authorization") or ""
+        try:
+            client_id, _, secret = (
+                base64.b64decode(header.removeprefix("Basic "), validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            client_id = secret = ""
+        grant = (form.get("grant_type") or [""])[0]
+        refreshes = form.get("refresh_token")
+        refresh = refreshes[0] if refreshes else None
+        try:
+            self._send(200, self.simulator.issue_token(client_id, secret, grant, refresh))
+        except EbayError as error:
+            self._send(error.status, {"error": error.message.split(":")[0], "error_description": error.message})
+
+    def _sandbox(self, method: str, parts: list[str], body: bytes) -> None:
+        if method == "GET" and parts == ["stats"]:
+            self._send(200, dict(self.simulator.stats))
+        elif parts == ["faults"] and method in ("GET", "POST"):
+            if method == "POST":
+                self.simulator.faults.arm(**json.loads(body or b"{}"))
+            self._send(200, self.simulator.faults.snapshot())
+        elif method == "POST" and len(parts) == 2 and parts[0] == "offers":
+            document = json.loads(body or b"{}")
+            self._send(200, self.simulator.edit_offer(parts[1], document.get("price"), document.get("quantity")))
+        elif method == "POST" and parts == ["expire-tokens"]:
+            self.simulator.expire_tokens()
+            self._send(200, {"expired": True})
+        else:
+            raise EbayError(404, 2002, "unknown sandbox endpoint")
+
+    def _send(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)

@@ -62,7 +62,7 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=20) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
     def wait(self, what: str, probe: Any, timeout: float, log: Path) -> Any:
@@ -73,6 +73,8 @@ class Api:
             except urllib.error.HTTPError as exc:
                 if exc.code != 404:
                     raise
+                value = None
+            except TimeoutError:  # a loaded machine: the api-server answers late, ask again
                 value = None
             if value:
                 return value

@@ -186,9 +186,7 @@ WHERE o.sku IS NULL OR o.row_hash IS DISTINCT FROM h.row_hash
 """
 
 _BREAKER_COUNTS = """
-SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s),
-       count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0),
-       (SELECT count(*) FROM hub.channel_offer WHERE channel = %(channel)s)
+SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s), count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0)
 FROM offer_change
 """
 
@@ -411,14 +409,14 @@ def _load_parameters(
 
 
 def _breaker_decision(
-    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None
+    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None, total: int
 ) -> breakers.Decision | None:
     limits = channel.breakers
     if limits is None:
         return None
-    params = {"move_pct": limits.price_move_pct, "channel": channel.id}
+    params = {"move_pct": limits.price_move_pct}
     row = conn.execute(_BREAKER_COUNTS, params).fetchone()
-    moves, stockouts, total = row if row else (0, 0, 0)
+    moves, stockouts = row if row else (0, 0)
     largest = ", ".join(
         f"{sku} {old}->{new} ({pct}%)" for sku, old, new, pct in conn.execute(_LARGEST_MOVES, params).fetchall()
     )
@@ -443,17 +441,13 @@ def _breaker_decision(
     return breakers.decide(DATASET, f"channel:{channel.id}", measures, override)
 
 
-def _apply_cap(conn: psycopg.Connection, channel: Channel, transfer_id: str) -> tuple[int, str | None]:
+def _apply_cap(conn: psycopg.Connection, channel: Channel, transfer_id: str, total: int) -> tuple[int, str | None]:
     """Hold large moves when the cap is exceeded; return (held moves, new proposal id or None)."""
     conn.execute(_HOLD_KNOWN)
     cap = channel.change_cap
     if cap is not None:
-        row = conn.execute(
-            "SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s), "
-            "(SELECT count(*) FROM hub.channel_offer WHERE channel = %(channel)s) FROM offer_change",
-            {"move_pct": cap.move_pct, "channel": channel.id},
-        ).fetchone()
-        large, total = row if row else (0, 0)
+        row = conn.execute("SELECT count(*) FROM offer_change WHERE move_pct > %s", (cap.move_pct,)).fetchone()
+        large = int(row[0]) if row else 0
         if large > cap.max_count or (total and Decimal(large) * 100 / total > cap.max_share_pct):
             conn.execute(_HOLD_LARGE, {"move_pct": cap.move_pct})
     params = {"channel": channel.id}
@@ -546,16 +540,20 @@ def compute_channel_offers(
                 )
             evaluated = cur.execute(_COMPUTE, params).rowcount
         conn.execute(_CHANGES)
-        decision = _breaker_decision(conn, channel, override)
+        conn.execute("ANALYZE offer_change")  # small after an incremental run: let joins use the indexes
+        offers_row = conn.execute("SELECT count(*) FROM hub.channel_offer WHERE channel = %s", (channel.id,)).fetchone()
+        total_offers = int(offers_row[0]) if offers_row else 0
+        decision = _breaker_decision(conn, channel, override, total_offers)
         if decision is not None:
             decision.record(transfer)
             decision.enforce()
-        held, proposal_id = _apply_cap(conn, channel, tid)
+        held, proposal_id = _apply_cap(conn, channel, tid, total_offers)
         changed, floors = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE floor_applied) FROM offer_change"
         ).fetchone() or (0, 0)
         conn.execute(_APPLY, params)
         conn.execute(FIELD_CHANGES)
+        conn.execute("ANALYZE field_change")
         conn.execute(RECORD_CHANGES, params)
         outbox_rows = superseded = 0
         if outbox:

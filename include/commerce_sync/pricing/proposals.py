@@ -209,6 +209,7 @@ def decide_proposal(
             conn.execute(_HELD_CHANGE, params)
             applied = conn.execute(_APPLY_HELD, params).rowcount
             conn.execute(FIELD_CHANGES)
+            conn.execute("ANALYZE field_change")
             conn.execute(RECORD_CHANGES, params)
             if params["outbox"]:
                 conn.execute(SUPERSEDE_OUTBOX)

@@ -177,6 +177,18 @@ def _raise_costs(dsn: str, skus: list[str]) -> None:
         conn.execute("UPDATE hub.product SET purchase_price = purchase_price * 1.5 WHERE sku = ANY(%s)", (skus,))
 
 
+def _decisions_and_price_rows(dsn: str, skus: list[str]) -> tuple[list[tuple[Any, str]], int]:
+    """The ledger's approval decisions (with their run ids) and the new price outbox rows of ``skus``."""
+    with connect(dsn) as conn:
+        decisions = conn.execute(
+            "SELECT details->'approval', run_id FROM audit.transfer WHERE details ? 'approval' ORDER BY seq"
+        ).fetchall()
+        row = conn.execute(
+            "SELECT count(*) FROM hub.outbox WHERE field = 'price' AND sku = ANY(%s) AND offer_version > 1", (skus,)
+        ).fetchone()
+    return decisions, int(row[0]) if row else 0
+
+
 def _run_until_answered(a: dict[str, Any], option: str) -> tuple[str, dict[str, Any]]:
     api: Api = a["api"]
     log: Path = a["log"]
@@ -228,28 +240,16 @@ def test_held_price_moves_wait_for_approval_and_follow_the_answer(airflow: dict[
     assert "price-proposals-" in detail["body"] and "SKU-0000" in detail["body"]
     new_first = _prices(hub_dsn, first)
     assert all(new_first[s] > live_first[s] for s in first)
-    with connect(hub_dsn) as conn:
-        approved = conn.execute(
-            "SELECT details->'approval', run_id FROM audit.transfer WHERE details ? 'approval' ORDER BY seq"
-        ).fetchall()
-        outboxed = conn.execute(
-            "SELECT count(*) FROM hub.outbox WHERE field = 'price' AND sku = ANY(%s) AND offer_version > 1", (first,)
-        ).fetchone()[0]
-    assert [(a["decision"], a["decided_by"], a["applied"]) for a, _ in approved] == [("approved", "admin", 5)]
-    assert approved[0][1] == run_id and approved[0][0]["decided_at"]
+    decisions, outboxed = _decisions_and_price_rows(hub_dsn, first)
+    assert [(d["decision"], d["decided_by"], d["applied"]) for d, _ in decisions] == [("approved", "admin", 5)]
+    assert decisions[0][1] == run_id and decisions[0][0]["decided_at"]
     assert outboxed == 5
 
     # Run 2: reject -> nothing of the held set is published, and the rejection is in the ledger
     _raise_costs(hub_dsn, second)
     run_id, _ = _run_until_answered(airflow, "Reject")
     assert _prices(hub_dsn, second) == live_second
-    with connect(hub_dsn) as conn:
-        decisions = conn.execute(
-            "SELECT details->'approval', run_id FROM audit.transfer WHERE details ? 'approval' ORDER BY seq"
-        ).fetchall()
-        outboxed = conn.execute(
-            "SELECT count(*) FROM hub.outbox WHERE field = 'price' AND sku = ANY(%s) AND offer_version > 1", (second,)
-        ).fetchone()[0]
+    decisions, outboxed = _decisions_and_price_rows(hub_dsn, second)
     assert [(d["decision"], d["decided_by"], d["rejected"]) for d, _ in decisions][1] == ("rejected", "admin", 5)
     assert decisions[1][1] == run_id
     assert outboxed == 0

@@ -400,7 +400,7 @@ def write_feed(
                 if crash_after_items is not None:
                     rows = _crash_after(rows, crash_after_items)
                 with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-                    stats = render(rows, fmt, channel, feed, handle)
+                    stats = render(rows, fmt, channel, feed, handle, collect_skus=False)
                     handle.flush()
                     os.fsync(handle.fileno())
                 conn.rollback()
@@ -419,7 +419,7 @@ def write_feed(
         published_to = publish_copy(target, feed) if feed.target else None
         with connect(dsn) as conn:
             quarantined = prepublish.quarantine_rejections(conn, channel.id, transfer.transfer_id, rejected)
-            prepublish.resolve_passed(conn, channel.id, transfer.transfer_id, stats.written_skus or [])
+            prepublish.resolve_all_but(conn, channel.id, transfer.transfer_id, rejected_skus)
             changed = conn.execute(
                 """UPDATE hub.channel_offer SET published_version = version, published_at = now()
                    WHERE channel = %s AND published_version <> version AND NOT (sku = ANY(%s))""",

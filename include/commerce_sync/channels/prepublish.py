@@ -182,3 +182,13 @@ def resolve_passed(conn: psycopg.Connection, channel_id: str, transfer_id: uuid.
         "WHERE dataset = %s AND source = %s AND status = 'open' AND record_key = ANY(%s) AND transfer_id <> %s",
         (transfer_id, DATASET, f"channel:{channel_id}", list(skus), transfer_id),
     ).rowcount
+
+
+def resolve_all_but(conn: psycopg.Connection, channel_id: str, transfer_id: uuid.UUID, rejected: Iterable[str]) -> int:
+    """Resolve open ``channel_offer`` quarantine rows of every SKU except ``rejected`` (a full feed run)."""
+    return conn.execute(
+        "UPDATE hub.quarantine SET status = 'resolved', resolved_at = now(), resolved_transfer_id = %s "
+        "WHERE dataset = %s AND source = %s AND status = 'open' AND NOT (record_key = ANY(%s)) "
+        "AND transfer_id <> %s",
+        (transfer_id, DATASET, f"channel:{channel_id}", sorted(set(rejected)), transfer_id),
+    ).rowcount

@@ -11,7 +11,7 @@ Then `merge_supplier_offers` recomputes `hub.sku_supply` (new or changed product
 offers by GTIN or SKU), which triggers pricing.
 
 **Params**: `full_resync` (default off) reads everything and deactivates products the ERP no
-longer returns (never deletes them).
+longer returns (never deletes them). `override_breakers` + `override_reason`: see below.
 
 **Runbook**
 - *Failed, "configuration problem"*: fix `include/config/erp.yaml` or the `erp_db` connection, clear the task.
@@ -20,6 +20,11 @@ longer returns (never deletes them).
 - *Up for retry*: the ERP (database or API) or the hub did not answer; retries back off exponentially.
 - *Failed with "HTTP 401/403" from the ERP API*: the token or login in the ERP connection is wrong or expired.
 - Re-running or clearing is always safe: rows already merged are recognised by hash and not changed again.
+- *Failed, "circuit breaker tripped"*: too many rows failed the product suite, or a full resync returned far
+  fewer rows than the last one (limits in `include/config/quality.yaml`, dataset `erp_product`). Nothing was
+  merged. The numbers are in the message and in `audit.transfer.details->'breakers'`; the GX Data Docs of the
+  batch are linked from the transfer in the Audit view. If the batch is right, trigger the DAG with
+  `override_breakers` = true and an `override_reason`; the ledger records the override and who triggered it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync.airflow_glue import (
+    DEFAULT_ARGS,
+    START_DATE,
+    breaker_override,
+    hub_dsn,
+    operator_errors,
+    run_context,
+)
 
 
 @dag(
@@ -46,13 +58,19 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
             False,
             type="boolean",
             description="Read every ERP row (ignore the watermark) and deactivate products the ERP no longer has.",
-        )
+        ),
+        "override_breakers": Param(
+            False,
+            type="boolean",
+            description="Let tripped circuit breakers through, for this run only (recorded in the ledger).",
+        ),
+        "override_reason": Param("", type="string", description="Why the override is right (shown in the ledger)."),
     },
 )
 def erp_to_hub_products() -> None:
     @task(inlets=[assets.ERP_PRODUCTS], outlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_QUARANTINE])
     def sync_erp_products() -> dict[str, Any]:
-        from commerce_sync.config import load_config
+        from commerce_sync.config import load_config, load_quality
         from commerce_sync.connections import get_connection
         from commerce_sync.lineage import report_transfer
         from commerce_sync.sources.erp import sync_erp
@@ -61,7 +79,15 @@ def erp_to_hub_products() -> None:
         with operator_errors("ERP"):
             config = load_config()
             erp_conn = get_connection(config.erp.conn_id)  # a database (any SQLAlchemy dialect) or the ERP API
-            result = sync_erp(hub_dsn(), config.erp, erp_conn, run_context(), full_resync=full_resync)
+            result = sync_erp(
+                hub_dsn(),
+                config.erp,
+                erp_conn,
+                run_context(),
+                full_resync=full_resync,
+                override=breaker_override(),
+                quality=load_quality(),
+            )
         report_transfer(result.transfer_id)
         return asdict(result)
 

@@ -105,7 +105,9 @@ def test_bad_erp_rows_are_quarantined_and_good_rows_load(hub_dsn: str, erp_dsn: 
         )
     assert rows[0][:2] == ("SKU-000010", "gtin_valid")
     assert "check digit" in rows[0][2]
-    assert rows[1][:2] == ("SKU-000011", "purchase_price_positive")
+    # Parsing problems are caught while streaming; rules such as price > 0 by the SQL suite (quality gate).
+    assert rows[1][:2] == ("SKU-000011", "expect_column_values_to_be_between")
+    assert "must be > 0" in rows[1][2]
     # Fixed in the ERP -> loads, and the quarantine entry is resolved.
     with connect(erp_dsn) as conn:
         conn.execute("UPDATE erp.products SET purchase_price = 10 WHERE sku = 'SKU-000011'")

@@ -91,13 +91,15 @@ def run_row_checks(
     """
     dataset = dataset or suite.name
     query_params = {"dataset": dataset, "source": source, "transfer_id": transfer_id, **(params or {})}
+    # Enough memory for the duplicate-key hash to stay off disk at a few million rows (this statement only).
+    conn.execute("SET LOCAL work_mem = '256MB'")
     conn.execute(sql.SQL(compile_row_checks(suite)), query_params)
     counts = {(row[0], row[1]): row[2] for row in conn.execute(_COUNTS, query_params)}
     quarantined = conn.execute(_QUARANTINED_RECORDS, query_params).fetchone()
     results = tuple(
         ExpectationResult(e.expectation, e.column, int(counts.get((e.expectation, e.column), 0)), e.kwargs)
         for e in suite.expectations
-    )
+    ) + tuple(ExpectationResult(name, column, int(counts.get((name, column), 0))) for name, column in suite.streamed)
     return ValidationOutcome(
         suite=suite.name,
         rows_evaluated=rows_evaluated,

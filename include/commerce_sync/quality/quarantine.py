@@ -1,38 +1,21 @@
 """Quarantine: rows that failed validation, kept with the failed expectation and the raw values.
 
 Nothing is silently dropped: every failing (row, expectation) pair becomes one ``hub.quarantine``
-row. When a later delivery brings the same record key in a valid form, the open rows for that key
-are marked ``resolved`` by that transfer.
+row (written set-based by :func:`commerce_sync.quality.gate.run_row_checks`). When a later delivery
+brings the same record key in a valid form, the open rows for that key are marked ``resolved`` by
+that transfer; they are never deleted before retention (status, resolved_at and the resolving
+transfer are the history).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from commerce_sync.quality.suites import RowFailure
-
 # The business key of each staged dataset: staging.<dataset>.<key> is what record_key holds.
 RECORD_KEYS: dict[str, str] = {"supplier_offer": "supplier_sku", "erp_product": "sku"}
-
-_COLUMNS = (
-    "dataset",
-    "source",
-    "transfer_id",
-    "record_key",
-    "record_no",
-    "source_line",
-    "expectation",
-    "column_name",
-    "observed_value",
-    "reason",
-    "raw",
-)
 
 
 def _key_field(dataset: str) -> str:
@@ -40,53 +23,6 @@ def _key_field(dataset: str) -> str:
         return RECORD_KEYS[dataset]
     except KeyError:
         raise ValueError(f"no record key known for dataset {dataset!r}; add it to RECORD_KEYS") from None
-
-
-def quarantine(
-    conn: psycopg.Connection,
-    dataset: str,
-    source: str,
-    transfer_id: uuid.UUID,
-    failures: Sequence[RowFailure],
-    raw_rows: Mapping[int, Mapping[str, Any]],
-) -> int:
-    """Insert one quarantine row per failure with COPY, in the caller's transaction.
-
-    Args:
-        conn: Connection whose transaction receives the rows.
-        dataset: Dataset name (``supplier_offer``).
-        source: The source the rows came from (``supplier:acme``).
-        transfer_id: The transfer that delivered them.
-        failures: Row failures from a suite.
-        raw_rows: The raw staged values by ``record_no`` (must include ``source_line`` and the key).
-
-    Returns:
-        The number of rows written.
-    """
-    key_field = _key_field(dataset)
-    copy_sql = sql.SQL("COPY hub.quarantine ({}) FROM STDIN").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
-    )
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        for failure in failures:
-            raw = raw_rows.get(failure.record_no, {})
-            key = raw.get(key_field)
-            copy.write_row(
-                (
-                    dataset,
-                    source,
-                    transfer_id,
-                    None if key is None else str(key),
-                    failure.record_no,
-                    raw.get("source_line"),
-                    failure.expectation,
-                    failure.column,
-                    failure.observed_value,
-                    failure.reason,
-                    json.dumps(dict(raw), default=str, ensure_ascii=False),
-                )
-            )
-    return len(failures)
 
 
 def resolve_fixed(conn: psycopg.Connection, dataset: str, source: str, transfer_id: uuid.UUID) -> int:

@@ -25,6 +25,7 @@ ERP_PRODUCT_SUITE = "erp_product"
 # Grouping spaces a supplier may put in numbers (space, no-break space, narrow no-break space).
 # The SQL merge strips exactly the same set, so validation and typing cannot disagree.
 NUMBER_SPACES = "[ \u00a0\u202f]"
+NUMBER_SPACE_CHARS = " \u00a0\u202f"  # the same set, for translate()
 PRICE_MAX = 9_999_999_999.9999  # numeric(14, 4)
 QUANTITY_MAX = 2_147_483_647  # integer
 CURRENCY_PATTERN = "^[A-Z]{3}$"
@@ -77,9 +78,12 @@ class Suite:
         key: The column holding the record key (``hub.quarantine.record_key``).
         typed_select: ``SELECT ... FROM <staging> AS s ... WHERE s.transfer_id = %(transfer_id)s``
             yielding the raw columns, ``record_no``, ``source_line`` and the typed helpers the
-            predicates use. May use the query parameters of the caller (``%(spaces)s`` etc.).
+            predicates use. May use query parameters of the caller (``%(price_pattern)s`` etc.).
         raw_columns: The delivered columns copied into ``hub.quarantine.raw``.
         expectations: The row expectations, in the order they are reported.
+        streamed: (expectation, column) checked while the rows are read, before staging, because
+            the value must be typed to be staged (e.g. an ERP price that is not a number); their
+            failures are already in quarantine and are counted with the suite's.
     """
 
     name: str
@@ -88,18 +92,7 @@ class Suite:
     typed_select: str
     raw_columns: tuple[str, ...]
     expectations: tuple[RowExpectation, ...]
-
-
-@dataclass(frozen=True)
-class RowFailure:
-    """One row that failed one expectation (as written to ``hub.quarantine``)."""
-
-    record_no: int
-    record_key: str | None
-    expectation: str
-    column: str
-    observed_value: str | None
-    reason: str
+    streamed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,36 +146,60 @@ class ValidationOutcome:
 
 
 # ---------------------------------------------------------------- shared SQL pieces
-def gtin_check_digit_sql(digits: str) -> str:
-    """SQL for the GS1 check digit of a GTIN given as digits (any valid length).
-
-    The code is left-padded to 14; data digits are positions 1-13, weights 3,1,3,... from the
-    left of the padded code (= 3 on the rightmost data digit), as in :mod:`sources.gtin`.
-    """
-    padded = f"lpad({digits}, 14, '0')"
-    terms = " + ".join(f"substr({padded}, {i}, 1)::int * {3 if i % 2 else 1}" for i in range(1, 14))
-    return f"((10 - ({terms}) %% 10) %% 10)"
+# Characters stripped from a GTIN before checking it (as sources.gtin does: whitespace and dashes).
+GTIN_SEPARATORS = " \t\n\r\f\v\u00a0-"
 
 
-def gtin_failing_sql(raw: str, digits: str) -> str:
-    """True when a present GTIN is not valid: not digits, wrong length, all zeros, bad check digit."""
-    # CASE, not OR: the cast to int must only see well-formed codes.
+def digits_only_sql(text: str) -> str:
+    """SQL: ``text`` is non-empty and only ASCII digits (translate() is ~4x cheaper than a regex)."""
+    return f"({text} <> '' AND translate({text}, '0123456789', '') = '')"
+
+
+def integer_value_sql(text: str) -> str:
+    """SQL: ``text`` as numeric when it is a whole number with at most one leading sign, else NULL."""
+    unsigned = f"ltrim({text}, '+-')"
     return (
-        f"CASE WHEN {raw} IS NULL OR btrim({raw}) = '' THEN false "
-        f"WHEN {digits} !~ '^([0-9]{{8}}|[0-9]{{12,14}})$' OR {digits} ~ '^0+$' THEN true "
-        f"ELSE right({digits}, 1)::int <> {gtin_check_digit_sql(digits)} END"
+        f"CASE WHEN {digits_only_sql(unsigned)} AND length({text}) - length({unsigned}) <= 1 THEN {text}::numeric END"
     )
 
 
-def gtin_reason_sql(raw: str, digits: str) -> str:
+def gtin_value_sql(digits: str) -> str:
+    """SQL: the GTIN as a bigint when it has 8, 12, 13 or 14 digits and nothing else, else NULL."""
+    return f"CASE WHEN {digits_only_sql(digits)} AND length({digits}) IN (8, 12, 13, 14) THEN {digits}::bigint END"
+
+
+def gtin_check_digit_sql(value: str) -> str:
+    """SQL for the GS1 check digit of a GTIN given as a bigint (its last digit is the check digit).
+
+    Data digit k (k = 1 is the rightmost data digit) has weight 3 when k is odd, else 1, as in
+    :mod:`sources.gtin`. Integer arithmetic: about 3x faster than 13 substr() calls.
+    """
+    terms = " + ".join(f"mod({value} / {10**k}, 10) * {3 if k % 2 else 1}" for k in range(1, 14))
+    return f"mod(10 - mod({terms}, 10), 10)"
+
+
+def gtin_failing_sql(raw: str, value: str) -> str:
+    """True when a present GTIN is not valid: not digits, wrong length, all zeros, bad check digit.
+
+    ``value`` is the bigint from :func:`gtin_value_sql` (NULL unless well formed).
+    """
+    # CASE, not OR: the check digit is only computed for well-formed codes.
+    return (
+        f"CASE WHEN {raw} IS NULL OR btrim({raw}) = '' THEN false "
+        f"WHEN {value} IS NULL OR {value} = 0 THEN true "
+        f"ELSE mod({value}, 10) <> {gtin_check_digit_sql(value)} END"
+    )
+
+
+def gtin_reason_sql(raw: str, digits: str, value: str) -> str:
     """The operator's sentence for a failing GTIN (same wording as :func:`sources.gtin.gtin_problem`)."""
     return (
-        f"CASE WHEN {digits} !~ '^[0-9]+$' THEN format('GTIN %%L contains characters other than digits', {raw}) "
+        f"CASE WHEN NOT {digits_only_sql(digits)} THEN format('GTIN %%L contains characters other than digits', {raw}) "
         f"WHEN length({digits}) NOT IN (8, 12, 13, 14) THEN "
         f"format('GTIN %%L has %%s digits; a GTIN has 8, 12, 13 or 14', {raw}, length({digits})) "
-        f"WHEN {digits} ~ '^0+$' THEN format('GTIN %%L is all zeros', {raw}) "
-        f"ELSE format('GTIN %%L: check digit is %%s, expected %%s', {raw}, right({digits}, 1), "
-        f"{gtin_check_digit_sql(digits)}) END"
+        f"WHEN {value} = 0 THEN format('GTIN %%L is all zeros', {raw}) "
+        f"ELSE format('GTIN %%L: check digit is %%s, expected %%s', {raw}, mod({value}, 10), "
+        f"{gtin_check_digit_sql(value)}) END"
     )
 
 
@@ -225,20 +242,25 @@ SUPPLIER_OFFERS = Suite(
     name=SUPPLIER_OFFER_SUITE,
     staging="staging.supplier_offer",
     key="supplier_sku",
+    # Inner and outer OFFSET 0 keep PostgreSQL from inlining the typed columns into every predicate
+    # that uses them (each would be recomputed); translate() strips characters far cheaper than a regex.
     typed_select=f"""
         SELECT t.*,
                CASE WHEN t.price_text ~ %(price_pattern)s
                     THEN replace(t.price_text, %(decimal_separator)s, '.')::numeric END AS price_value,
-               CASE WHEN t.quantity_text ~ '{QUANTITY_PATTERN}' THEN t.quantity_text::numeric END AS quantity_value
+               {integer_value_sql("t.quantity_text")} AS quantity_value,
+               {gtin_value_sql("t.gtin_digits")} AS gtin_value
           FROM (SELECT s.record_no, s.source_line, s.supplier_sku, s.gtin, s.name, s.purchase_price,
                        s.currency, s.quantity,
-                       regexp_replace(s.purchase_price, %(spaces)s, '', 'g') AS price_text,
-                       regexp_replace(s.quantity, %(spaces)s, '', 'g') AS quantity_text,
-                       regexp_replace(s.gtin, '[[:space:]-]', '', 'g') AS gtin_digits,
+                       translate(s.purchase_price, '{NUMBER_SPACE_CHARS}', '') AS price_text,
+                       translate(s.quantity, '{NUMBER_SPACE_CHARS}', '') AS quantity_text,
+                       translate(s.gtin, '{GTIN_SEPARATORS}', '') AS gtin_digits,
                        coalesce(d.dup, false) AS duplicate_key
                   FROM staging.supplier_offer AS s
                   {_duplicates_join("staging.supplier_offer", "supplier_sku")}
-                 WHERE s.transfer_id = %(transfer_id)s) AS t
+                 WHERE s.transfer_id = %(transfer_id)s
+                OFFSET 0) AS t
+        OFFSET 0
     """,
     raw_columns=("record_no", "source_line", *SUPPLIER_OFFER_COLUMNS),
     expectations=(
@@ -287,8 +309,8 @@ SUPPLIER_OFFERS = Suite(
         RowExpectation(
             "expect_column_values_to_be_valid_gtin",
             "gtin",
-            gtin_failing_sql("r.gtin", "r.gtin_digits"),
-            gtin_reason_sql("r.gtin", "r.gtin_digits"),
+            gtin_failing_sql("r.gtin", "r.gtin_value"),
+            gtin_reason_sql("r.gtin", "r.gtin_digits", "r.gtin_value"),
             {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
         ),
         *_currency_expectations(),
@@ -308,7 +330,18 @@ ERP_PRODUCT_COLUMNS = (
     "reserved",
     "active",
 )
-NUMBER_PATTERN = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$"
+NUMBER_PATTERN = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+# Checked by sources.erp.validate_row while streaming: the values must parse to be staged, and the
+# GTIN is normalised (padded to 14) on the way, so its check must come first.
+ERP_STREAMED_CHECKS = (
+    ("sku_not_null", "sku"),
+    ("gtin_valid", "gtin"),
+    ("purchase_price_numeric", "purchase_price"),
+    ("vat_rate_numeric", "vat_rate"),
+    ("stock_integer", "stock"),
+    ("reserved_integer", "reserved"),
+    ("active_boolean", "active"),
+)
 
 ERP_PRODUCTS = Suite(
     name=ERP_PRODUCT_SUITE,
@@ -317,14 +350,14 @@ ERP_PRODUCTS = Suite(
     typed_select=f"""
         SELECT s.record_no, NULL::integer AS source_line, s.sku, s.gtin, s.name, s.purchase_price, s.currency,
                s.vat_rate, s.stock, s.reserved, s.active,
-               regexp_replace(s.gtin, '[[:space:]-]', '', 'g') AS gtin_digits,
                CASE WHEN s.purchase_price ~ '{NUMBER_PATTERN}' THEN s.purchase_price::numeric END AS price_value,
                CASE WHEN s.vat_rate ~ '{NUMBER_PATTERN}' THEN s.vat_rate::numeric END AS vat_value,
-               CASE WHEN s.stock ~ '{QUANTITY_PATTERN}' THEN s.stock::numeric END AS stock_value,
+               {integer_value_sql("s.stock")} AS stock_value,
                coalesce(d.dup, false) AS duplicate_key
           FROM staging.erp_product AS s
           {_duplicates_join("staging.erp_product", "sku")}
          WHERE s.transfer_id = %(transfer_id)s
+        OFFSET 0
     """,
     raw_columns=("record_no", *ERP_PRODUCT_COLUMNS),
     expectations=(
@@ -342,13 +375,6 @@ ERP_PRODUCTS = Suite(
             f"ELSE format('SKU %%s: name has %%s characters, at most {NAME_MAX_LENGTH} allowed', r.sku, "
             "length(r.name)) END",
             {"min_value": 1, "max_value": NAME_MAX_LENGTH},
-        ),
-        RowExpectation(
-            "expect_column_values_to_be_valid_gtin",
-            "gtin",
-            gtin_failing_sql("r.gtin", "r.gtin_digits"),
-            "format('SKU %%s: ', r.sku) || " + gtin_reason_sql("r.gtin", "r.gtin_digits"),
-            {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
         ),
         RowExpectation(
             "expect_column_values_to_be_between",
@@ -375,6 +401,7 @@ ERP_PRODUCTS = Suite(
         ),
         *_currency_expectations(),
     ),
+    streamed=ERP_STREAMED_CHECKS,
 )
 
 SUITES: dict[str, Suite] = {s.name: s for s in (SUPPLIER_OFFERS, ERP_PRODUCTS)}

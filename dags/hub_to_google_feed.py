@@ -1,14 +1,20 @@
 """
-### Hub → Google Merchant Center feed
+### Hub → catalog feeds (Google Merchant Center, Meta catalog, Ceneo)
 
-Triggered when channel offers change. Writes the full catalog of each enabled Google feed channel
-as RSS 2.0 (`g:` namespace) to the configured path, streamed from the hub and written to a temporary
-file that replaces the published one atomically, and only if the content changed. Out-of-stock
-offers are kept with `out_of_stock` (a missing item would be removed by Google).
+Triggered when channel offers change. One mapped task per enabled feed channel writes its full
+catalog (Google: RSS 2.0 with the `g:` namespace; Meta: RSS; Ceneo: `<offers><group><o ...>`),
+streamed from the hub into a temporary file, checked by parsing it back (well-formed, required
+fields, item count = the hub's offers for the channel minus quarantined ones), then renamed over the
+published file atomically, only if the content changed. Out-of-stock offers are kept (a missing item
+would be removed by Google). With `feed.target` set, the file is also copied to SFTP or an object
+store (temporary name, then rename).
 
 **Runbook**
 - *Failed*: the previous feed file stays in place untouched; read the message (disk full, path not writable,
-  configuration), fix, clear the task.
+  configuration, or a failed parse-back check), fix, clear the task.
+- Offers failing the pre-publish check (below floor, foreign currency, Google's limits: id ≤ 50,
+  title ≤ 150, description ≤ 5000 characters) are left out and listed in `hub.quarantine`
+  (dataset `channel_offer`, source `channel:<id>`); they resolve when a later run writes them.
 - The feed path and item count are in the task's return value and in `hub.feed_state`.
 """
 
@@ -35,21 +41,21 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
 def hub_to_google_feed() -> None:
     @task
     def list_channels() -> list[str]:
-        from commerce_sync.config import load_config
+        from commerce_sync.config import FEED_KINDS, load_config
 
         with operator_errors("channels.yaml"):
-            return [c.id for c in load_config().channels if c.enabled and c.kind == "google_merchant_feed"]
+            return [c.id for c in load_config().channels if c.enabled and c.kind in FEED_KINDS]
 
     @task(inlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_PRODUCT], outlets=[assets.FEED_GOOGLE])
     def write_feed(channel_id: str) -> dict[str, Any]:
-        from commerce_sync.channels.google_feed import write_google_feed
+        from commerce_sync.channels.feeds import write_feed
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
         from commerce_sync.settings import data_dir
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
-            result = write_google_feed(hub_dsn(), channel, data_dir(), run_context())
+            result = write_feed(hub_dsn(), channel, data_dir(), run_context())
         report_transfer(result.transfer_id)
         return asdict(result)
 

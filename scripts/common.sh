@@ -36,6 +36,7 @@ export_env() {
   export COMMERCE_SYNC_DATA_DIR="${COMMERCE_SYNC_DATA_DIR:-$REPO/.data}"
   export SANDBOX_FEEDS_PORT="${SANDBOX_FEEDS_PORT:-8701}"
   export SANDBOX_ALLEGRO_PORT="${SANDBOX_ALLEGRO_PORT:-8702}"
+  export SANDBOX_EBAY_PORT="${SANDBOX_EBAY_PORT:-8703}"
 
   export AIRFLOW_HOME="$REPO/.airflow"
   export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
@@ -59,6 +60,7 @@ export_env() {
   export AIRFLOW_CONN_SUPPLIER_ACME="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_FEEDS_PORT\"}"
   export AIRFLOW_CONN_SUPPLIER_BRAVO="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_FEEDS_PORT\"}"
   export AIRFLOW_CONN_ALLEGRO_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_ALLEGRO_PORT\", \"login\": \"demo-client\", \"password\": \"demo-secret\"}"
+  export AIRFLOW_CONN_EBAY_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_EBAY_PORT\", \"login\": \"demo-ebay-client\", \"password\": \"demo-ebay-secret\", \"extra\": {\"refresh_token\": \"demo-ebay-refresh-token\"}}"
 }
 
 ensure_airflow_home() {

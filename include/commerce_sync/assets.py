@@ -67,6 +67,8 @@ ERP_PRODUCTS = Asset(name=f"{ERP_DATABASE}.erp.products", uri=f"postgres://{ERP_
 # Channels.
 HUB_OUTBOX_ALLEGRO = Asset(name="allegro.sale.offers", uri=f"{ALLEGRO_API}/sale/offers")
 ALLEGRO_OFFERS = HUB_OUTBOX_ALLEGRO
+EBAY_OFFERS = Asset(name="ebay.sell.inventory.offer", uri="https://api.ebay.com/sell/inventory/v1/offer")
+HUB_CHANNEL_RECONCILIATION = hub_table("channel_reconciliation")
 FEED_GOOGLE = Asset(name="feed.google_merchant", uri=f"file://{DATA_HOST}/feeds/google_merchant.xml")
 
 

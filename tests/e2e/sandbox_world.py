@@ -51,6 +51,15 @@ def sandbox_world(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterato
         "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
             {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
         ),
+        "AIRFLOW_CONN_EBAY_SANDBOX": json.dumps(
+            {
+                "conn_type": "http",
+                "host": server.ebay_url,
+                "login": "demo-ebay-client",
+                "password": "demo-ebay-secret",
+                "extra": {"refresh_token": "demo-ebay-refresh-token"},
+            }
+        ),
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}

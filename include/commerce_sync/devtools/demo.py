@@ -34,6 +34,7 @@ DAG_ORDER = (
     "suppliers_to_hub_offers",
     "hub_to_channel_offers",
     "hub_to_allegro_offers",
+    "hub_to_marketplaces",
     "hub_to_google_feed",
 )
 
@@ -49,7 +50,8 @@ def sandbox_servers() -> Iterator[None]:
     """Run the sandbox simulators for the duration of the demo (unless already running)."""
     feeds_port = int(os.environ.get("SANDBOX_FEEDS_PORT", "8701"))
     allegro_port = int(os.environ.get("SANDBOX_ALLEGRO_PORT", "8702"))
-    if _port_open(feeds_port) and _port_open(allegro_port):
+    ebay_port = int(os.environ.get("SANDBOX_EBAY_PORT", "8703"))
+    if _port_open(feeds_port) and _port_open(allegro_port) and _port_open(ebay_port):
         print(f"sandbox already running on ports {feeds_port}/{allegro_port}")
         yield
         return
@@ -68,13 +70,15 @@ def sandbox_servers() -> Iterator[None]:
                 str(feeds_port),
                 "--allegro-port",
                 str(allegro_port),
+                "--ebay-port",
+                str(ebay_port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
-        while not (_port_open(feeds_port) and _port_open(allegro_port)):
+        while not (_port_open(feeds_port) and _port_open(allegro_port) and _port_open(ebay_port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the sandbox simulators did not start; see {log}")
             time.sleep(0.2)

@@ -1,0 +1,65 @@
+"""
+### Hub → marketplaces (eBay, and any further API channel): publish price and quantity changes
+
+Triggered when channel offers change. One mapped task per enabled marketplace channel (Allegro is
+published by `hub_to_allegro_offers`): refresh the SKU → offer id map, then send the pending outbox
+rows (eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status). Channels run in
+parallel and independently: one channel down fails only its own task.
+
+**Runbook**
+- The task log and the ledger row (`details.backlog`, `details.backlog_after`) show each channel's
+  backlog: pending outbox rows and the age of the oldest.
+- *Up for retry, "circuit open"*: the channel answered 5xx repeatedly; the client stops calling it
+  and the rows stay pending. Nothing is lost; the next run (or the retry) drains the backlog.
+- *Up for retry, 429*: throttled; `Retry-After` is honoured (seconds or HTTP-date).
+- *Failed, "channel refused"*: credentials (the connection named in channels.yaml) or a rejected
+  payload; fix and clear the task. Re-sending is safe: updates carry absolute values.
+- Per-SKU refusals stay in `hub.outbox` (status `failed`, the channel's message); offers failing the
+  pre-publish check (below floor, foreign currency) are in `hub.quarantine` (dataset `channel_offer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from commerce_sync import assets
+from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+
+
+@dag(
+    schedule=[assets.HUB_CHANNEL_OFFER],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["commerce-sync", "channel:ebay", "publish"],
+    doc_md=__doc__,
+)
+def hub_to_marketplaces() -> None:
+    @task
+    def list_channels() -> list[str]:
+        from commerce_sync.channels.publish import SUPPORTED_KINDS
+        from commerce_sync.config import load_config
+
+        with operator_errors("channels.yaml"):
+            return [
+                c.id for c in load_config().channels if c.enabled and c.kind in SUPPORTED_KINDS and c.kind != "allegro"
+            ]
+
+    @task(
+        inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_OFFER],
+        outlets=[assets.EBAY_OFFERS, assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
+    )
+    def publish_offers(channel_id: str) -> dict[str, Any]:
+        from commerce_sync.channels.publish import publish_channel
+        from commerce_sync.config import load_config
+
+        with operator_errors(f"channel {channel_id!r}"):
+            return publish_channel(hub_dsn(), load_config().channel(channel_id), run_context())
+
+    publish_offers.expand(channel_id=list_channels())
+
+
+hub_to_marketplaces()

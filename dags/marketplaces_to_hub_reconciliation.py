@@ -1,0 +1,63 @@
+"""
+### Marketplaces → hub: read-back reconciliation of published offers
+
+Hourly, one mapped task per enabled marketplace channel (Allegro, eBay): read the channel's current
+offers and compare them with what the hub last sent (the newest `sent` outbox row per SKU and field;
+SKUs with a change in flight are skipped). Differences — an offer edited directly on the marketplace,
+or a change the channel silently did not apply — are logged, written to a CSV report under
+`<data dir>/reports/`, recorded in `hub.channel_reconciliation` and in the ledger, and handled by the
+channel's `reconcile` setting in channels.yaml:
+`hub_wins` (default) queues the hub's value again with a fresh idempotency key (the next publish run
+sends it), `channel_wins` records the channel's value as published, `report_only` changes nothing.
+
+**Runbook**
+- Many differences at once usually mean someone bulk-edited offers on the marketplace: check the CSV
+  report before the next publish run re-sends the hub's values (set `reconcile: report_only` to pause).
+- *Up for retry*: the channel is throttling or down; nothing was changed in the hub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from commerce_sync import assets
+from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+
+
+@dag(
+    schedule="@hourly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["commerce-sync", "channel:allegro", "channel:ebay", "reconcile"],
+    doc_md=__doc__,
+)
+def marketplaces_to_hub_reconciliation() -> None:
+    @task
+    def list_channels() -> list[str]:
+        from commerce_sync.channels.publish import SUPPORTED_KINDS
+        from commerce_sync.config import load_config
+
+        with operator_errors("channels.yaml"):
+            return [c.id for c in load_config().channels if c.enabled and c.kind in SUPPORTED_KINDS]
+
+    @task(
+        inlets=[assets.ALLEGRO_OFFERS, assets.EBAY_OFFERS, assets.HUB_OUTBOX],
+        outlets=[assets.HUB_CHANNEL_RECONCILIATION, assets.HUB_OUTBOX],
+    )
+    def reconcile_offers(channel_id: str) -> dict[str, Any]:
+        from commerce_sync.channels.publish import reconcile_channel
+        from commerce_sync.config import load_config
+        from commerce_sync.settings import data_dir
+
+        with operator_errors(f"channel {channel_id!r}"):
+            channel = load_config().channel(channel_id)
+            return reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
+
+    reconcile_offers.expand(channel_id=list_channels())
+
+
+marketplaces_to_hub_reconciliation()

@@ -296,3 +296,45 @@ def test_view_connections_refuse_writes(hub_dsn: str) -> None:
 )
 def test_csv_cell(value: Any, cell: str) -> None:
     assert csv_cell(value) == cell
+
+
+def test_data_docs_are_linked_and_served_without_path_traversal(
+    hub_dsn: str, auth_manager: Any, viewer: dict[str, str], tmp_path: Any
+) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from commerce_sync.audit.view import create_app, data_docs_file
+
+    docs = tmp_path / "data_docs"
+    site = docs / "supplier_acme" / str(ACME_ID)
+    (site / "validations").mkdir(parents=True)
+    (site / "index.html").write_text("<html><body>GX evidence of acme</body></html>", encoding="utf-8")
+    (site / "validations" / "page.html").write_text("<html>rows</html>", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("not for auditors", encoding="utf-8")
+    (docs / "link").symlink_to(tmp_path / "secret.txt")
+    relative = f"supplier_acme/{ACME_ID}/index.html"
+    with psycopg.connect(hub_dsn) as conn:
+        transfer = ledger.Transfer(
+            source="supplier:acme",
+            target="hub",
+            dataset="supplier_offer",
+            transfer_id=ACME_ID,
+            details={"data_docs": relative, "breakers": {"outcome": "blocked", "tripped": ["row_count_drop"]}},
+        )
+        ledger.append(conn, transfer, "failed")
+    root = FastAPI()
+    root.mount("/audit", create_app(dsn=lambda: hub_dsn, data_docs_dir=lambda: docs))
+    with TestClient(root, follow_redirects=False) as client:
+        page = client.get(f"/audit/transfers/{ACME_ID}", headers=viewer).text
+        assert f'id="data-docs" href="/audit/data-docs/{relative}"' in page
+        assert 'id="breakers"' in page and "row_count_drop" in page
+        served = client.get(f"/audit/data-docs/{relative}", headers=viewer)
+        assert served.status_code == 200 and "GX evidence of acme" in served.text
+        assert served.headers["content-type"].startswith("text/html")
+        assert client.get(f"/audit/data-docs/supplier_acme/{ACME_ID}/validations/page.html", headers=viewer).text
+        for escape in ("../secret.txt", "%2e%2e/secret.txt", "supplier_acme/../../secret.txt", "link", "/etc/passwd"):
+            assert client.get(f"/audit/data-docs/{escape}", headers=viewer).status_code == 404, escape
+        assert client.get(f"/audit/data-docs/{relative}").status_code in (303, 401), "auditors must log in"
+    assert data_docs_file("../secret.txt", docs) is None
+    assert data_docs_file(relative, docs) == (site / "index.html").resolve()

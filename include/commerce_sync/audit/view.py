@@ -27,6 +27,7 @@ import importlib
 import io
 import json
 import math
+import mimetypes
 import os
 import threading
 import uuid
@@ -34,8 +35,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
@@ -431,6 +433,15 @@ def render_transfer(base: str, row: Mapping[str, Any], quarantine: Sequence[Mapp
     validation = details.get("validation") if isinstance(details, Mapping) else None
     if validation:
         parts.append(f'<h2>Validation</h2><div id="validation">{render_value(validation)}</div>')
+    docs = details.get("data_docs") if isinstance(details, Mapping) else None
+    if isinstance(docs, str) and docs:
+        parts.append(
+            f'<p><a id="data-docs" href="{h(base)}/data-docs/{h(quote(docs))}" target="_blank" rel="noopener">'
+            "Open the validation evidence (Great Expectations Data Docs)</a></p>"
+        )
+    breakers = details.get("breakers") if isinstance(details, Mapping) else None
+    if breakers:
+        parts.append(f'<h2>Circuit breakers</h2><div id="breakers">{render_value(breakers)}</div>')
     parts.append(f'<h2>Details</h2><div id="details">{render_value(details)}</div>')
     parts.append(
         "<details><summary>Details as JSON</summary><pre>"
@@ -455,6 +466,27 @@ def render_transfer(base: str, row: Mapping[str, Any], quarantine: Sequence[Mapp
     else:
         parts.append('<h2>Quarantined rows</h2><p id="quarantine-none">This transfer quarantined no rows.</p>')
     return "".join(parts)
+
+
+def data_docs_file(relative: str, root: Path | None = None) -> Path | None:
+    """The file ``relative`` inside the Data Docs directory, or None if it is not a file there.
+
+    ``..``, absolute paths and symlinks that lead outside the directory are refused: the path is
+    resolved first and must stay under the resolved root.
+    """
+    if root is None:
+        from commerce_sync.config import load_quality
+        from commerce_sync.quality.gate import data_docs_root
+
+        root = data_docs_root(load_quality())
+    base = root.resolve()
+    try:
+        target = (base / relative).resolve()
+    except (OSError, ValueError):
+        return None
+    if not target.is_relative_to(base) or not target.is_file():
+        return None
+    return target
 
 
 def render_trace_form(base: str, channel: str, sku: str, at: str) -> str:
@@ -538,8 +570,9 @@ class NotAuthorized(Exception):
     """An authenticated user whom the auth manager does not allow to see this view."""
 
 
-def create_app(dsn: Callable[[], str] = hub_dsn) -> Any:
-    """Build the FastAPI app. ``dsn`` returns the hub DSN (looked up per request)."""
+def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Path] | None = None) -> Any:
+    """Build the FastAPI app. ``dsn`` returns the hub DSN (looked up per request); ``data_docs_dir``
+    the directory of the GX Data Docs (default: ``quality.yaml``'s, under the data directory)."""
     # The very dependency Airflow's REST API uses: JWT from "Authorization: Bearer" or the
     # "_token" cookie, validated (signature, expiry, revocation) by the configured auth manager.
     from airflow.api_fastapi.app import get_auth_manager
@@ -645,6 +678,16 @@ def create_app(dsn: Callable[[], str] = hub_dsn) -> Any:
         content = "".join(csv_lines(QUARANTINE_COLUMNS, rows))
         headers = {"Content-Disposition": f'attachment; filename="quarantine-{transfer_id}.csv"'}
         return Response(content, media_type="text/csv; charset=utf-8", headers=headers)
+
+    @app.get("/data-docs/{path:path}")
+    def data_docs(path: str, user: Viewer) -> Response:
+        """A file of a transfer's GX Data Docs site, only from the configured Data Docs directory."""
+        from fastapi.responses import FileResponse
+
+        target = data_docs_file(path, data_docs_dir() if data_docs_dir else None)
+        if target is None:
+            raise HTTPException(status_code=404, detail=f"no Data Docs file {path!r}")
+        return FileResponse(target, media_type=mimetypes.guess_type(target.name)[0] or "application/octet-stream")
 
     @app.get("/trace", response_class=HTMLResponse)
     def trace(

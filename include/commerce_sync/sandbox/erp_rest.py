@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from commerce_sync.db import connect
+from commerce_sync.sandbox.erp import COLUMNS
 
 _COLUMNS = (
     "sku, ean, name, brand, category, description, purchase_price::text AS purchase_price, "
@@ -92,21 +93,7 @@ class ErpRestServer:
                 "ORDER BY updated_at, sku LIMIT %s OFFSET %s",
                 [*params, limit, offset],
             ).fetchall()
-        names = [
-            "sku",
-            "ean",
-            "name",
-            "brand",
-            "category",
-            "description",
-            "purchase_price",
-            "vat_rate",
-            "stock",
-            "reserved",
-            "active",
-            "updated_at",
-        ]
-        items = [dict(zip(names, row, strict=True)) for row in rows]
+        items = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         document: dict[str, Any] = {"items": items}
         if page is None:
             document["next_cursor"] = (

@@ -1,0 +1,46 @@
+"""Source DAG wiring: one supplier failing does not stop the merge, the merge feeds pricing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from commerce_sync import assets
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def _uris(objects: object) -> set[str]:
+    return {getattr(item, "uri", "") for item in objects}  # type: ignore[attr-defined]
+
+
+def test_supplier_merge_runs_after_every_mapped_load_whatever_their_outcome(dagbag) -> None:
+    dag = dagbag.dags["suppliers_to_hub_offers"]
+    merge = dag.get_task("merge_supplier_offers")
+    assert merge.trigger_rule == "all_done"
+    assert merge.upstream_task_ids == {"sync_supplier_feed"}
+    assert assets.HUB_SKU_SUPPLY.uri in _uris(merge.outlets)
+    load = dag.get_task("sync_supplier_feed")
+    assert assets.HUB_SUPPLIER_PRICE_CHANGE.uri in _uris(load.outlets)
+
+
+def test_erp_dag_merges_supply_after_the_products(dagbag) -> None:
+    dag = dagbag.dags["erp_to_hub_products"]
+    merge = dag.get_task("merge_supplier_offers")
+    assert merge.upstream_task_ids == {"sync_erp_products"}
+    assert assets.HUB_SKU_SUPPLY.uri in _uris(merge.outlets)
+    assert "full_resync" in dag.params
+
+
+def test_pricing_is_triggered_by_sku_supply(dagbag) -> None:
+    condition = dagbag.dags["hub_to_channel_offers"].timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # any one of its inputs changing triggers pricing
+    assert assets.HUB_SKU_SUPPLY.uri in _uris(condition.objects)

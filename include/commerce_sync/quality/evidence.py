@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from commerce_sync.errors import CommerceSyncError
 from commerce_sync.quality.breakers import Decision
 from commerce_sync.quality.suites import Suite, ValidationOutcome
 
@@ -58,7 +59,8 @@ def site_relative_dir(source: str, transfer_id: uuid.UUID | str) -> str:
     return f"{_SAFE.sub('_', source)}/{uuid.UUID(str(transfer_id))}"
 
 
-def _context(site_dir: Path) -> Any:
+def _context(site_dir: Path | None) -> Any:
+    """An in-memory GX context; with ``site_dir``, a Data Docs site named ``evidence`` there."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -73,6 +75,8 @@ def _context(site_dir: Path) -> Any:
         analytics_enabled=False,
     )
     context = gx.get_context(mode="ephemeral", project_config=config)
+    if site_dir is None:
+        return context
     context.add_data_docs_site(
         "evidence",
         {
@@ -82,6 +86,18 @@ def _context(site_dir: Path) -> Any:
         },
     )
     return context
+
+
+def gx_exception(info: Any) -> str | None:
+    """The exception message in a GX result's ``exception_info`` (flat, or keyed by metric), if any."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
 
 
 def _min_rows(decision: Decision | None) -> int:
@@ -178,6 +194,14 @@ def render(
         )
     )
     result = checkpoint.run()
+    for validation in result.run_results.values():
+        for item in validation.results:
+            failure = gx_exception(item.exception_info)
+            if failure:
+                raise CommerceSyncError(
+                    f"Data Docs of {suite.name} for transfer {tid}: {item.expectation_config.type} could not run: "
+                    f"{failure}"
+                )
     index = site_dir / "index.html"
     if not index.exists():
         raise RuntimeError(f"GX did not render Data Docs into {site_dir}")

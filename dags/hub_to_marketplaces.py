@@ -1,9 +1,11 @@
 """
-### Hub → marketplaces (eBay, and any further API channel): publish price and quantity changes
+### Hub → marketplaces (eBay, Amazon SP-API): publish price and quantity changes
 
 Triggered when channel offers change. One mapped task per enabled marketplace channel (Allegro is
 published by `hub_to_allegro_offers`): refresh the SKU → offer id map, then send the pending outbox
-rows (eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status). Channels run in
+rows (eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status; Amazon: a
+`JSON_LISTINGS_FEED` of ≤ 25,000 PATCH messages, ≤ 5 submissions per 5 minutes, per-SKU errors from
+the processing report). Channels run in
 parallel and independently: one channel down fails only its own task.
 
 **Runbook**
@@ -34,7 +36,7 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["commerce-sync", "channel:ebay", "publish"],
+    tags=["commerce-sync", "channel:ebay", "channel:amazon", "publish"],
     doc_md=__doc__,
 )
 def hub_to_marketplaces() -> None:

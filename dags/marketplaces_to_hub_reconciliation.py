@@ -38,11 +38,11 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
 def marketplaces_to_hub_reconciliation() -> None:
     @task
     def list_channels() -> list[str]:
-        from commerce_sync.channels.publish import SUPPORTED_KINDS
+        from commerce_sync.channels.publish import RECONCILABLE_KINDS
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return [c.id for c in load_config().channels if c.enabled and c.kind in SUPPORTED_KINDS]
+            return [c.id for c in load_config().channels if c.enabled and c.kind in RECONCILABLE_KINDS]
 
     @task(
         inlets=[assets.ALLEGRO_OFFERS, assets.EBAY_OFFERS, assets.HUB_OUTBOX],

@@ -37,6 +37,7 @@ export_env() {
   export SANDBOX_FEEDS_PORT="${SANDBOX_FEEDS_PORT:-8701}"
   export SANDBOX_ALLEGRO_PORT="${SANDBOX_ALLEGRO_PORT:-8702}"
   export SANDBOX_EBAY_PORT="${SANDBOX_EBAY_PORT:-8703}"
+  export SANDBOX_AMAZON_PORT="${SANDBOX_AMAZON_PORT:-8704}"
 
   export AIRFLOW_HOME="$REPO/.airflow"
   export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
@@ -61,6 +62,7 @@ export_env() {
   export AIRFLOW_CONN_SUPPLIER_BRAVO="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_FEEDS_PORT\"}"
   export AIRFLOW_CONN_ALLEGRO_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_ALLEGRO_PORT\", \"login\": \"demo-client\", \"password\": \"demo-secret\"}"
   export AIRFLOW_CONN_EBAY_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_EBAY_PORT\", \"login\": \"demo-ebay-client\", \"password\": \"demo-ebay-secret\", \"extra\": {\"refresh_token\": \"demo-ebay-refresh-token\"}}"
+  export AIRFLOW_CONN_AMAZON_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_AMAZON_PORT\", \"login\": \"amzn1.application-oa2-client.sandbox\", \"password\": \"demo-amazon-secret\", \"extra\": {\"refresh_token\": \"Atzr|demo-amazon-refresh-token\", \"seller_id\": \"A2SANDBOXSELLER\", \"marketplace_id\": \"A1C3SOZRARQ6R3\"}}"
 }
 
 ensure_airflow_home() {

@@ -60,6 +60,19 @@ def sandbox_world(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterato
                 "extra": {"refresh_token": "demo-ebay-refresh-token"},
             }
         ),
+        "AIRFLOW_CONN_AMAZON_SANDBOX": json.dumps(
+            {
+                "conn_type": "http",
+                "host": server.amazon_url,
+                "login": "amzn1.application-oa2-client.sandbox",
+                "password": "demo-amazon-secret",
+                "extra": {
+                    "refresh_token": "Atzr|demo-amazon-refresh-token",
+                    "seller_id": "A2SANDBOXSELLER",
+                    "marketplace_id": "A1C3SOZRARQ6R3",
+                },
+            }
+        ),
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels.publish import client_for, publish_channel, reconcile_channel
+from commerce_sync.channels.publish import publish_channel, reconcile_channel
 from commerce_sync.config import Channel
 from commerce_sync.errors import ConfigError
 from commerce_sync.sandbox.server import SandboxServer
@@ -73,7 +74,47 @@ def test_publish_reports_backlog_and_reconcile_finds_direct_edit(
     assert _offer(sandbox, a)["pricingSummary"]["price"]["value"] == "51.00"
 
 
-def test_channel_without_publisher_is_a_clear_config_error() -> None:
+def test_channel_without_read_back_is_a_clear_config_error(tmp_path: Path) -> None:
     amazon = Channel(id="amazon", kind="amazon", conn_id="amazon_sp", pricing_rule="r")
-    with pytest.raises(ConfigError, match="kind 'amazon' has no marketplace publisher"):
-        client_for(amazon)
+    with pytest.raises(ConfigError, match="read-back reconciliation is not available for amazon"):
+        reconcile_channel("postgresql://unused", amazon, RUN, tmp_path)
+
+
+def test_publish_channel_amazon_uses_connection_extras(
+    hub: str,  # noqa: F811
+    sandbox: SandboxServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extra = {"refresh_token": "Atzr|demo-amazon-refresh-token", "seller_id": "A2SANDBOXSELLER"}
+    connection = {
+        "conn_type": "http",
+        "host": sandbox.amazon_url,
+        "login": "amzn1.application-oa2-client.sandbox",
+        "password": "demo-amazon-secret",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AMAZON_SANDBOX", json.dumps({**connection, "extra": extra}))
+    channel = Channel(id="amazon", kind="amazon", conn_id="amazon_sandbox", pricing_rule="r")
+    with pytest.raises(ConfigError, match=r"needs extra\.seller_id and extra\.marketplace_id"):
+        publish_channel(hub, channel, RUN)
+    extra["marketplace_id"] = "A1C3SOZRARQ6R3"
+    monkeypatch.setenv("AIRFLOW_CONN_AMAZON_SANDBOX", json.dumps({**connection, "extra": extra}))
+    sku = SKUS[0]
+    with psycopg.connect(hub) as conn:
+        conn.execute(
+            "INSERT INTO hub.channel_offer (channel, sku, price, currency, quantity, availability, cost, "
+            "floor_price, floor_applied, rule_id, rule_version, row_hash, version, transfer_id) "
+            "SELECT 'amazon', sku, price, currency, quantity, availability, cost, floor_price, floor_applied, "
+            "rule_id, rule_version, row_hash, version, transfer_id FROM hub.channel_offer "
+            "WHERE channel = 'ebay' AND sku = %s",
+            (sku,),
+        )
+        conn.execute(
+            "INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, "
+            "created_transfer_id) VALUES ('amazon', %s, 'quantity', '{\"value\": 8}', 1, 'amazon:q:v1', %s)",
+            (sku, uuid.uuid4()),
+        )
+    result = publish_channel(hub, channel, RUN)
+    assert result["sent"] == 1 and len(result["feeds"]) == 1
+    assert result["backlog_after"]["pending"] == 0
+    listing = sandbox.amazon.listing(sku)
+    assert listing is not None and listing["quantity"] == 8

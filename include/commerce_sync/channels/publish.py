@@ -1,7 +1,7 @@
 """One entry point per marketplace task: publish a channel's outbox, or reconcile it, whatever its kind.
 
 DAG tasks call :func:`publish_channel` and :func:`reconcile_channel` with a channel id; the kind
-(Allegro, eBay) picks the client and publisher. Each call records one transfer in the ledger with
+(Allegro, eBay, Amazon) picks the client and publisher. Each call records one transfer in the ledger with
 the channel's backlog (pending outbox rows and the age of the oldest) before and after, and logs
 it, so an operator sees a channel falling behind in the task log and in the audit view.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels import allegro, ebay, outbox
+from commerce_sync.channels import allegro, amazon, ebay, outbox
 from commerce_sync.channels.base import HttpClient
 from commerce_sync.channels.reconcile import reconcile
 from commerce_sync.config import Channel
@@ -24,8 +24,10 @@ from commerce_sync.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_KINDS = frozenset({"allegro", "ebay"})
-"""Marketplace kinds with a publisher (Amazon's SP-API publisher is not built yet)."""
+SUPPORTED_KINDS = frozenset({"allegro", "ebay", "amazon"})
+"""Marketplace kinds with a publisher."""
+RECONCILABLE_KINDS = frozenset({"allegro", "ebay"})
+"""Marketplace kinds whose current offers we can read back (Amazon: not yet, needs the Listings Items API)."""
 
 
 def client_for(channel: Channel) -> HttpClient:
@@ -38,6 +40,8 @@ def client_for(channel: Channel) -> HttpClient:
     info = get_connection(channel.conn_id)
     if channel.kind == "allegro":
         return allegro.AllegroClient.from_connection(info)
+    if channel.kind == "amazon":
+        return amazon.AmazonClient.from_connection(info)
     return ebay.EbayClient.from_connection(info)
 
 
@@ -54,6 +58,8 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
         with ledger.recording(dsn, listing):
             if isinstance(client, allegro.AllegroClient):
                 allegro.sync_listings(dsn, channel.id, client, listing)
+            elif isinstance(client, amazon.AmazonClient):
+                pass  # Amazon addresses listings by our SKU: there is no offer id to learn
             else:
                 assert isinstance(client, ebay.EbayClient)
                 ebay.sync_listings(dsn, channel.id, client, listing)
@@ -73,7 +79,24 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
                     result: Any = allegro.publish_outbox(
                         dsn, channel.id, client, transfer, batch_size=channel.batch_size, currencies=channel.currencies
                     )
+                elif isinstance(client, amazon.AmazonClient):
+                    extra = get_connection(str(channel.conn_id)).extra
+                    if not extra.get("seller_id") or not extra.get("marketplace_id"):
+                        raise ConfigError(
+                            f"connection {channel.conn_id!r} needs extra.seller_id and extra.marketplace_id"
+                        )
+                    result = amazon.publish_outbox(
+                        dsn,
+                        channel.id,
+                        client,
+                        transfer,
+                        seller_id=str(extra["seller_id"]),
+                        marketplace_id=str(extra["marketplace_id"]),
+                        product_type=str(extra.get("product_type") or "PRODUCT"),
+                        currencies=channel.currencies,
+                    )
                 else:
+                    assert isinstance(client, ebay.EbayClient)
                     result = ebay.publish_outbox(dsn, channel.id, client, transfer, currencies=channel.currencies)
             finally:
                 after = _backlog(dsn, channel.id)
@@ -92,6 +115,8 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
 
 def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report_dir: Path) -> dict[str, Any]:
     """Read the channel's current offers back and reconcile them with the hub (see :mod:`.reconcile`)."""
+    if channel.kind not in RECONCILABLE_KINDS:
+        raise ConfigError(f"channel {channel.id!r}: read-back reconciliation is not available for {channel.kind}")
     client = client_for(channel)
     try:
         offers: Any

@@ -51,7 +51,9 @@ def sandbox_servers() -> Iterator[None]:
     feeds_port = int(os.environ.get("SANDBOX_FEEDS_PORT", "8701"))
     allegro_port = int(os.environ.get("SANDBOX_ALLEGRO_PORT", "8702"))
     ebay_port = int(os.environ.get("SANDBOX_EBAY_PORT", "8703"))
-    if _port_open(feeds_port) and _port_open(allegro_port) and _port_open(ebay_port):
+    amazon_port = int(os.environ.get("SANDBOX_AMAZON_PORT", "8704"))
+    ports = (feeds_port, allegro_port, ebay_port, amazon_port)
+    if all(_port_open(port) for port in ports):
         print(f"sandbox already running on ports {feeds_port}/{allegro_port}")
         yield
         return
@@ -72,13 +74,15 @@ def sandbox_servers() -> Iterator[None]:
                 str(allegro_port),
                 "--ebay-port",
                 str(ebay_port),
+                "--amazon-port",
+                str(amazon_port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
-        while not (_port_open(feeds_port) and _port_open(allegro_port) and _port_open(ebay_port)):
+        while not all(_port_open(port) for port in ports):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the sandbox simulators did not start; see {log}")
             time.sleep(0.2)

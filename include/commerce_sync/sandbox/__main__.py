@@ -1,7 +1,7 @@
 """Run the sandbox servers: ``python -m commerce_sync.sandbox serve --data-dir DIR``.
 
 Writes the supplier feeds into ``DIR/feeds``, keeps the Allegro simulator's state in
-``DIR/allegro_state.json`` (the eBay simulator keeps its state in memory), prints one line with the
+``DIR/allegro_state.json`` (the eBay and Amazon simulators keep theirs in memory), prints one line with the
 base URLs and serves until SIGINT/SIGTERM.
 """
 
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--feeds-port", type=int, default=8701)
     serve.add_argument("--allegro-port", type=int, default=8702)
     serve.add_argument("--ebay-port", type=int, default=8703)
+    serve.add_argument("--amazon-port", type=int, default=8704)
     serve.add_argument("--products", type=int, default=300, help="catalog size")
     serve.add_argument("--seed", type=int, default=42, help="catalog seed")
     return parser
@@ -55,10 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         catalog_n=args.products,
         seed=args.seed,
         ebay_port=args.ebay_port,
+        amazon_port=args.amazon_port,
     )
     with server:
         print(
-            f"sandbox feeds: {server.feeds_url}/feeds/  allegro: {server.allegro_url}  ebay: {server.ebay_url}",
+            f"sandbox feeds: {server.feeds_url}/feeds/  allegro: {server.allegro_url}  ebay: {server.ebay_url}  "
+            f"amazon: {server.amazon_url}",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -1,4 +1,4 @@
-"""The sandbox's HTTP listeners on loopback: supplier feeds and the Allegro and eBay simulators.
+"""The sandbox's HTTP listeners on loopback: supplier feeds and the Allegro, eBay and Amazon simulators.
 
 ``GET /feeds/<name>`` serves files of the feeds directory with a strong, content-based ``ETag``
 (sha256), ``Last-Modified`` and ``Content-Length``, answers conditional requests with 304, and
@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from commerce_sync.sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
+from commerce_sync.sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
 from commerce_sync.sandbox.ebay_sim import EbayHTTPServer, EbaySimulator
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class SandboxServer:
         client_secret: the OAuth client secret the simulator accepts.
         token_ttl: lifetime of issued tokens in seconds.
         ebay_port: port of the eBay listener (0 = any free port).
+        amazon_port: port of the Amazon SP-API listener (0 = any free port).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class SandboxServer:
         client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's documented demo secret
         token_ttl: int = 43199,
         ebay_port: int = 0,
+        amazon_port: int = 0,
     ) -> None:
         self.feeds_dir = feeds_dir
         self.host = host
@@ -187,6 +190,9 @@ class SandboxServer:
         )
         self.ebay = EbaySimulator(catalog_n=catalog_n, seed=seed)
         self._ebay_port = ebay_port
+        self.amazon = AmazonSimulator(catalog_n=catalog_n, seed=seed)
+        self._amazon_port = amazon_port
+        self._amazon: AmazonHTTPServer | None = None
         self._feeds: FeedsHTTPServer | None = None
         self._allegro: AllegroHTTPServer | None = None
         self._ebay: EbayHTTPServer | None = None
@@ -201,13 +207,19 @@ class SandboxServer:
         try:
             self._allegro = AllegroHTTPServer((self.host, self._ports[1]), self.simulator)
             self._ebay = EbayHTTPServer((self.host, self._ebay_port), self.ebay)
+            self._amazon = AmazonHTTPServer((self.host, self._amazon_port), self.amazon)
         except BaseException:
-            for bound in (self._feeds, self._allegro):
+            for bound in (self._feeds, self._allegro, self._ebay):
                 if bound is not None:
                     bound.server_close()
-            self._feeds = self._allegro = None
+            self._feeds = self._allegro = self._ebay = None
             raise
-        for name, server in (("feeds", self._feeds), ("allegro", self._allegro), ("ebay", self._ebay)):
+        for name, server in (
+            ("feeds", self._feeds),
+            ("allegro", self._allegro),
+            ("ebay", self._ebay),
+            ("amazon", self._amazon),
+        ):
             # A short poll interval keeps stop() fast (tests start and stop servers a lot).
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{name}", daemon=True
@@ -218,14 +230,14 @@ class SandboxServer:
 
     def stop(self) -> None:
         """Stop both listeners and persist the simulator's state."""
-        for server in (self._feeds, self._allegro, self._ebay):
+        for server in (self._feeds, self._allegro, self._ebay, self._amazon):
             if server is not None:
                 server.shutdown()
                 server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        self._feeds = self._allegro = self._ebay = None
+        self._feeds = self._allegro = self._ebay = self._amazon = None
         self.simulator.save()
 
     def __enter__(self) -> SandboxServer:
@@ -260,3 +272,8 @@ class SandboxServer:
     def ebay_url(self) -> str:
         """``http://127.0.0.1:PORT`` of the eBay listener."""
         return self._url(self._ebay)
+
+    @property
+    def amazon_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the Amazon SP-API listener."""
+        return self._url(self._amazon)

@@ -1,0 +1,389 @@
+"""A local Amazon SP-API simulator: LWA tokens and the Feeds API (2021-06-30) for ``JSON_LISTINGS_FEED``.
+
+Contract (``../shared/contracts/amazon/feeds_2021-06-30.json`` and the listings feed schema v2):
+
+* ``POST /auth/o2/token`` (Login with Amazon), form ``grant_type=refresh_token&refresh_token&client_id&client_secret``;
+* ``POST /feeds/2021-06-30/documents`` ``{"contentType"}`` → ``{"feedDocumentId", "url"}``; the
+  client ``PUT``s the feed document to ``url`` (here ``/_upload/{id}``, S3 in production, no auth);
+* ``POST /feeds/2021-06-30/feeds`` ``{"feedType", "marketplaceIds", "inputFeedDocumentId"}`` → 202
+  ``{"feedId"}``; processing is immediate here, so ``GET /feeds/2021-06-30/feeds/{feedId}`` is ``DONE``
+  with a ``resultFeedDocumentId``;
+* ``GET /feeds/2021-06-30/documents/{id}`` → ``{"feedDocumentId", "url"}`` of the processing report
+  (``/_download/{id}``), whose ``issues`` name the ``messageId`` and SKU of every refused message.
+
+Listings are changed with ``PATCH`` messages on ``/attributes/purchasable_offer`` (price) and
+``/attributes/fulfillment_availability`` (quantity). Values are absolute, so a re-submitted feed
+changes nothing twice: ``stats["revisions"]`` counts only real changes. API calls need the
+``x-amz-access-token`` header. Faults (:mod:`commerce_sync.sandbox.faults`) apply to API calls;
+``drop_after_apply`` loses the answer of ``createFeed`` after the feed was processed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from commerce_sync.sandbox.catalog import products
+from commerce_sync.sandbox.faults import Faults
+
+log = logging.getLogger(__name__)
+
+API = "2021-06-30"
+MAX_MESSAGES = 25_000
+PRICE_PATH = "/attributes/purchasable_offer"
+QUANTITY_PATH = "/attributes/fulfillment_availability"
+
+
+class SpApiError(Exception):
+    """An error answer in SP-API's format."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error document."""
+        return {"errors": [{"code": self.code, "message": self.message}]}
+
+
+class AmazonSimulator:
+    """State and rules of the simulated seller account; thread-safe, in memory."""
+
+    def __init__(
+        self,
+        *,
+        catalog_n: int = 300,
+        seed: int = 42,
+        seller_id: str = "A2SANDBOXSELLER",
+        client_id: str = "amzn1.application-oa2-client.sandbox",
+        client_secret: str = "demo-amazon-secret",  # noqa: S107 - the sandbox's documented demo secret
+        refresh_token: str = "Atzr|demo-amazon-refresh-token",  # noqa: S107 - documented demo value
+    ) -> None:
+        self.seller_id = seller_id
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+        self.faults = Faults()
+        self._lock = threading.RLock()
+        self._tokens: dict[str, float] = {}
+        self._documents: dict[str, bytes | None] = {}
+        self._feeds: dict[str, dict[str, Any]] = {}
+        self._listings: dict[str, dict[str, Any]] = {}
+        for product in products(catalog_n, seed):
+            self._listings[product.sku] = {
+                "sku": product.sku,
+                "price": str((product.purchase_price * Decimal("1.45")).quantize(Decimal("0.01"))),
+                "currency": "PLN",
+                "quantity": product.stock,
+            }
+        self.stats = {"requests": 0, "feeds": 0, "messages": 0, "revisions": 0}
+
+    def __repr__(self) -> str:
+        return f"AmazonSimulator(listings={len(self._listings)})"
+
+    # ------------------------------------------------------------------ auth
+    def issue_token(self, form: dict[str, str]) -> dict[str, Any]:
+        """A Login-with-Amazon access token for the refresh-token grant."""
+        if form.get("grant_type") != "refresh_token":
+            raise SpApiError(400, "unsupported_grant_type", "only grant_type=refresh_token is supported")
+        valid_client = secrets.compare_digest(form.get("client_id", ""), self._client_id)
+        if not (valid_client and secrets.compare_digest(form.get("client_secret", ""), self._client_secret)):
+            raise SpApiError(401, "invalid_client", "Client authentication failed")
+        if not secrets.compare_digest(form.get("refresh_token", ""), self._refresh_token):
+            raise SpApiError(400, "invalid_grant", "The request has an invalid grant parameter : refresh_token")
+        token = "Atza|" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + 3600
+        return {"access_token": token, "token_type": "bearer", "expires_in": 3600}
+
+    def check_token(self, token: str) -> bool:
+        """True if ``token`` is valid now."""
+        with self._lock:
+            expires = self._tokens.get(token)
+            return expires is not None and expires > time.monotonic()
+
+    def expire_tokens(self) -> None:
+        """Invalidate every token."""
+        with self._lock:
+            self._tokens.clear()
+
+    # ------------------------------------------------------------------ feeds
+    def listing(self, sku: str) -> dict[str, Any] | None:
+        """A copy of one listing."""
+        with self._lock:
+            found = self._listings.get(sku)
+            return dict(found) if found else None
+
+    def edit_listing(self, sku: str, price: str | None = None, quantity: int | None = None) -> dict[str, Any]:
+        """Change a listing directly (as in Seller Central)."""
+        with self._lock:
+            listing = self._listings[sku]
+            if price is not None:
+                listing["price"] = str(Decimal(price).quantize(Decimal("0.01")))
+            if quantity is not None:
+                listing["quantity"] = int(quantity)
+            return dict(listing)
+
+    def create_document(self, base_url: str) -> dict[str, Any]:
+        """``createFeedDocument``: an id and the URL to upload the document to."""
+        document_id = "amzn1.tortuga.4." + uuid.uuid4().hex
+        with self._lock:
+            self._documents[document_id] = None
+        return {"feedDocumentId": document_id, "url": f"{base_url}/_upload/{document_id}"}
+
+    def upload(self, document_id: str, data: bytes) -> None:
+        """The upload of a feed document to its pre-signed URL."""
+        with self._lock:
+            if document_id not in self._documents:
+                raise SpApiError(404, "NotFound", "no such upload URL")
+            self._documents[document_id] = data
+
+    def download(self, document_id: str) -> bytes:
+        """The content of a (report) document."""
+        with self._lock:
+            data = self._documents.get(document_id)
+        if data is None:
+            raise SpApiError(404, "NotFound", f"document {document_id} has no content")
+        return data
+
+    def create_feed(self, body: Any) -> dict[str, Any]:
+        """``createFeed``: process the uploaded ``JSON_LISTINGS_FEED`` at once and keep its report."""
+        if not isinstance(body, dict) or body.get("feedType") != "JSON_LISTINGS_FEED":
+            raise SpApiError(400, "InvalidInput", "feedType must be JSON_LISTINGS_FEED")
+        if not body.get("marketplaceIds"):
+            raise SpApiError(400, "InvalidInput", "marketplaceIds is required")
+        document_id = body.get("inputFeedDocumentId")
+        with self._lock:
+            data = self._documents.get(str(document_id))
+        if data is None:
+            raise SpApiError(400, "InvalidInput", f"inputFeedDocumentId {document_id} was not uploaded")
+        try:
+            feed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SpApiError(400, "InvalidInput", "the feed document is not JSON") from None
+        feed_id = str(50_000_000_000 + len(self._feeds) + 1)
+        report = self._process(feed, feed_id)
+        report_id = "amzn1.tortuga.4.report." + uuid.uuid4().hex
+        with self._lock:
+            self._documents[report_id] = json.dumps(report).encode("utf-8")
+            self._feeds[feed_id] = {
+                "feedId": feed_id,
+                "feedType": "JSON_LISTINGS_FEED",
+                "marketplaceIds": body["marketplaceIds"],
+                "createdTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "processingStatus": "DONE",
+                "resultFeedDocumentId": report_id,
+            }
+            self.stats["feeds"] += 1
+        return {"feedId": feed_id}
+
+    def feed(self, feed_id: str) -> dict[str, Any]:
+        """``getFeed``."""
+        with self._lock:
+            found = self._feeds.get(feed_id)
+        if found is None:
+            raise SpApiError(404, "NotFound", f"feed {feed_id} not found")
+        return dict(found)
+
+    def _process(self, feed: dict[str, Any], feed_id: str) -> dict[str, Any]:
+        header = feed.get("header") or {}
+        messages = feed.get("messages") or []
+        issues: list[dict[str, Any]] = []
+        if header.get("version") != "2.0" or header.get("sellerId") != self.seller_id:
+            issues.append({"messageId": 0, "code": "100", "severity": "ERROR", "message": "invalid header"})
+            messages = []
+        if len(messages) > MAX_MESSAGES:
+            raise SpApiError(400, "InvalidInput", f"at most {MAX_MESSAGES} messages per feed")
+        accepted = 0
+        with self._lock:
+            for message in messages:
+                self.stats["messages"] += 1
+                problem = self._apply(message)
+                if problem is None:
+                    accepted += 1
+                else:
+                    issues.append(
+                        {
+                            "messageId": message.get("messageId"),
+                            "sku": message.get("sku"),
+                            "code": "90000",
+                            "severity": "ERROR",
+                            "message": problem,
+                        }
+                    )
+        invalid = len(messages) - accepted
+        return {
+            "header": {"sellerId": self.seller_id, "version": "2.0", "feedId": feed_id},
+            "issues": issues,
+            "summary": {
+                "errors": len(issues),
+                "warnings": 0,
+                "messagesProcessed": len(messages),
+                "messagesAccepted": accepted,
+                "messagesInvalid": invalid,
+            },
+        }
+
+    def _apply(self, message: dict[str, Any]) -> str | None:
+        sku = message.get("sku")
+        listing = self._listings.get(str(sku))
+        if listing is None:
+            return f"SKU {sku} has no listing in this marketplace"
+        if message.get("operationType") != "PATCH":
+            return "only PATCH messages are supported by the sandbox"
+        refusal = self.faults.rejection(str(sku))
+        if refusal is not None:
+            return refusal
+        changes: list[tuple[str, Any]] = []
+        for patch in message.get("patches") or []:
+            value = (patch.get("value") or [{}])[0]
+            if patch.get("path") == PRICE_PATH:
+                try:
+                    schedule = value["our_price"][0]["schedule"][0]
+                    price = Decimal(str(schedule["value_with_tax"])).quantize(Decimal("0.01"))
+                except (KeyError, IndexError, TypeError, InvalidOperation):
+                    return "purchasable_offer.our_price needs schedule[0].value_with_tax"
+                if price <= 0 or value.get("currency") != listing["currency"]:
+                    return f"price {price} {value.get('currency')} is not valid for this listing"
+                changes.append(("price", str(price)))
+            elif patch.get("path") == QUANTITY_PATH:
+                quantity = value.get("quantity")
+                if not isinstance(quantity, int) or quantity < 0:
+                    return "fulfillment_availability.quantity must be a non-negative integer"
+                changes.append(("quantity", quantity))
+            else:
+                return f"patch path {patch.get('path')} is not supported by the sandbox"
+        for key, new in changes:
+            if listing[key] != new:
+                listing[key] = new
+                self.stats["revisions"] += 1
+        return None
+
+
+class AmazonHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that carries the simulator for its handlers."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: AmazonSimulator) -> None:
+        self.simulator = simulator
+        super().__init__(address, AmazonHandler)
+
+
+class AmazonHandler(BaseHTTPRequestHandler):
+    """Routes requests to the simulator."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "AmazonSandbox/1.0"
+
+    @property
+    def simulator(self) -> AmazonSimulator:
+        """The simulator of this server."""
+        server = self.server
+        assert isinstance(server, AmazonHTTPServer)
+        return server.simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("amazon sandbox: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        sim = self.simulator
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if parts[:1] == ["_sandbox"] and method == "GET" and parts[1:] == ["stats"]:
+                self._send(200, dict(sim.stats))
+                return
+            if parts[:1] == ["_sandbox"] and parts[1:] == ["faults"]:
+                if method == "POST":
+                    sim.faults.arm(**json.loads(body or b"{}"))
+                self._send(200, sim.faults.snapshot())
+                return
+            with sim._lock:
+                sim.stats["requests"] += 1
+            if parts == ["auth", "o2", "token"] and method == "POST":
+                form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+                self._send(200, sim.issue_token(form))
+                return
+            if len(parts) == 2 and parts[0] == "_upload" and method == "PUT":
+                sim.upload(parts[1], body)
+                self._send(200, {})
+                return
+            if len(parts) == 2 and parts[0] == "_download" and method == "GET":
+                data = sim.download(parts[1])
+                self._raw(200, data, "application/json")
+                return
+            if parts[:2] != ["feeds", API]:
+                raise SpApiError(404, "NotFound", f"no resource {url.path}")
+            if not sim.check_token(self.headers.get("x-amz-access-token") or ""):
+                raise SpApiError(403, "Unauthorized", "Access to requested resource is denied.")
+            fault = sim.faults.before_request()
+            if fault is not None:
+                status, headers = fault
+                code = "QuotaExceeded" if status == 429 else "ServiceUnavailable"
+                self._send(status, SpApiError(status, code, "sandbox fault").body(), headers)
+                return
+            self._feeds(method, parts[2:], body)
+        except SpApiError as error:
+            if error.code in ("invalid_client", "invalid_grant", "unsupported_grant_type"):
+                self._send(error.status, {"error": error.code, "error_description": error.message})
+            else:
+                self._send(error.status, error.body())
+        except (ValueError, TypeError) as error:
+            self._send(400, SpApiError(400, "InvalidInput", str(error)).body())
+
+    def _feeds(self, method: str, parts: list[str], body: bytes) -> None:
+        sim = self.simulator
+        address = self.server.server_address
+        assert isinstance(address, tuple)
+        host, port = address[0], address[1]
+        if parts == ["documents"] and method == "POST":
+            self._send(201, sim.create_document(f"http://{host!s}:{port}"))
+        elif len(parts) == 2 and parts[0] == "documents" and method == "GET":
+            sim.download(parts[1])
+            self._send(200, {"feedDocumentId": parts[1], "url": f"http://{host!s}:{port}/_download/{parts[1]}"})
+        elif parts == ["feeds"] and method == "POST":
+            answer = sim.create_feed(json.loads(body.decode("utf-8")))
+            if sim.faults.drop_now():
+                self.close_connection = True
+                return
+            self._send(202, answer)
+        elif len(parts) == 2 and parts[0] == "feeds" and method == "GET":
+            self._send(200, sim.feed(parts[1]))
+        else:
+            raise SpApiError(404, "NotFound", f"no resource {method} /feeds/{API}/{'/'.join(parts)}")
+
+    def _send(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+        self._raw(status, json.dumps(document).encode("utf-8"), "application/json", headers)
+
+    def _raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)

@@ -17,6 +17,8 @@ bench-pricing: ## Pricing of one channel at N offers (default 1000000): full vs 
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/pricing.py --n $(or $(N),1000000)'
 bench-sources: ## Parse an N-item supplier feed (default 1000000) into staging: XML, BMEcat, CSV, gzip XML; peak RSS, items/s
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/sources.py --n $(or $(N),1000000)'
+bench-quality: ## Quality gate on an N-row staged batch (default 1000000): one SQL pass vs GX's SQL engine, Data Docs
+	@bash -c 'source scripts/common.sh; ensure_venv; python bench/quality.py --n $(or $(N),1000000)'
 
 clean: ## Remove local state (Airflow home, data, venv); databases are kept
 	rm -rf .airflow .data .venv

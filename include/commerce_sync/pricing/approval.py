@@ -39,8 +39,8 @@ class HeldPriceMovesApproval(ApprovalOperator):
     """ApprovalOperator whose Reject is written to the hub (items rejected) and the ledger at once."""
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        result = super().execute_complete(context=context, event=event)
-        decisions = decide_from_context(context, event, only_rejection=True)
-        if decisions:
+        # Before the parent: on Reject it skips downstream by raising (Task SDK), so nothing after it runs.
+        if "error" not in event and self.REJECT in (event.get("chosen_options") or []):
+            decisions = decide_from_context(context, event, only_rejection=True)
             self.log.info("Rejected held price moves recorded: %s", decisions)
-        return result
+        return super().execute_complete(context=context, event=event)

@@ -19,8 +19,7 @@ from commerce_sync.audit import ledger
 from commerce_sync.config import PriceChangeReport, Supplier, load_config
 from commerce_sync.connections import get_connection
 from commerce_sync.sandbox.faulty_http import FaultyHttpServer, Served
-from commerce_sync.sources.notifiers import LogFileNotifier
-from commerce_sync.sources.price_changes import alert_line
+from commerce_sync.sources.notifiers import LogFileNotifier, price_change_notifier
 from commerce_sync.sources.supplier_load import sync_supplier
 
 pytestmark = pytest.mark.integration
@@ -111,10 +110,12 @@ def test_bmecat_catalog_then_price_update_keeps_stock_and_reports_the_move(
     assert stored == [("CH-1001", Decimal("37.95"), True)]
 
     # The notifier the DAG calls above the alert threshold: a log line and a JSON line in a file.
-    alerts = data_dir / "alerts" / "supplier_price_changes.jsonl"
-    LogFileNotifier(alert_line(report), {"transfer_id": report.transfer_id}, alerts)({})
-    entry = json.loads(alerts.read_text(encoding="utf-8"))
+    price_change_notifier(report, PriceChangeReport())({})
+    entry = json.loads((data_dir / "alerts" / "supplier_price_changes.jsonl").read_text(encoding="utf-8"))
     assert "charlie" in entry["message"] and "37.95" in entry["message"] and entry["transfer_id"] == report.transfer_id
+    assert entry["kind"] == "supplier_price_change" and entry["csv_path"] == report.csv_path
+    log_only = price_change_notifier(report, PriceChangeReport(notifier="log"))
+    assert isinstance(log_only, LogFileNotifier) and log_only.path is None
 
 
 def test_price_report_thresholds_are_configurable(hub_dsn: str, tmp_path: Path) -> None:

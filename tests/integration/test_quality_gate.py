@@ -340,6 +340,9 @@ def test_check_batch_fills_the_ledger_details_and_renders_data_docs(hub_dsn: str
     pages = "".join(p.read_text(encoding="utf-8") for p in index.parent.rglob("*.html"))
     assert "supplier_offer.rows" in pages and "supplier_offer.batch" in pages
     assert "5901234123458" in pages, "the failing GTIN is shown as evidence"
+    static = index.parent / "static"
+    assert static.is_symlink() and static.resolve() == (tmp_path / "docs" / "_static").resolve()
+    assert any(static.rglob("*.css")), "pages still find GX's stylesheets through the shared copy"
     assert outcome.rows_quarantined == 2
 
 

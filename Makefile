@@ -19,6 +19,8 @@ bench-sources: ## Parse an N-item supplier feed (default 1000000) into staging: 
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/sources.py --n $(or $(N),1000000)'
 bench-quality: ## Quality gate on an N-row staged batch (default 1000000): one SQL pass vs GX's SQL engine, Data Docs
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/quality.py --n $(or $(N),1000000)'
+bench-feeds: ## Google/Meta/Ceneo feeds at N items (default 1000000): items/s, peak RSS, parse-back, lxml comparison, hub end to end
+	@bash -c 'source scripts/common.sh; ensure_venv; python bench/feeds.py --n $(or $(N),1000000)'
 
 clean: ## Remove local state (Airflow home, data, venv); databases are kept
 	rm -rf .airflow .data .venv

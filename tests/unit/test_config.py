@@ -31,7 +31,7 @@ def test_shipped_config_loads() -> None:
     config = load_config(SHIPPED)
     assert {s.id for s in config.suppliers if s.enabled} == {"acme", "bravo"}
     assert {s.format for s in config.suppliers} == {"xml", "csv", "bmecat"}  # disabled examples validate too
-    assert {c.id for c in config.channels} == {"allegro", "google"}
+    assert {c.id for c in config.channels} == {"allegro", "ebay", "amazon", "google", "meta", "ceneo"}
     for channel in config.channels:
         assert config.rule_for(channel).version >= 1
 

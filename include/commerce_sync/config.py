@@ -190,6 +190,11 @@ class SupplyMerge(Model):
     stale_after_hours: float = Field(
         default=26, gt=0, description="a supplier whose last successful load is older is reported stale"
     )
+    stale_offers: Literal["keep", "exclude"] = Field(
+        default="keep",
+        description="keep: a stale supplier's last good offers still count (the ledger says so); "
+        "exclude: they leave the merge until the supplier loads again (safer against overselling)",
+    )
 
 
 class PriceChangeReport(Model):

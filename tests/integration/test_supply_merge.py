@@ -176,3 +176,16 @@ def test_stale_suppliers_failed_in_run_never_loaded_or_too_old(hub: str) -> None
         future = datetime.now(UTC) + timedelta(hours=30)
         aged = stale_suppliers(db, SUPPLIERS, SupplyMerge(stale_after_hours=24), RUN, False, now=future)
     assert sorted(aged) == ["alfa", "bravo", "charlie", "delta"] and "older than 24" in aged["alfa"]
+
+
+def test_stale_offers_can_be_excluded(hub: str) -> None:
+    with psycopg.connect(hub) as db:
+        for supplier_id in ("alfa", "bravo", "delta"):
+            _load(db, supplier_id, "success", RUN, 0)
+        _load(db, "charlie", "failed", RUN, 0)
+    kept = merge_supply(hub, SUPPLIERS, SupplyMerge(), RUN, check_run=True)
+    assert list(kept.stale) == ["charlie"] and supply(hub)["P1"]["supplier"] == "charlie"
+    excluded = merge_supply(hub, SUPPLIERS, SupplyMerge(stale_offers="exclude"), RUN, check_run=True)
+    p1 = supply(hub)["P1"]
+    assert list(excluded.stale) == ["charlie"] and excluded.rows_changed == 1
+    assert (p1["supplier"], p1["total_quantity"], p1["offers_considered"]) == ("bravo", 5, 2)

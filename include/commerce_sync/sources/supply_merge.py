@@ -13,8 +13,9 @@ ledger row (dataset ``sku_supply``) and the ``audit.change`` rows of what moved:
 * ``total_quantity`` sums the stock of all active matched offers; ``offers_considered`` counts them;
 * only rows whose hash changed get a new version; a SKU without any active offer leaves the table;
 * suppliers that failed in this run, never loaded, or whose last successful load is older than
-  ``stale_after_hours`` are listed as stale in the ledger row. Their last good offers stay in the
-  merge: the hub keeps the last good state, the ledger says how old it is.
+  ``stale_after_hours`` are listed as stale in the ledger row. With ``stale_offers: keep`` (default)
+  their last good offers stay in the merge (the hub keeps the last good state, the ledger says how
+  old it is); with ``exclude`` they leave it until the supplier loads again.
 
 Re-running changes nothing (same hashes): the task is idempotent.
 """
@@ -204,25 +205,27 @@ def merge_supply(
     transfer = ledger.Transfer(source="hub.supplier_offer", target="hub", dataset=DATASET, run=run)
     params = {"transfer_id": transfer.transfer_id, "policy": settings.policy}
     with ledger.recording(dsn, transfer), connect(dsn) as db:
+        stale = stale_suppliers(db, enabled, settings, run, check_run)
+        merged = [s for s in enabled if settings.stale_offers == "keep" or s.id not in stale]
         db.execute(_SUPPLIERS_TABLE)
         with (
             db.cursor() as cur,
             cur.copy("COPY merge_supplier (supplier, match_by, priority, position) FROM STDIN") as copy,
         ):
-            for position, supplier in enumerate(enabled):
+            for position, supplier in enumerate(merged):
                 copy.write_row((supplier.id, supplier.match_by, supplier.priority, position))
         db.execute(_CHOSEN.format(order=_ORDER[settings.policy]), params)
         skus = db.execute("SELECT count(*) FROM merge_chosen").fetchone()
         db.execute(_RECORD_CHANGES, params)
         changed = db.execute(_MERGE, params).rowcount
         removed = db.execute(_REMOVE).rowcount
-        stale = stale_suppliers(db, enabled, settings, run, check_run)
         transfer.rows_read = int(skus[0]) if skus else 0
         transfer.rows_written = transfer.rows_read
         transfer.rows_changed = changed + removed
         transfer.details = {
             "policy": settings.policy,
-            "suppliers": [s.id for s in enabled],
+            "suppliers": [s.id for s in merged],
+            "stale_offers": settings.stale_offers,
             "rows_removed": removed,
             "stale_suppliers": stale,
         }
@@ -231,7 +234,12 @@ def merge_supply(
         changes.summarise(db, transfer)
         ledger.append(db, transfer, "success")
     for supplier_id, why in sorted(stale.items()):
-        log.warning("supplier %s is stale: %s; its last good offers are still used", supplier_id, why)
+        log.warning(
+            "supplier %s is stale: %s; its last good offers are %s",
+            supplier_id,
+            why,
+            "still used" if settings.stale_offers == "keep" else "left out of hub.sku_supply",
+        )
     log.info(
         "sku_supply: %d SKUs with a supplier offer, %d changed, %d removed (transfer %s)",
         transfer.rows_read,

@@ -57,9 +57,13 @@ def hub_to_marketplaces() -> None:
     def publish_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.publish import publish_channel
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
 
         with operator_errors(f"channel {channel_id!r}"):
-            return publish_channel(hub_dsn(), load_config().channel(channel_id), run_context())
+            result = publish_channel(hub_dsn(), load_config().channel(channel_id), run_context())
+        for transfer_id in result["transfer_ids"]:
+            report_transfer(transfer_id)
+        return result
 
     publish_offers.expand(channel_id=list_channels())
 

@@ -51,11 +51,15 @@ def marketplaces_to_hub_reconciliation() -> None:
     def reconcile_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.publish import reconcile_channel
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
         from commerce_sync.settings import data_dir
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
-            return reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
+            result = reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
+        for transfer_id in result["transfer_ids"]:
+            report_transfer(transfer_id)
+        return result
 
     reconcile_offers.expand(channel_id=list_channels())
 

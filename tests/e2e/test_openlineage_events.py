@@ -30,6 +30,7 @@ HUB = "postgres://hub_db:5432"
 ERP = "postgres://erp_db:5432"
 ALLEGRO = ("https://api.allegro.pl", "/sale/offers")
 GOOGLE_FEED = ("file://commerce-sync-data", "/feeds/google_merchant.xml")
+EBAY = ("https://api.ebay.com", "/sell/inventory/v1/offer")
 
 
 def hub(table: str) -> tuple[str, str]:
@@ -55,6 +56,11 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {hub("outbox"), hub("channel_listing")},
         {ALLEGRO, hub("outbox")},
     ),
+    ("hub_to_marketplaces", "list_channels"): (set(), set()),
+    ("hub_to_marketplaces", "publish_offers"): (
+        {hub("outbox"), hub("channel_offer")},
+        {EBAY, hub("outbox"), hub("channel_listing")},
+    ),
     ("hub_to_google_feed", "list_channels"): (set(), set()),
     ("hub_to_google_feed", "write_feed"): ({hub("channel_offer"), hub("product")}, {GOOGLE_FEED}),
 }
@@ -65,6 +71,7 @@ TRANSFER_TASKS = {
     ("hub_to_channel_offers", "compute_offers"),
     ("hub_to_allegro_offers", "sync_listings"),
     ("hub_to_allegro_offers", "publish_deltas"),
+    ("hub_to_marketplaces", "publish_offers"),
     ("hub_to_google_feed", "write_feed"),
 }
 

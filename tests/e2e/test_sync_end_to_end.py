@@ -118,11 +118,18 @@ def test_round_2_one_price_change_republishes_exactly_that_sku(world: dict) -> N
     assert product["rows_changed"] == 1
     assert all(r["rows_changed"] == 0 for r in rows if r["dataset"] == "supplier_offer")
     computed = [r for r in rows if r["task_id"] == "compute_offers"]
-    assert sorted(r["target"] for r in computed) == ["channel:allegro", "channel:google"]
+    assert sorted(r["target"] for r in computed) == [
+        "channel:allegro",
+        "channel:amazon",
+        "channel:ceneo",
+        "channel:ebay",
+        "channel:google",
+        "channel:meta",
+    ]
     assert all(r["rows_changed"] == 1 for r in computed)
-    publish = next(r for r in rows if r["dataset"] == "offer_update")
+    publish = next(r for r in rows if r["dataset"] == "offer_update" and r["target"] == "channel:allegro")
     assert (publish["rows_written"], publish["rows_rejected"]) == (1, 0)
-    feed_row = next(r for r in rows if r["task_id"] == "write_feed")
+    feed_row = next(r for r in rows if r["task_id"] == "write_feed" and r["target"] == "channel:google")
     assert feed_row["rows_changed"] == 1
     assert feed_row["details"]["rewritten"] is True
 

@@ -108,7 +108,13 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
                     after["oldest_age_seconds"],
                     after["failed_last_day"],
                 )
-        return {"channel": channel.id, **asdict(result), "backlog_before": before, "backlog_after": after}
+        return {
+            "channel": channel.id,
+            **asdict(result),
+            "backlog_before": before,
+            "backlog_after": after,
+            "transfer_ids": [str(listing.transfer_id), str(transfer.transfer_id)],
+        }
     finally:
         client.close()
 
@@ -130,6 +136,6 @@ def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report
         )
         with ledger.recording(dsn, transfer):
             result = reconcile(dsn, channel, offers, transfer, report_dir)
-        return asdict(result)
+        return {**asdict(result), "transfer_ids": [str(transfer.transfer_id)]}
     finally:
         client.close()

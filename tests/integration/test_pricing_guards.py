@@ -20,7 +20,7 @@ from commerce_sync.config import (
 )
 from commerce_sync.db import connect
 from commerce_sync.errors import BreakerTripped, CommerceSyncError, DataError
-from commerce_sync.pricing.compute import compute_channel_offers
+from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
 from commerce_sync.pricing.explain import explain_offer, format_explanation
 from commerce_sync.pricing.proposals import ApprovalAnswer, apply_approval, decide_proposal, pending_summary
 from commerce_sync.pricing.rates import configured_rates, effective_rates, load_rates, read_rates_csv
@@ -290,3 +290,24 @@ def test_rates_from_config_and_csv_load_idempotently(hub_dsn: str, tmp_path: Pat
     (tmp_path / "bad.csv").write_text("currency,quote,rate,valid_on\nEUR,PLN,abc,2026-01-01\n")
     with pytest.raises(DataError, match=r"bad.csv:2: rate 'abc'"):
         read_rates_csv(tmp_path / "bad.csv", "x")
+
+
+def test_explain_cli_prints_the_computation(
+    hub_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from commerce_sync.cli import main
+    from commerce_sync.config import load_config
+
+    config = load_config()
+    allegro = config.channel("allegro")
+    seed_products(hub_dsn, 5)
+    compute_channel_offers(
+        hub_dsn, allegro, config.rule_for(allegro), RUN, setup=PricingSetup(config.rules, tuple(config.rule_overrides))
+    )
+    monkeypatch.setenv("HUB_DATABASE_URL", hub_dsn)
+    assert main(["explain", "--channel", "allegro", "--sku", "SKU-00002"]) == 0
+    out = capsys.readouterr().out
+    assert "rule allegro-default v1 (channel 'allegro' default rule)" in out
+    assert "floor applied:" in out and "stored offer: price" in out
+    assert main(["explain", "--channel", "allegro", "--sku", "NOPE"]) == 2  # named error, exit 2
+    assert "'NOPE' is not in hub.product" in capsys.readouterr().err

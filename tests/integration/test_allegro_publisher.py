@@ -259,7 +259,7 @@ def test_expired_token_is_refreshed(client: AllegroClient, sandbox: SandboxServe
 
 def test_token_and_secret_never_shown(client: AllegroClient, sandbox: SandboxServer) -> None:
     list(client.list_offers())
-    token = client._AllegroClient__token
+    token = client._OAuthClient__token
     assert token
     assert token not in repr(client) and "demo-secret" not in repr(client)
     with pytest.raises(ChannelRequestError) as refused:

@@ -23,10 +23,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import psycopg
+import requests
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
-from commerce_sync.channels.base import ChannelRequestError, HttpClient, encode_json
+from commerce_sync.channels.base import ChannelRequestError, OAuthClient, encode_json
 from commerce_sync.channels.outbox import lock_pending as _lock_pending
 from commerce_sync.channels.outbox import mark_published as _mark_published
 from commerce_sync.channels.outbox import record_outcomes as _record_outcomes
@@ -34,7 +35,7 @@ from commerce_sync.channels.outbox import supersede as _supersede
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
-from commerce_sync.errors import ChannelError, ConfigError, TransientError
+from commerce_sync.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ PIPELINE_WINDOW = 50  # commands sent before their results are awaited
 COMMAND_NAMESPACE = uuid.UUID("5b0c3f4e-7a51-4c55-9f1e-2f6f2d0a9e11")
 """UUID5 namespace of commerce_sync's Allegro command ids (never change it: retries rely on it)."""
 _CENT = Decimal("0.01")
-_TOKEN_MARGIN = 60.0  # refresh a little before expiry so a request never carries a dying token
 
 
 def price_command_body(offer_ids: Sequence[str], amount: Decimal | str, currency: str) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def quantity_command_body(offer_ids: Sequence[str], value: int) -> dict[str, Any
     }
 
 
-class AllegroClient(HttpClient):
+class AllegroClient(OAuthClient):
     """Allegro REST API client; the OAuth token is fetched lazily and refreshed when it expires.
 
     Args:
@@ -98,8 +98,6 @@ class AllegroClient(HttpClient):
         self.client_id = client_id
         self.__secret = client_secret
         self.token_url = token_url or self.base_url + "/auth/oauth/token"
-        self.__token: str | None = None
-        self._token_expires = 0.0
         self.session.headers["Accept"] = MEDIA_TYPE
 
     @classmethod
@@ -119,31 +117,15 @@ class AllegroClient(HttpClient):
         return f"AllegroClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
 
     # ------------------------------------------------------------------ auth
-    def _token(self) -> str:
-        if self.__token is None or time.monotonic() >= self._token_expires:
-            response = self.request(
-                "POST",
-                self.token_url,
-                params={"grant_type": "client_credentials"},
-                auth=(self.client_id, self.__secret),
-                headers={"Accept": "application/json"},
-                authenticate=False,
-            )
-            document = response.json()
-            token = document.get("access_token") if isinstance(document, dict) else None
-            if not isinstance(token, str) or not token:
-                raise ChannelError(f"allegro: token endpoint {self.token_url} returned no access_token")
-            lifetime = float(document.get("expires_in") or 3600)
-            self.__token = token
-            self._token_expires = time.monotonic() + max(lifetime - _TOKEN_MARGIN, lifetime / 2)
-        return self.__token
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token()}"}
-
-    def _refresh_auth(self) -> bool:
-        self.__token = None
-        return True
+    def _request_token(self) -> requests.Response:
+        return self.request(
+            "POST",
+            self.token_url,
+            params={"grant_type": "client_credentials"},
+            auth=(self.client_id, self.__secret),
+            headers={"Accept": "application/json"},
+            authenticate=False,
+        )
 
     # ------------------------------------------------------------------ API
     def list_offers(self, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:

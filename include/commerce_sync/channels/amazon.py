@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
+
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
-from commerce_sync.channels.base import HttpClient, TokenBucket
+from commerce_sync.channels.base import OAuthClient, TokenBucket
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
@@ -35,10 +37,9 @@ API = "/feeds/2021-06-30"
 MAX_MESSAGES = 25_000
 FEED_SUBMISSIONS = (5.0, 300.0)  # createFeed: 5 per 5 minutes
 SCHEMA = Path(__file__).resolve().parents[3] / ".." / "shared" / "contracts" / "amazon" / "listings-feed-schema-v2.json"
-_TOKEN_MARGIN = 120.0
 
 
-class AmazonClient(HttpClient):
+class AmazonClient(OAuthClient):
     """SP-API client (Feeds API) with an LWA access token from a refresh token.
 
     Args:
@@ -51,6 +52,9 @@ class AmazonClient(HttpClient):
     """
 
     channel = "amazon"
+    auth_header = "x-amz-access-token"
+    auth_scheme = ""
+    token_margin = 120.0
 
     def __init__(
         self,
@@ -66,8 +70,6 @@ class AmazonClient(HttpClient):
         self.__secret = client_secret
         self.__refresh_token = refresh_token
         self.token_url = token_url or self.base_url + "/auth/o2/token"
-        self.__token: str | None = None
-        self._token_expires = 0.0
         self.feed_bucket = TokenBucket(*FEED_SUBMISSIONS, sleep=self._sleep)
         self.session.headers["Accept"] = "application/json"
 
@@ -89,36 +91,20 @@ class AmazonClient(HttpClient):
     def __repr__(self) -> str:
         return f"AmazonClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
 
-    def _token(self) -> str:
-        if self.__token is None or time.monotonic() >= self._token_expires:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": self.__refresh_token,
-                "client_id": self.client_id,
-                "client_secret": self.__secret,
-            }
-            response = self.request(
-                "POST",
-                self.token_url,
-                body=urlencode(form).encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                authenticate=False,
-            )
-            document = response.json()
-            token = document.get("access_token") if isinstance(document, dict) else None
-            if not isinstance(token, str) or not token:
-                raise ChannelError("amazon: the LWA token endpoint returned no access_token")
-            lifetime = float(document.get("expires_in") or 3600)
-            self.__token = token
-            self._token_expires = time.monotonic() + max(lifetime - _TOKEN_MARGIN, lifetime / 2)
-        return self.__token
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"x-amz-access-token": self._token()}
-
-    def _refresh_auth(self) -> bool:
-        self.__token = None
-        return True
+    def _request_token(self) -> requests.Response:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": self.__refresh_token,
+            "client_id": self.client_id,
+            "client_secret": self.__secret,
+        }
+        return self.request(
+            "POST",
+            self.token_url,
+            body=urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            authenticate=False,
+        )
 
     def submit_feed(self, document: Mapping[str, Any], marketplace_ids: list[str]) -> str:
         """createFeedDocument → upload → createFeed (rate-limited); returns the feed id."""

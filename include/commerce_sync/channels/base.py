@@ -413,3 +413,47 @@ class HttpClient:
                 wait,
             )
             self.sleep(wait)
+
+
+class OAuthClient(HttpClient):
+    """An :class:`HttpClient` holding an OAuth 2.0 access token: fetched lazily, refreshed a margin
+    before it expires and after a 401, sent as ``auth_header: auth_scheme + token``.
+
+    Subclasses implement :meth:`_request_token` (the grant: client credentials, refresh token, LWA)
+    and keep their secrets in name-mangled attributes; the token itself lives here, in one
+    name-mangled attribute that no repr, log line, error message or return value includes.
+    """
+
+    auth_header = "Authorization"
+    auth_scheme = "Bearer "
+    token_margin = 60.0
+    """Seconds before expiry at which the token is renewed, so no request carries a dying token."""
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self.__token: str | None = None
+        self._token_expires = 0.0
+
+    def _request_token(self) -> requests.Response:
+        """Ask the token endpoint for a new access token (with ``authenticate=False``)."""
+        raise NotImplementedError
+
+    def _token(self) -> str:
+        if self.__token is None or time.monotonic() >= self._token_expires:
+            document = self._request_token().json()
+            token = document.get("access_token") if isinstance(document, dict) else None
+            if not isinstance(token, str) or not token:
+                raise ChannelError(
+                    f"{self.channel}: the token endpoint returned no access_token; check the connection's credentials"
+                )
+            lifetime = float(document.get("expires_in") or 3600)
+            self.__token = token
+            self._token_expires = time.monotonic() + max(lifetime - self.token_margin, lifetime / 2)
+        return self.__token
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {self.auth_header: self.auth_scheme + self._token()}
+
+    def _refresh_auth(self) -> bool:
+        self.__token = None
+        return True

@@ -12,30 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
+
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
-from commerce_sync.channels.base import HttpClient, encode_json
+from commerce_sync.channels.base import OAuthClient, encode_json
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
-from commerce_sync.errors import ChannelError, ConfigError
+from commerce_sync.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 25
 BULK_PATH = "/sell/inventory/v1/bulk_update_price_quantity"
 SCOPE = "https://api.ebay.com/oauth/api_scope/sell.inventory"
-_TOKEN_MARGIN = 120.0
 
 
-class EbayClient(HttpClient):
+class EbayClient(OAuthClient):
     """eBay Sell Inventory API client.
 
     Args:
@@ -47,6 +47,7 @@ class EbayClient(HttpClient):
     """
 
     channel = "ebay"
+    token_margin = 120.0
     requests_per_period = (50.0, 1.0)  # well under eBay's per-app call limits, smooths bursts
 
     def __init__(self, base_url: str, client_id: str, client_secret: str, refresh_token: str, **options: Any) -> None:
@@ -54,8 +55,6 @@ class EbayClient(HttpClient):
         self.client_id = client_id
         self.__secret = client_secret
         self.__refresh_token = refresh_token
-        self.__token: str | None = None
-        self._token_expires = 0.0
         self.session.headers["Accept"] = "application/json"
 
     @classmethod
@@ -73,33 +72,17 @@ class EbayClient(HttpClient):
     def __repr__(self) -> str:
         return f"EbayClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
 
-    def _token(self) -> str:
-        if self.__token is None or time.monotonic() >= self._token_expires:
-            response = self.request(
-                "POST",
-                "/identity/v1/oauth2/token",
-                body=urlencode(
-                    {"grant_type": "refresh_token", "refresh_token": self.__refresh_token, "scope": SCOPE}
-                ).encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                auth=(self.client_id, self.__secret),
-                authenticate=False,
-            )
-            document = response.json()
-            token = document.get("access_token") if isinstance(document, dict) else None
-            if not isinstance(token, str) or not token:
-                raise ChannelError("ebay: the token endpoint returned no access_token")
-            lifetime = float(document.get("expires_in") or 7200)
-            self.__token = token
-            self._token_expires = time.monotonic() + max(lifetime - _TOKEN_MARGIN, lifetime / 2)
-        return self.__token
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token()}"}
-
-    def _refresh_auth(self) -> bool:
-        self.__token = None
-        return True
+    def _request_token(self) -> requests.Response:
+        return self.request(
+            "POST",
+            "/identity/v1/oauth2/token",
+            body=urlencode(
+                {"grant_type": "refresh_token", "refresh_token": self.__refresh_token, "scope": SCOPE}
+            ).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            auth=(self.client_id, self.__secret),
+            authenticate=False,
+        )
 
     def bulk_update(self, requests_: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``bulkUpdatePriceQuantity`` for at most 25 SKUs; returns the per-item responses."""

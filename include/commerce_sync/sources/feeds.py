@@ -289,15 +289,17 @@ class BmecatFeedReader(FeedReader):
                 self.transaction = transaction
                 self.partial = transaction in self.PARTIAL_TRANSACTIONS
                 record_no += 1
+                memo: dict[etree._Element, dict[str, etree._Element]] = {}
                 details = next(iter(_children(element, "ARTICLE_DETAILS", "PRODUCT_DETAILS")), None)
                 price, currency = self._price(element)
-                quantity = _path_value(element, self.stock_steps) if self.stock_steps else None
+                quantity = _path_value(element, self.stock_steps, memo) if self.stock_steps else None
                 if (_attribute(element, "mode") or "").lower() == "delete":
                     quantity = "0"
                 values = {
-                    "supplier_sku": _path_value(element, ["SUPPLIER_AID"]) or _path_value(element, ["SUPPLIER_PID"]),
+                    "supplier_sku": _path_value(element, ["SUPPLIER_AID"], memo)
+                    or _path_value(element, ["SUPPLIER_PID"], memo),
                     "gtin": self._gtin(details),
-                    "name": _path_value(details, ["DESCRIPTION_SHORT"]) if details is not None else None,
+                    "name": _path_value(details, ["DESCRIPTION_SHORT"], memo) if details is not None else None,
                     "purchase_price": price,
                     "currency": currency or header_currency,
                     "quantity": quantity,

@@ -27,13 +27,13 @@ import threading
 import time
 import uuid
 from decimal import Decimal, InvalidOperation
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
+from commerce_sync.sandbox.http import JsonHandler
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +281,9 @@ class AmazonHTTPServer(ThreadingHTTPServer):
         super().__init__(address, AmazonHandler)
 
 
-class AmazonHandler(BaseHTTPRequestHandler):
+class AmazonHandler(JsonHandler):
     """Routes requests to the simulator."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server_version = "AmazonSandbox/1.0"
 
     @property
@@ -294,9 +292,6 @@ class AmazonHandler(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, AmazonHTTPServer)
         return server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("amazon sandbox: " + format, *args)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -344,7 +339,7 @@ class AmazonHandler(BaseHTTPRequestHandler):
             if fault is not None:
                 status, headers = fault
                 code = "QuotaExceeded" if status == 429 else "ServiceUnavailable"
-                self._send(status, SpApiError(status, code, "sandbox fault").body(), headers)
+                self._send(status, SpApiError(status, code, "sandbox fault").body(), headers=headers)
                 return
             self._feeds(method, parts[2:], body)
         except SpApiError as error:
@@ -375,15 +370,3 @@ class AmazonHandler(BaseHTTPRequestHandler):
             self._send(200, sim.feed(parts[1]))
         else:
             raise SpApiError(404, "NotFound", f"no resource {method} /feeds/{API}/{'/'.join(parts)}")
-
-    def _send(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-        self._raw(status, json.dumps(document).encode("utf-8"), "application/json", headers)
-
-    def _raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)

@@ -28,13 +28,13 @@ import secrets
 import threading
 import time
 from decimal import Decimal, InvalidOperation
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
+from commerce_sync.sandbox.http import JsonHandler
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +250,9 @@ class EbayHTTPServer(ThreadingHTTPServer):
         super().__init__(address, EbayHandler)
 
 
-class EbayHandler(BaseHTTPRequestHandler):
+class EbayHandler(JsonHandler):
     """Routes requests to the simulator."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server_version = "EbaySandbox/1.0"
 
     @property
@@ -263,9 +261,6 @@ class EbayHandler(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, EbayHTTPServer)
         return server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("ebay sandbox: " + format, *args)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -294,7 +289,7 @@ class EbayHandler(BaseHTTPRequestHandler):
             fault = self.simulator.faults.before_request()
             if fault is not None:
                 status, headers = fault
-                self._send(status, EbayError(status, 2001, "sandbox fault", "APPLICATION").body(), headers)
+                self._send(status, EbayError(status, 2001, "sandbox fault", "APPLICATION").body(), headers=headers)
                 return
             if parts == ["sell", "inventory", "v1", "bulk_update_price_quantity"] and method == "POST":
                 try:
@@ -351,13 +346,3 @@ class EbayHandler(BaseHTTPRequestHandler):
             self._send(200, {"expired": True})
         else:
             raise EbayError(404, 2002, "unknown sandbox endpoint")
-
-    def _send(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)

@@ -13,6 +13,11 @@ change supersedes an older unsent one.
   rejected payload; fix and clear the task. Nothing is sent twice.
 - Per-offer failures (e.g. no Allegro offer for a SKU) stay in `hub.outbox` with status `failed` and the
   channel's message; they are counted as rejected in the ledger.
+- The backlog (pending outbox rows, age of the oldest) before and after is in the task log and in the
+  ledger row (`details.backlog`, `details.backlog_after`). *Up for retry, "circuit open"*: Allegro
+  answered 5xx repeatedly; the rows stay pending and the next run drains them.
+- Prices below the offer's floor or in another currency never reach Allegro: they fail the pre-publish
+  check and are listed in `hub.quarantine` (dataset `channel_offer`).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def hub_to_allegro_offers() -> None:
     def publish_deltas(channel_id: str) -> dict[str, Any]:
         from commerce_sync.audit.ledger import Transfer, recording
         from commerce_sync.channels import allegro
+        from commerce_sync.channels.publish import backlog_of
         from commerce_sync.config import load_config
         from commerce_sync.connections import get_connection
         from commerce_sync.lineage import report_transfer
@@ -75,11 +81,28 @@ def hub_to_allegro_offers() -> None:
             channel = load_config().channel(channel_id)
             client = allegro.AllegroClient.from_connection(get_connection(str(channel.conn_id)))
             dsn = hub_dsn()
-            transfer = Transfer(source="hub", target=f"channel:{channel_id}", dataset="offer_update", run=run_context())
+            before = backlog_of(dsn, channel_id)
+            transfer = Transfer(
+                source="hub",
+                target=f"channel:{channel_id}",
+                dataset="offer_update",
+                run=run_context(),
+                details={"backlog": before},
+            )
             report_transfer(transfer.transfer_id)
             with recording(dsn, transfer):
-                result = allegro.publish_outbox(dsn, channel_id, client, transfer, batch_size=channel.batch_size)
-        return asdict(result)
+                try:
+                    result = allegro.publish_outbox(
+                        dsn,
+                        channel_id,
+                        client,
+                        transfer,
+                        batch_size=channel.batch_size,
+                        currencies=channel.currencies,
+                    )
+                finally:
+                    transfer.details = {**transfer.details, "backlog_after": backlog_of(dsn, channel_id)}
+        return {**asdict(result), "backlog_before": before, "backlog_after": transfer.details["backlog_after"]}
 
     publish_deltas.expand(channel_id=sync_listings.expand(channel_id=list_channels()))
 

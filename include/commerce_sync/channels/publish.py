@@ -45,9 +45,18 @@ def client_for(channel: Channel) -> HttpClient:
     return ebay.EbayClient.from_connection(info)
 
 
-def _backlog(dsn: str, channel_id: str) -> dict[str, Any]:
+def backlog_of(dsn: str, channel_id: str) -> dict[str, Any]:
+    """The channel's backlog as a dict (for XCom and the ledger), also written to the task log."""
     with connect(dsn) as conn:
-        return asdict(outbox.backlog(conn, channel_id))
+        found = asdict(outbox.backlog(conn, channel_id))
+    log.info(
+        "%s: backlog: %d pending outbox rows, oldest %s s, %d failed in the last 24 h",
+        channel_id,
+        found["pending"],
+        found["oldest_age_seconds"],
+        found["failed_last_day"],
+    )
+    return found
 
 
 def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[str, Any]:
@@ -63,13 +72,7 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             else:
                 assert isinstance(client, ebay.EbayClient)
                 ebay.sync_listings(dsn, channel.id, client, listing)
-        before = _backlog(dsn, channel.id)
-        log.info(
-            "%s: backlog before publishing: %d pending outbox rows, oldest %s s",
-            channel.id,
-            before["pending"],
-            before["oldest_age_seconds"],
-        )
+        before = backlog_of(dsn, channel.id)
         transfer = ledger.Transfer(
             source="hub", target=f"channel:{channel.id}", dataset="offer_update", run=run, details={"backlog": before}
         )
@@ -99,15 +102,8 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
                     assert isinstance(client, ebay.EbayClient)
                     result = ebay.publish_outbox(dsn, channel.id, client, transfer, currencies=channel.currencies)
             finally:
-                after = _backlog(dsn, channel.id)
+                after = backlog_of(dsn, channel.id)
                 transfer.details = {**transfer.details, "backlog_after": after}
-                log.info(
-                    "%s: backlog after publishing: %d pending, oldest %s s, %d failed in the last 24 h",
-                    channel.id,
-                    after["pending"],
-                    after["oldest_age_seconds"],
-                    after["failed_last_day"],
-                )
         return {
             "channel": channel.id,
             **asdict(result),

@@ -49,23 +49,29 @@ def _channel(kind: str, path: str) -> Any:
     return Channel(id="bench", kind=kind, pricing_rule="bench", feed=feed)
 
 
+def _offer(i: int) -> tuple[Any, ...]:
+    return (
+        f"SKU-{i:07d}",
+        f"0590{i:010d}",
+        f'Produkt {i} "Żubr" {i % 97}',
+        DESCRIPTION_ESCAPED if i % 10 == 0 else DESCRIPTION,
+        f"Marka {i % 50}",
+        f"Dom > Ogród > {i % 200}",
+        Decimal(1000 + (i * 7919) % 90000) / 100,
+        "PLN",
+        "in_stock" if i % 10 else "out_of_stock",
+        i % 40,
+        Decimal("1.00"),
+    )
+
+
 def _offers(n: int) -> Iterator[tuple[Any, ...]]:
-    floor = Decimal("1.00")
+    """N distinct offers: a cycle of 10,000 pre-built rows with a unique SKU each, so the writer's
+    cost is measured rather than the synthetic data's (the hub stage measures the database path)."""
+    base = [_offer(i) for i in range(min(n, 10_000))]
+    size = len(base)
     for i in range(n):
-        price = Decimal(1000 + (i * 7919) % 90000) / 100
-        yield (
-            f"SKU-{i:07d}",
-            f"0590{i:010d}",
-            f'Produkt {i} "Żubr" {i % 97}',
-            DESCRIPTION_ESCAPED if i % 10 == 0 else DESCRIPTION,
-            f"Marka {i % 50}",
-            f"Dom > Ogród > {i % 200}",
-            price,
-            "PLN",
-            "in_stock" if i % 10 else "out_of_stock",
-            i % 40,
-            floor,
-        )
+        yield (f"SKU-{i:07d}", *base[i % size][1:])
 
 
 def _peak_rss_mb() -> float:
@@ -144,13 +150,13 @@ def stage_hub_load(dsn: str, n: int) -> dict[str, Any]:
             "COPY hub.product (sku, gtin, name, brand, category, description, purchase_price, currency, "
             "vat_rate, row_hash, transfer_id) FROM STDIN"
         ) as copy:
-            for sku, gtin, name, desc, brand, category, price, *_ in _offers(n):
+            for sku, gtin, name, desc, brand, category, price, *_ in map(_offer, range(n)):
                 copy.write_row((sku, gtin, name, brand, category, desc, price / 2, "PLN", "0.23", "h", tid))
         with cur.copy(
             "COPY hub.channel_offer (channel, sku, price, currency, quantity, availability, cost, floor_price, "
             "floor_applied, rule_id, rule_version, row_hash, transfer_id) FROM STDIN"
         ) as copy:
-            for sku, _g, _n, _d, _b, _c, price, currency, availability, quantity, floor in _offers(n):
+            for sku, _g, _n, _d, _b, _c, price, currency, availability, quantity, floor in map(_offer, range(n)):
                 row = (sku, price, currency, quantity, availability, price / 2, floor)
                 copy.write_row(("bench", *row, False, "bench", "1", "h", tid))
         conn.execute("ANALYZE hub.product")

@@ -502,6 +502,9 @@ def publish_copy(local: Path, feed: GoogleFeedSettings) -> str:
 
 
 def _publish_sftp(local: Path, target: str, conn_id: str | None) -> None:
+    """Upload over SFTP after checking the server's host key against the connection's ``extra.host_key``."""
+    import socket
+
     import paramiko
 
     from commerce_sync.connections import get_connection
@@ -510,15 +513,23 @@ def _publish_sftp(local: Path, target: str, conn_id: str | None) -> None:
     if not conn_id:
         raise ConfigError(f"feed target {target} needs target_conn_id (the Airflow connection with SFTP credentials)")
     info = get_connection(conn_id)
-    transport = paramiko.Transport((url.hostname or info.host or "localhost", url.port or info.port or 22))
-    try:
-        transport.connect(username=info.login, password=info.password)
+    expected = str(info.extra.get("host_key") or "").split()
+    host, port = url.hostname or info.host or "localhost", url.port or info.port or 22
+    sock = socket.create_connection((host, port), timeout=30)
+    with paramiko.Transport(sock) as transport:
+        transport.start_client(timeout=30)
+        key = transport.get_remote_server_key()
+        seen = [key.get_name(), key.get_base64()]
+        if expected[-2:] != seen:
+            raise ConfigError(
+                f"feed target {host}:{port}: the server's host key {' '.join(seen)!r} does not match "
+                f"extra.host_key of connection {conn_id!r} ({'missing' if not expected else 'different'}); "
+                "refusing to upload. Verify the key with the server's owner and set extra.host_key"
+            )
+        transport.auth_password(info.login or "", info.password or "")
         sftp = paramiko.SFTPClient.from_transport(transport)
         assert sftp is not None
-        remote = url.path
-        staging = remote + ".tmp"
+        staging = url.path + ".tmp"
         sftp.put(str(local), staging)
-        sftp.posix_rename(staging, remote)
+        sftp.posix_rename(staging, url.path)
         sftp.close()
-    finally:
-        transport.close()

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
+import psycopg
+
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
 from commerce_sync.config import Channel, GoogleFeedSettings
@@ -394,7 +396,9 @@ def write_feed(
         try:
             with connect(dsn) as conn:
                 # One snapshot for the count and the rows, so concurrent pricing cannot skew the check.
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # (psycopg opens the transaction itself: set its level before the first statement.)
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
                 (hub_count,) = conn.execute(_COUNT, (channel.id,)).fetchone() or (0,)
                 rows: Iterable[tuple[Any, ...]] = _db_offers(conn, channel.id)
                 if crash_after_items is not None:

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from commerce_sync.audit import ledger
 from commerce_sync.config import BatchBreakers
 from commerce_sync.quality.breakers import Override
-from commerce_sync.quality.gate import check_batch, run_row_checks, source_breakers
+from commerce_sync.quality.gate import check_batch, last_good_batch, run_row_checks, source_breakers
 from commerce_sync.quality.suites import (
     ERP_PRODUCT_COLUMNS,
     ERP_PRODUCTS,
@@ -361,3 +361,22 @@ def test_python_and_sql_gtin_rules_agree_on_examples(hub_dsn: str) -> None:
         _, quarantined = _check_offers(conn, rows)
     failing = {q["observed_value"] for q in quarantined}
     assert failing == {code for code in codes if gtin_problem(code)}
+
+
+def test_the_baseline_is_the_last_good_batch_of_the_same_kind(hub_dsn: str) -> None:
+    for rows, partial in ((1000, False), (30, True)):  # a full feed, then a price-only update
+        transfer = ledger.Transfer(
+            source="supplier:acme",
+            target="hub",
+            dataset="supplier_offer",
+            rows_read=rows,
+            details={"partial_delivery": partial},
+        )
+        ledger.append_separately(hub_dsn, transfer, "success")
+    with psycopg.connect(hub_dsn) as conn:
+        any_kind = last_good_batch(conn, "supplier:acme", "supplier_offer")
+        whole = last_good_batch(conn, "supplier:acme", "supplier_offer", {"partial_delivery": False})
+        other = last_good_batch(conn, "supplier:bravo", "supplier_offer")
+    assert any_kind is not None and any_kind[1] == 30
+    assert whole is not None and whole[1] == 1000
+    assert other is None

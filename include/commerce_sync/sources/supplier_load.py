@@ -293,6 +293,7 @@ def _validate(
         docs_dir=data_docs_root(quality),
         # Only a whole feed is comparable with the last good one (delta feeds and partial deliveries vary).
         compare_row_count=supplier.mode == "full" and not partial,
+        same_kind={"partial_delivery": False},  # the baseline must be a whole feed too
         params={"decimal_separator": separator, "price_pattern": price_pattern(separator), "spaces": NUMBER_SPACES},
     )
     if transfer.rows_written == 0:

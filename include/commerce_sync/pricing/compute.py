@@ -353,6 +353,11 @@ class OfferComputation:
     proposal_id: str | None = None
 
 
+def lock_channel(conn: psycopg.Connection, channel_id: str) -> None:
+    """Serialise writers of one channel's offers (computation, approval) until the transaction ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"channel_offer:{channel_id}",))
+
+
 def config_fingerprint(channel: Channel, setup: PricingSetup, rates: dict[str, Decimal]) -> str:
     """sha256 over what makes a channel's offers besides the hub rows (a change forces a full run)."""
     overrides = setup.for_channel(channel)
@@ -511,6 +516,7 @@ def compute_channel_offers(
         "outbox": outbox,
     }
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
+        lock_channel(conn, channel.id)
         bound_row = conn.execute(_INPUTS_BOUND).fetchone()
         bound = bound_row[0] if bound_row else None
         rates = effective_rates(conn, channel.currency)

@@ -33,6 +33,7 @@ from commerce_sync.pricing.compute import (
     RECORD_CHANGES,
     ROW_HASH,
     SUPERSEDE_OUTBOX,
+    lock_channel,
 )
 
 CSV_HEADER = (
@@ -199,6 +200,7 @@ def decide_proposal(
     }
     applied = stale = rejected = 0
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
+        lock_channel(conn, channel)
         status_row = conn.execute(
             "SELECT status FROM hub.price_proposal WHERE proposal_id = %s FOR UPDATE", (proposal_id,)
         ).fetchone()

@@ -133,7 +133,25 @@ def suppliers_to_hub_offers() -> None:
         report_transfer(result.transfer_id)
         return asdict(result)
 
-    sync_supplier_feed.expand(supplier_id=list_suppliers()) >> merge_supplier_offers()
+    # The merge is a leaf that succeeds on partial input, so without this watcher a run with a failed
+    # supplier would show as successful. It runs only when something upstream failed, and fails the run.
+    @task(trigger_rule="one_failed")
+    def report_failed_suppliers() -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from commerce_sync.sources.supply_merge import failed_in_run
+
+        failed = failed_in_run(hub_dsn(), run_context())
+        raise AirflowFailException(
+            f"supplier load(s) failed in this run: {', '.join(failed) or 'see the failed tasks'}; "
+            "hub.sku_supply was merged from the suppliers that succeeded (the failed ones are listed as stale). "
+            "Fix the cause named in the failed sync_supplier_feed task, clear it, then clear merge_supplier_offers."
+        )
+
+    synced = sync_supplier_feed.expand(supplier_id=list_suppliers())
+    merged = merge_supplier_offers()
+    synced >> merged
+    [synced, merged] >> report_failed_suppliers()
 
 
 suppliers_to_hub_offers()

@@ -30,6 +30,11 @@ def test_supplier_merge_runs_after_every_mapped_load_whatever_their_outcome(dagb
     assert assets.HUB_SKU_SUPPLY.uri in _uris(merge.outlets)
     load = dag.get_task("sync_supplier_feed")
     assert assets.HUB_SUPPLIER_PRICE_CHANGE.uri in _uris(load.outlets)
+    # A failed supplier still fails the run: the watcher runs only then, downstream of everything.
+    watcher = dag.get_task("report_failed_suppliers")
+    assert watcher.trigger_rule == "one_failed"
+    assert watcher.upstream_task_ids == {"sync_supplier_feed", "merge_supplier_offers"}
+    assert {t.task_id for t in dag.leaves} == {"report_failed_suppliers"}
 
 
 def test_erp_dag_merges_supply_after_the_products(dagbag) -> None:

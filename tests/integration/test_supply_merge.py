@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 
 from commerce_sync.audit import ledger
 from commerce_sync.config import Supplier, SupplyMerge
-from commerce_sync.sources.supply_merge import merge_supply, stale_suppliers
+from commerce_sync.sources.supply_merge import failed_in_run, merge_supply, stale_suppliers
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +189,12 @@ def test_stale_offers_can_be_excluded(hub: str) -> None:
     p1 = supply(hub)["P1"]
     assert list(excluded.stale) == ["charlie"] and excluded.rows_changed == 1
     assert (p1["supplier"], p1["total_quantity"], p1["offers_considered"]) == ("bravo", 5, 2)
+
+
+def test_failed_in_run_lists_suppliers_whose_last_try_failed(hub: str) -> None:
+    with psycopg.connect(hub) as db:
+        _load(db, "alfa", "failed", RUN, 0)
+        _load(db, "alfa", "success", RUN, 0)  # a retry succeeded
+        _load(db, "bravo", "failed", RUN, 0)
+        _load(db, "charlie", "failed", ledger.RunContext(run_id="other", dag_id=RUN.dag_id), 0)
+    assert failed_in_run(hub, RUN) == ["bravo"]

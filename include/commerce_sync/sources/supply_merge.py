@@ -248,3 +248,21 @@ def merge_supply(
         transfer.transfer_id,
     )
     return SupplyMergeResult(transfer.rows_read, changed, removed, stale, transfer.transfer_id)
+
+
+_FAILED_IN_RUN = """
+    SELECT DISTINCT source FROM audit.transfer AS t
+     WHERE dataset = %s AND status = 'failed' AND dag_id = %s AND run_id = %s
+       AND NOT EXISTS (SELECT 1 FROM audit.transfer AS ok
+                        WHERE ok.dataset = t.dataset AND ok.source = t.source AND ok.status = 'success'
+                          AND ok.dag_id = t.dag_id AND ok.run_id = t.run_id AND ok.seq > t.seq)
+     ORDER BY source
+"""
+
+
+def failed_in_run(dsn: str, run: ledger.RunContext) -> list[str]:
+    """Supplier ids whose load failed in this DAG run and did not succeed on a later try."""
+    with connect(dsn) as db:
+        cur = db.cursor(row_factory=tuple_row)
+        rows = cur.execute(_FAILED_IN_RUN, (SUPPLIER_DATASET, run.dag_id, run.run_id)).fetchall()
+    return [str(source).removeprefix("supplier:") for (source,) in rows]

@@ -413,8 +413,23 @@ def _load_parameters(
             cur.execute(f"ANALYZE {table}")
 
 
+class _OfferCount:
+    """The channel's offer count, counted once and only if a guard needs it (a scan at 1M offers)."""
+
+    def __init__(self, conn: psycopg.Connection, channel_id: str) -> None:
+        self._conn, self._channel_id, self._value = conn, channel_id, -1
+
+    def __call__(self) -> int:
+        if self._value < 0:
+            row = self._conn.execute(
+                "SELECT count(*) FROM hub.channel_offer WHERE channel = %s", (self._channel_id,)
+            ).fetchone()
+            self._value = int(row[0]) if row else 0
+        return self._value
+
+
 def _breaker_decision(
-    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None, total: int
+    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None, count: _OfferCount
 ) -> breakers.Decision | None:
     limits = channel.breakers
     if limits is None:
@@ -425,6 +440,7 @@ def _breaker_decision(
     largest = ", ".join(
         f"{sku} {old}->{new} ({pct}%)" for sku, old, new, pct in conn.execute(_LARGEST_MOVES, params).fetchall()
     )
+    total = count() if moves else 0
     share = float(moves) * 100 / total if total >= limits.min_offers and total else 0.0
     measures = [
         breakers.Measure(
@@ -432,8 +448,9 @@ def _breaker_decision(
             round(share, 2),
             float(limits.max_price_moves_pct),
             "%",
-            f"{moves} of {total} offers of channel {channel.id!r} would move by more than "
-            f"{limits.price_move_pct}%" + (f"; largest: {largest}" if largest else ""),
+            (f"{moves} of {total} offers" if moves else "no offer")
+            + f" of channel {channel.id!r} would move by more than {limits.price_move_pct}%"
+            + (f"; largest: {largest}" if largest else ""),
         ),
         breakers.Measure(
             "stockouts",
@@ -446,14 +463,16 @@ def _breaker_decision(
     return breakers.decide(DATASET, f"channel:{channel.id}", measures, override)
 
 
-def _apply_cap(conn: psycopg.Connection, channel: Channel, transfer_id: str, total: int) -> tuple[int, str | None]:
+def _apply_cap(
+    conn: psycopg.Connection, channel: Channel, transfer_id: str, count: _OfferCount
+) -> tuple[int, str | None]:
     """Hold large moves when the cap is exceeded; return (held moves, new proposal id or None)."""
     conn.execute(_HOLD_KNOWN)
     cap = channel.change_cap
     if cap is not None:
         row = conn.execute("SELECT count(*) FROM offer_change WHERE move_pct > %s", (cap.move_pct,)).fetchone()
         large = int(row[0]) if row else 0
-        if large > cap.max_count or (total and Decimal(large) * 100 / total > cap.max_share_pct):
+        if large > cap.max_count or (large and Decimal(large) * 100 / max(count(), 1) > cap.max_share_pct):
             conn.execute(_HOLD_LARGE, {"move_pct": cap.move_pct})
     params = {"channel": channel.id}
     conn.execute(_SUPERSEDE_ITEMS, params)
@@ -550,8 +569,7 @@ def compute_channel_offers(
             evaluated = cur.execute(_COMPUTE, params).rowcount
         conn.execute(_CHANGES)
         conn.execute("ANALYZE offer_change")  # small after an incremental run: let joins use the indexes
-        offers_row = conn.execute("SELECT count(*) FROM hub.channel_offer WHERE channel = %s", (channel.id,)).fetchone()
-        total_offers = int(offers_row[0]) if offers_row else 0
+        total_offers = _OfferCount(conn, channel.id)
         decision = _breaker_decision(conn, channel, override, total_offers)
         if decision is not None:
             decision.record(transfer)

@@ -162,8 +162,12 @@ def test_round_3_feed_that_is_not_xml_fails_only_its_supplier(world: dict) -> No
     assert f"{world['server'].feeds_url}/feeds/acme.xml" in text
 
     rows = _ledger(world["hub"], last_seq)
-    statuses = {r["source"]: r["status"] for r in rows}
+    statuses = {r["source"]: r["status"] for r in rows if r["dataset"] == "supplier_offer"}
     assert statuses == {"supplier:acme": "failed", "supplier:bravo": "success"}
+    # The merge still ran (trigger_rule all_done) and says which supplier is stale.
+    merge = [r for r in rows if r["dataset"] == "sku_supply"]
+    assert [r["status"] for r in merge] == ["success"]
+    assert list(merge[0]["details"]["stale_suppliers"]) == ["acme"]
     with connect(world["hub"]) as conn:
         after = conn.execute(
             "SELECT md5(string_agg(row_hash, ',' ORDER BY supplier, supplier_sku)) FROM hub.supplier_offer"

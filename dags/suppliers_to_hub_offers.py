@@ -22,7 +22,9 @@ and records in its ledger row which suppliers are stale.
 - *Price alert*: read the CSV named in the alert (largest moves first) and check the supplier's price
   list; pricing's own gates hold implausible moves. Thresholds: `price_change` in suppliers.yaml.
 - *Stale suppliers* (in `merge_supplier_offers`' log and ledger row): their last good offers are still
-  used; fix the failing supplier task and clear it, then clear `merge_supplier_offers`.
+  used (unless `merge.stale_offers: exclude`); fix the failing supplier task and clear it, then clear
+  `merge_supplier_offers`. `report_failed_suppliers` runs only when a supplier failed: it fails the run on
+  purpose (so the run shows red) and names the suppliers; nothing to clear there.
 - Quarantined rows: `SELECT * FROM hub.quarantine WHERE status = 'open' AND dataset = 'supplier_offer'`.
   They leave quarantine automatically when a later delivery brings the row valid.
 - *Failed, "circuit breaker tripped"*: the batch as a whole looks wrong (a full feed with far fewer rows

@@ -110,8 +110,7 @@ def _stage_supplier(p: dict[str, Any], parts: _Parts) -> dict[str, Any]:
 
     parts.wrap(supplier_load, "fetch", "fetch (sha256 of file)")
     parts.wrap(supplier_load, "stage", "parse+COPY stage")
-    parts.wrap(supplier_load, "_validate", "quality checks (read+GX)")
-    parts.wrap(supplier_load, "quarantine", "quarantine")
+    parts.wrap(supplier_load, "_validate", "quality gate (SQL checks + quarantine + GX evidence)")
     supplier = Supplier.model_validate(p["supplier"])
     work = Path(p["work"])
     r = supplier_load.sync_supplier(p["hub"], supplier, None, _run_ctx(f"supplier_{supplier.id}"), work)

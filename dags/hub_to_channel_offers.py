@@ -13,6 +13,9 @@ Only SKUs whose inputs changed are recomputed (a rule/config/rate change recompu
 Changed offers get a new version; for marketplace channels each changed field becomes an outbox row.
 
 **Guards**
+- *Hub catalog suite* (`check_hub_catalog`, GX on PostgreSQL over `hub.product` + `hub.sku_supply`): its
+  evidence (counts, sample SKUs, Data Docs) goes to the ledger; with `hub_catalog.max_failing_skus` set in
+  `quality.yaml` an inconsistent catalog stops pricing before anything is computed or published.
 - *Circuit breakers* (`breakers` in channels.yaml): too many offers moving more than W %, or too many
   going to stock 0, fail the channel's task and write nothing.
 - *Change cap* (`change_cap`): when a run would move too many offers by more than X %, those price
@@ -73,15 +76,38 @@ APPROVAL_TASK = "approve_held_changes"
     },
 )
 def hub_to_channel_offers() -> None:
-    @task
+    @task(outlets=[assets.HUB_EXCHANGE_RATE])
     def load_exchange_rates() -> int:
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_transfer
         from commerce_sync.pricing.rates import configured_rates, load_rates
         from commerce_sync.settings import data_dir
 
         with operator_errors("pricing.yaml exchange_rates"):
             rates = configured_rates(load_config().exchange_rates, data_dir())
-            return load_rates(hub_dsn(), rates, run_context())
+            loaded = load_rates(hub_dsn(), rates, run_context())
+        if loaded.transfer_id:
+            report_transfer(loaded.transfer_id)
+        return loaded.changed
+
+    @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY])
+    def check_hub_catalog() -> dict[str, Any]:
+        """The merged catalog suite (GX on PostgreSQL): evidence in the ledger, refusal above the limit."""
+        from commerce_sync.config import load_quality
+        from commerce_sync.lineage import report_transfer
+        from commerce_sync.quality.catalog import check_hub_catalog as check
+        from commerce_sync.quality.gate import data_docs_root
+
+        with operator_errors("hub catalog"):
+            quality = load_quality()
+            outcome = check(
+                hub_dsn(),
+                run_context(),
+                data_docs_root(quality),
+                max_failing_skus=quality.hub_catalog.max_failing_skus,
+                on_transfer=report_transfer,
+            )
+        return outcome.summary()
 
     @task
     def list_channels() -> list[str]:
@@ -91,7 +117,7 @@ def hub_to_channel_offers() -> None:
             return [c.id for c in load_config().channels if c.enabled]
 
     @task(
-        inlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_SUPPLIER_OFFER],
+        inlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_SKU_SUPPLY, assets.HUB_EXCHANGE_RATE],
         outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
     )
     def compute_offers(channel_id: str) -> dict[str, Any]:
@@ -149,8 +175,9 @@ def hub_to_channel_offers() -> None:
         return decide_from_context(context, context["ti"].xcom_pull(task_ids=APPROVAL_TASK), only_rejection=False)
 
     rates = load_exchange_rates()
+    catalog = check_hub_catalog()
     computed = compute_offers.expand(channel_id=list_channels())
-    rates >> computed
+    rates >> catalog >> computed
     summary = summarise_held_changes()
     computed >> summary >> approve >> publish_held_changes()
 

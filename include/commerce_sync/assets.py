@@ -57,6 +57,7 @@ HUB_OUTBOX = hub_table("outbox")
 HUB_CHANNEL_LISTING = hub_table("channel_listing")
 # Per hub SKU the chosen supplier offer and the dropship stock (written by the supplier merge, read by pricing).
 HUB_SKU_SUPPLY = hub_table("sku_supply")
+HUB_EXCHANGE_RATE = hub_table("exchange_rate")
 HUB_SUPPLIER_PRICE_CHANGE = hub_table("supplier_price_change")
 
 # Sources. The ERP table mirrors the query in include/config/erp.yaml (``FROM erp.products``). Supplier

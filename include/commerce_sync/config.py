@@ -601,6 +601,14 @@ class DatasetQuality(BatchBreakers):
         )
 
 
+class HubCatalogQuality(Model):
+    """The merged hub catalog suite run before pricing (``quality.catalog``)."""
+
+    max_failing_skus: int | None = Field(
+        default=None, ge=0, description="refuse pricing when more SKUs than this are inconsistent; null: report only"
+    )
+
+
 class QualityFile(Model):
     """``quality.yaml``: breakers per dataset and where Data Docs are written."""
 
@@ -609,6 +617,7 @@ class QualityFile(Model):
         default=None, description="where GX Data Docs are rendered; relative to the data dir; default data_docs"
     )
     datasets: dict[Literal["supplier_offer", "erp_product"], DatasetQuality] = {}
+    hub_catalog: HubCatalogQuality = HubCatalogQuality()
 
     def breakers(self, dataset: str, source: str) -> BatchBreakers:
         """The breakers of ``dataset`` (``supplier_offer``, ``erp_product``) for ``source``; defaults if unset."""

@@ -132,13 +132,13 @@ def transfer_run_facets(ti: Any, ti_state: Any) -> dict[str, RunFacet]:
 
 
 def dataset_for_uri(uri: str) -> Dataset | None:
-    """OpenLineage dataset for an ``http(s)://`` URI: namespace ``scheme://host[:port]``, name the path.
+    """OpenLineage dataset for an ``http(s)://`` or ``sftp://`` URI: namespace ``scheme://host[:port]``, name the path.
 
     This follows the provider's object-storage convention (``s3://bucket`` + key, ``file://host`` + path);
-    the OpenLineage naming spec has no HTTP entry. Other schemes return None.
+    the OpenLineage naming spec has no HTTP or SFTP entry. Other schemes return None.
     """
     parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https", "sftp") or not parts.netloc:
         return None
     return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path or "/")
 

@@ -43,11 +43,23 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {(ERP, "commerce_erp.erp.products")},
         {hub("product"), hub("stock"), hub("quarantine")},
     ),
+    ("erp_to_hub_products", "merge_supplier_offers"): (
+        {hub("product"), hub("supplier_offer")},
+        {hub("sku_supply")},
+    ),
     ("suppliers_to_hub_offers", "list_suppliers"): (set(), set()),
     ("suppliers_to_hub_offers", "sync_supplier_feed"): None,
+    ("suppliers_to_hub_offers", "merge_supplier_offers"): (
+        {hub("product"), hub("supplier_offer")},
+        {hub("sku_supply")},
+    ),
+    ("hub_to_channel_offers", "load_exchange_rates"): (set(), {hub("exchange_rate")}),
+    ("hub_to_channel_offers", "check_hub_catalog"): ({hub("product"), hub("sku_supply")}, set()),
     ("hub_to_channel_offers", "list_channels"): (set(), set()),
+    # Skipped when no price move is held (it still completes); it only reads the pending proposals.
+    ("hub_to_channel_offers", "summarise_held_changes"): (set(), set()),
     ("hub_to_channel_offers", "compute_offers"): (
-        {hub("product"), hub("stock"), hub("supplier_offer")},
+        {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
         {hub("channel_offer"), hub("outbox")},
     ),
     ("hub_to_allegro_offers", "list_channels"): (set(), set()),
@@ -68,6 +80,10 @@ SUPPLIER_FEEDS = {("https://supplier_acme", "/feeds/acme.xml"), ("https://suppli
 TRANSFER_TASKS = {
     ("erp_to_hub_products", "sync_erp_products"),
     ("suppliers_to_hub_offers", "sync_supplier_feed"),
+    ("erp_to_hub_products", "merge_supplier_offers"),
+    ("suppliers_to_hub_offers", "merge_supplier_offers"),
+    ("hub_to_channel_offers", "load_exchange_rates"),
+    ("hub_to_channel_offers", "check_hub_catalog"),
     ("hub_to_channel_offers", "compute_offers"),
     ("hub_to_allegro_offers", "sync_listings"),
     ("hub_to_allegro_offers", "publish_deltas"),
@@ -126,7 +142,7 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
             got = (_names(event.get("inputs")), _names(event.get("outputs")))
             if expected is None:  # one supplier feed per mapped task, known only at run time
                 assert len(got[0]) == 1 and got[0] <= SUPPLIER_FEEDS, (key, got)
-                assert got[1] == {hub("supplier_offer"), hub("quarantine")}, (key, got)
+                assert got[1] == {hub("supplier_offer"), hub("quarantine"), hub("supplier_price_change")}, (key, got)
             else:
                 assert got == expected, key
     feeds = [next(iter(_names(e["inputs"]))) for e in completes[("suppliers_to_hub_offers", "sync_supplier_feed")]]

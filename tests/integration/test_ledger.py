@@ -9,7 +9,7 @@ import pytest
 
 from commerce_sync.audit import ledger
 from commerce_sync.db import connect
-from commerce_sync.hub.migrate import migrate
+from commerce_sync.hub.migrate import discover, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -105,4 +105,5 @@ def test_migrate_is_idempotent(hub_dsn: str) -> None:
     assert migrate(hub_dsn) == []
     with connect(hub_dsn) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM hub.schema_migration ORDER BY 1")]
-    assert versions == ["0001", "0002", "0003", "0004"]
+    assert versions == [m.version for m in discover()]
+    assert versions == [f"{n:04d}" for n in range(1, len(versions) + 1)], "migrations are numbered without gaps"

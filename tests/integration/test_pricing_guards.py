@@ -283,8 +283,10 @@ def test_rates_from_config_and_csv_load_idempotently(hub_dsn: str, tmp_path: Pat
     )
     rates = configured_rates(settings, tmp_path)
     assert len(rates) == 3
-    assert load_rates(hub_dsn, rates, RUN) == 3
-    assert load_rates(hub_dsn, rates, RUN) == 0
+    first = load_rates(hub_dsn, rates, RUN)
+    assert first.changed == 3 and first.transfer_id is not None
+    assert load_rates(hub_dsn, rates, RUN).changed == 0
+    assert load_rates(hub_dsn, [], RUN).transfer_id is None
     with connect(hub_dsn) as conn:
         assert effective_rates(conn, "PLN") == {"EUR": D("4.2987"), "PLN": D(1)}  # newest valid; USD not yet valid
     (tmp_path / "bad.csv").write_text("currency,quote,rate,valid_on\nEUR,PLN,abc,2026-01-01\n")

@@ -48,6 +48,9 @@ def test_unknown_scheme_is_left_out() -> None:
     assert lineage.asset_to_dataset(Asset(name="x", uri="hub://commerce_sync/hub/product")) is None
     assert lineage.asset_to_dataset("not an asset") is None
     assert lineage.dataset_for_uri("ftp://host/file") is None
+    sftp = lineage.dataset_for_uri("sftp://supplier_delta/outgoing/catalog.xml")
+    assert sftp is not None
+    assert (sftp.namespace, sftp.name) == ("sftp://supplier_delta", "/outgoing/catalog.xml")
 
 
 def test_supplier_http_feed_needs_a_connection() -> None:

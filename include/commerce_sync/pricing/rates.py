@@ -86,8 +86,21 @@ WHERE (t.rate, t.source) IS DISTINCT FROM (EXCLUDED.rate, EXCLUDED.source)
 """
 
 
-def load_rates(dsn: str, rates: list[Rate], run: ledger.RunContext) -> int:
-    """Upsert ``rates`` (idempotent: unchanged rates are not touched); return how many changed."""
+@dataclass(frozen=True)
+class RatesLoaded:
+    """What :func:`load_rates` did: how many rates changed, and its ledger transfer (None: no rates configured)."""
+
+    changed: int
+    transfer_id: str | None
+
+
+def load_rates(dsn: str, rates: list[Rate], run: ledger.RunContext) -> RatesLoaded:
+    """Upsert ``rates`` (idempotent: unchanged rates are not touched) and record the transfer.
+
+    With no rates configured there is nothing to transfer and no ledger row is written.
+    """
+    if not rates:
+        return RatesLoaded(0, None)
     transfer = ledger.Transfer(source="config:exchange_rates", target="hub", dataset="exchange_rate", run=run)
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
         changed = 0
@@ -97,7 +110,7 @@ def load_rates(dsn: str, rates: list[Rate], run: ledger.RunContext) -> int:
         transfer.rows_read = len(rates)
         transfer.rows_written = transfer.rows_changed = changed
         ledger.append(conn, transfer, "success")
-    return changed
+    return RatesLoaded(changed, str(transfer.transfer_id))
 
 
 def effective_rates(conn: psycopg.Connection, quote: str) -> dict[str, Decimal]:

@@ -15,6 +15,7 @@ catalog (DataError) when more SKUs than that are inconsistent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def check_hub_catalog(
     docs_dir: Path | None,
     *,
     max_failing_skus: int | None = None,
+    on_transfer: Callable[[str], None] | None = None,
 ) -> ValidationOutcome:
     """Run the hub catalog suite with GX on PostgreSQL; record it in the ledger (+ Data Docs).
 
@@ -100,6 +102,7 @@ def check_hub_catalog(
         run: The Airflow run doing it.
         docs_dir: Root of the Data Docs (``quality.gate.data_docs_root``); None renders none.
         max_failing_skus: Refuse (DataError) when more SKUs than this break a rule; None only reports.
+        on_transfer: Called with the ledger transfer id before the checks run (e.g. to name it in lineage).
 
     Returns:
         Per check the number of offending SKUs (``rows_quarantined`` is their total: nothing is
@@ -110,6 +113,8 @@ def check_hub_catalog(
     from commerce_sync.quality.evidence import _context, site_relative_dir
 
     transfer = ledger.Transfer(source="hub", target="hub", dataset=HUB_CATALOG_SUITE, run=run)
+    if on_transfer:
+        on_transfer(str(transfer.transfer_id))
     with ledger.recording(dsn, transfer):
         site = docs_dir / site_relative_dir("hub", transfer.transfer_id) if docs_dir else None
         context = _context(site)

@@ -335,13 +335,18 @@ def _plan(
         group, problem = _group_of(field_name, payload)
         if problem is None and field_name == "price" and group is not None:
             # The pre-publish check: a floor violation or a foreign currency never reaches Allegro.
-            accepted = currencies if currencies is not None else [offer_currency] if offer_currency else []
-            problems = prepublish.check_offer(
-                channel_id, sku, price=group[1], floor_price=floor_price, currency=group[2], currencies=accepted
+            problems = prepublish.check_price_change(
+                channel_id,
+                sku,
+                amount=group[1],
+                currency=group[2],
+                floor_price=floor_price,
+                offer_currency=offer_currency,
+                currencies=currencies,
             )
             if problems:
                 rejected[row_id] = problems
-                problem = "pre-publish check: " + "; ".join(p.reason for p in problems)
+                problem = prepublish.refusal(problems)
         if offer_id is None and problem is None:
             problem = f"no Allegro offer for SKU {sku}; run sync_listings / create the offer"
         planned.append(_Row(row_id, sku, field_name, key, version, offer_id, group, problem))

@@ -247,20 +247,18 @@ def publish_outbox(
                 for row_id, sku, field_name, payload, floor_price, offer_currency in rows:
                     row = _Row(row_id, sku, field_name, payload if isinstance(payload, dict) else {})
                     if field_name == "price":
-                        accepted = currencies if currencies is not None else [offer_currency] if offer_currency else []
-                        problems = prepublish.check_offer(
+                        problems = prepublish.check_price_change(
                             channel_id,
                             sku,
-                            price=row.payload.get("amount"),
-                            floor_price=floor_price,
+                            amount=row.payload.get("amount"),
                             currency=row.payload.get("currency"),
-                            currencies=accepted,
+                            floor_price=floor_price,
+                            offer_currency=offer_currency,
+                            currencies=currencies,
                         )
                         if problems:
                             rejections += problems
-                            refused.append(
-                                (row_id, "failed", None, "pre-publish check: " + "; ".join(p.reason for p in problems))
-                            )
+                            refused.append((row_id, "failed", None, prepublish.refusal(problems)))
                             continue
                     by_sku.setdefault(sku, []).append(row)
                 outbox.record_outcomes(conn, refused, None, transfer.transfer_id)

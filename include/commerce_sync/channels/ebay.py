@@ -174,18 +174,18 @@ def _plan(conn: Any, channel_id: str, currencies: Iterable[str] | None) -> tuple
     for row_id, sku, field_name, payload, offer_id, floor_price, offer_currency in rows:
         row = _Row(row_id, sku, field_name, payload if isinstance(payload, dict) else {}, offer_id)
         if field_name == "price":
-            accepted = currencies if currencies is not None else [offer_currency] if offer_currency else []
-            problems = prepublish.check_offer(
+            problems = prepublish.check_price_change(
                 channel_id,
                 sku,
-                price=row.payload.get("amount"),
-                floor_price=floor_price,
+                amount=row.payload.get("amount"),
                 currency=row.payload.get("currency"),
-                currencies=accepted,
+                floor_price=floor_price,
+                offer_currency=offer_currency,
+                currencies=currencies,
             )
             if problems:
                 rejections.extend(problems)
-                row.problem = "pre-publish check: " + "; ".join(p.reason for p in problems)
+                row.problem = prepublish.refusal(problems)
         elif not isinstance(row.payload.get("value"), int) or row.payload["value"] < 0:
             row.problem = f"quantity payload {row.payload} needs a non-negative integer value"
         if row.problem is None and offer_id is None:

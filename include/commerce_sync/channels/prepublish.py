@@ -138,6 +138,30 @@ def check_offer(
     return problems
 
 
+def check_price_change(
+    channel_id: str,
+    sku: str,
+    *,
+    amount: Decimal | str | None,
+    currency: str | None,
+    floor_price: Decimal | str | None,
+    offer_currency: str | None,
+    currencies: Iterable[str] | None,
+) -> list[Rejection]:
+    """The check of one outbox price change before a marketplace publisher sends it.
+
+    ``currencies`` are the channel's accepted currencies; when the channel lists none, the offer's
+    own currency (``hub.channel_offer.currency``) is the only one accepted.
+    """
+    accepted = list(currencies) if currencies is not None else [offer_currency] if offer_currency else []
+    return check_offer(channel_id, sku, price=amount, floor_price=floor_price, currency=currency, currencies=accepted)
+
+
+def refusal(problems: Iterable[Rejection]) -> str:
+    """The outbox row's error text for offers the check refused."""
+    return "pre-publish check: " + "; ".join(p.reason for p in problems)
+
+
 def quarantine_rejections(
     conn: psycopg.Connection, channel_id: str, transfer_id: uuid.UUID, rejections: Iterable[Rejection]
 ) -> int:

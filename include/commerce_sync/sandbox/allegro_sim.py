@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import os
 import re
 import secrets
@@ -39,16 +38,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
-
-log = logging.getLogger(__name__)
+from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_OFFERS_PER_COMMAND = 1000
@@ -432,24 +428,18 @@ class AllegroSimulator:
         return command
 
 
-class AllegroHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries the simulator for its handlers."""
-
-    daemon_threads = True
+class AllegroHTTPServer(SimulatorServer):
+    """The Allegro simulator's HTTP server."""
 
     def __init__(self, address: tuple[str, int], simulator: AllegroSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, AllegroHandler)
+        super().__init__(address, simulator, AllegroHandler)
 
 
-class AllegroHandler(BaseHTTPRequestHandler):
+class AllegroHandler(JsonHandler):
     """Routes requests to the simulator and renders its answers and errors."""
 
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the client's
-    # delayed ACK adds ~40 ms to every keep-alive response.
-    disable_nagle_algorithm = True
     server_version = "AllegroSandbox/1.0"
+    content_type = MEDIA_TYPE
 
     @property
     def simulator(self) -> AllegroSimulator:
@@ -457,19 +447,6 @@ class AllegroHandler(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, AllegroHTTPServer)
         return server.simulator
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Request lines only (no headers), so tokens never reach the log.
-        log.debug("allegro sandbox: " + format, *args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -581,18 +558,6 @@ class AllegroHandler(BaseHTTPRequestHandler):
             self._send(200, self.simulator.tasks(kind, command_id, offset, limit))
         else:
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
-
-    def _send(
-        self, status: int, document: Any, content_type: str = MEDIA_TYPE, headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", content_type)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 def _invalid(message: str, path: str | None = None) -> ApiError:

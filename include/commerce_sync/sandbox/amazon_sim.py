@@ -21,21 +21,17 @@ changes nothing twice: ``stats["revisions"]`` counts only real changes. API call
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import threading
 import time
 import uuid
 from decimal import Decimal, InvalidOperation
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
-from commerce_sync.sandbox.http import JsonHandler
-
-log = logging.getLogger(__name__)
+from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
 
 API = "2021-06-30"
 MAX_MESSAGES = 25_000
@@ -271,14 +267,11 @@ class AmazonSimulator:
         return None
 
 
-class AmazonHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries the simulator for its handlers."""
-
-    daemon_threads = True
+class AmazonHTTPServer(SimulatorServer):
+    """The Amazon simulator's HTTP server."""
 
     def __init__(self, address: tuple[str, int], simulator: AmazonSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, AmazonHandler)
+        super().__init__(address, simulator, AmazonHandler)
 
 
 class AmazonHandler(JsonHandler):
@@ -292,15 +285,6 @@ class AmazonHandler(JsonHandler):
         server = self.server
         assert isinstance(server, AmazonHTTPServer)
         return server.simulator
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)

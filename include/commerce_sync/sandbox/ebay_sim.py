@@ -23,20 +23,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import secrets
 import threading
 import time
 from decimal import Decimal, InvalidOperation
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
-from commerce_sync.sandbox.http import JsonHandler
-
-log = logging.getLogger(__name__)
+from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
 
 MAX_REQUESTS_PER_CALL = 25
 OFFER_ID_BASE = 5_000_000_000
@@ -240,14 +236,11 @@ def _item_error(sku: Any, offer_id: Any, error_id: int, message: str) -> dict[st
     }
 
 
-class EbayHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries the simulator for its handlers."""
-
-    daemon_threads = True
+class EbayHTTPServer(SimulatorServer):
+    """The Ebay simulator's HTTP server."""
 
     def __init__(self, address: tuple[str, int], simulator: EbaySimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, EbayHandler)
+        super().__init__(address, simulator, EbayHandler)
 
 
 class EbayHandler(JsonHandler):
@@ -261,12 +254,6 @@ class EbayHandler(JsonHandler):
         server = self.server
         assert isinstance(server, EbayHTTPServer)
         return server.simulator
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)

@@ -67,8 +67,9 @@ export_env() {
 
 ensure_airflow_home() {
   mkdir -p "$AIRFLOW_HOME" "$COMMERCE_SYNC_DATA_DIR/openlineage"
+  # 64 random bytes: the API signs its tokens with HS512, which wants a key of at least 64 bytes.
   if [ ! -f "$AIRFLOW_HOME/jwt_secret" ]; then
-    "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$AIRFLOW_HOME/jwt_secret"
+    "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(64))' > "$AIRFLOW_HOME/jwt_secret"
   fi
   AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
   export AIRFLOW__API_AUTH__JWT_SECRET

@@ -263,6 +263,8 @@ def test_env_example_documents_every_variable() -> None:
         "AIRFLOW_CONN_SUPPLIER_ACME",
         "AIRFLOW_CONN_SUPPLIER_BRAVO",
         "AIRFLOW_CONN_ALLEGRO_SANDBOX",
+        "AIRFLOW_CONN_EBAY_SANDBOX",
+        "AIRFLOW_CONN_AMAZON_SANDBOX",
         "AIRFLOW_JWT_SECRET",
         "AIRFLOW__OPENLINEAGE__TRANSPORT",
     }
@@ -323,9 +325,31 @@ def test_sandbox_serves_the_ports_the_connections_use(services: dict[str, dict[s
     command = services["sandbox"]["command"]
     args = shlex.split(command) if isinstance(command, str) else list(command)
     assert args[:3] == ["python", "-m", "commerce_sync.sandbox"]
-    ports = {int(args[args.index(flag) + 1]) for flag in ("--feeds-port", "--allegro-port")}
+    flags = ("--feeds-port", "--allegro-port", "--ebay-port", "--amazon-port")
+    ports = {int(args[args.index(flag) + 1]) for flag in flags}
     env = _environment(services["airflow-scheduler"])
-    for key in ("AIRFLOW_CONN_SUPPLIER_ACME", "AIRFLOW_CONN_SUPPLIER_BRAVO", "AIRFLOW_CONN_ALLEGRO_SANDBOX"):
+    keys = (
+        "AIRFLOW_CONN_SUPPLIER_ACME",
+        "AIRFLOW_CONN_SUPPLIER_BRAVO",
+        "AIRFLOW_CONN_ALLEGRO_SANDBOX",
+        "AIRFLOW_CONN_EBAY_SANDBOX",
+        "AIRFLOW_CONN_AMAZON_SANDBOX",
+    )
+    for key in keys:
         host = urlsplit(json.loads(env[key])["host"])
         assert host.hostname == "sandbox", f"{key} must point at the sandbox service"
         assert host.port in ports, f"{key}: the sandbox does not serve port {host.port}"
+
+
+def test_every_connection_the_shipped_config_uses_is_provided(services: dict[str, dict[str, Any]]) -> None:
+    """A channel, supplier or ERP enabled in include/config without its connection fails at run time."""
+    from commerce_sync.config import load_config
+
+    config = load_config(REPO / "include" / "config")
+    conn_ids = {getattr(config.erp, "conn_id", None)}
+    conn_ids |= {getattr(s.transport, "conn_id", None) for s in config.suppliers if s.enabled}
+    conn_ids |= {c.conn_id for c in config.channels if c.enabled}
+    conn_ids |= {getattr(c.feed, "target_conn_id", None) for c in config.channels if c.enabled and c.feed}
+    env = _environment(services["airflow-scheduler"])
+    missing = sorted(f"AIRFLOW_CONN_{c.upper()}" for c in conn_ids if c and f"AIRFLOW_CONN_{c.upper()}" not in env)
+    assert not missing, f"docker-compose.yaml lacks the connections the shipped config uses: {missing}"

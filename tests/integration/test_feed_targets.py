@@ -8,7 +8,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from commerce_sync.channels.feeds import publish_copy
+from commerce_sync.channels.feed_publish import publish_copy
 from commerce_sync.config import GoogleFeedSettings
 from commerce_sync.errors import ConfigError
 from commerce_sync.sandbox.sftp_server import SandboxSftpServer

@@ -1,10 +1,14 @@
-"""Amazon SP-API client and JSON_LISTINGS_FEED publisher against the sandbox simulator and a real hub."""
+"""Amazon SP-API client, JSON_LISTINGS_FEED publisher and Listings Items read-back (reconciliation) against the
+sandbox simulator and a real hub."""
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,12 @@ import pytest
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import amazon
-from commerce_sync.channels.base import TokenBucket
+from commerce_sync.channels.base import ChannelRequestError, TokenBucket
+from commerce_sync.channels.publish import publish_channel, reconcile_channel
+from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
+from commerce_sync.errors import ChannelError, ConfigError
+from commerce_sync.sandbox.amazon_sim import AmazonSimulator, SpApiError
 from commerce_sync.sandbox.server import SandboxServer
 from tests.unit.test_channel_base import FakeClock
 
@@ -39,20 +47,50 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def client(sandbox: SandboxServer, clock: FakeClock) -> Iterator[amazon.AmazonClient]:
+CONNECTION = {
+    "conn_type": "http",
+    "login": "amzn1.application-oa2-client.sandbox",
+    "password": "demo-amazon-secret",
+    "extra": {"refresh_token": "Atzr|demo-amazon-refresh-token", "seller_id": SELLER, "marketplace_id": MARKETPLACE},
+}
+RUN = ledger.RunContext(run_id="test", dag_id="marketplaces_to_hub_reconciliation", task_id="reconcile_offers")
+
+
+def _client(url: str, clock: FakeClock, **extra: Any) -> amazon.AmazonClient:
+    """A client on a fake clock: rate-limit and Retry-After waits are recorded, not slept."""
     info = ConnectionInfo(
         conn_id="amazon_sandbox",
-        host=sandbox.amazon_url,
-        login="amzn1.application-oa2-client.sandbox",
-        password="demo-amazon-secret",
-        extra={"refresh_token": "Atzr|demo-amazon-refresh-token"},
+        host=url,
+        login=str(CONNECTION["login"]),
+        password=str(CONNECTION["password"]),
+        extra={"refresh_token": "Atzr|demo-amazon-refresh-token", **extra},
     )
     api = amazon.AmazonClient.from_connection(info)
     api.sleep = clock.sleep
     api.feed_bucket = TokenBucket(*amazon.FEED_SUBMISSIONS, clock=clock, sleep=clock.sleep)
+    api.search_bucket = TokenBucket(*amazon.LISTINGS_SEARCHES, clock=clock, sleep=clock.sleep)
+    api.get_bucket = TokenBucket(*amazon.LISTINGS_GETS, clock=clock, sleep=clock.sleep)
+    return api
+
+
+@pytest.fixture
+def client(sandbox: SandboxServer, clock: FakeClock) -> Iterator[amazon.AmazonClient]:
+    api = _client(sandbox.amazon_url, clock)
     yield api
     api.close()
+
+
+@pytest.fixture
+def reader(sandbox: SandboxServer, clock: FakeClock) -> Iterator[amazon.AmazonClient]:
+    """A client that also knows the seller and the marketplace (needed by the Listings Items API)."""
+    api = _client(sandbox.amazon_url, clock, seller_id=SELLER, marketplace_id=MARKETPLACE)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def connection(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AMAZON_SANDBOX", json.dumps({**CONNECTION, "host": sandbox.amazon_url}))
 
 
 @pytest.fixture
@@ -146,3 +184,201 @@ def test_lost_answer_and_submission_rate_limit(
     backoff = clock.slept[0]
     assert client.feed_bucket.waited == pytest.approx(60.0 - backoff)
     assert sandbox.amazon.stats["feeds"] == 7  # six runs, one of them submitted twice
+
+
+# ---------------------------------------------------------------------------------------------- read-back
+
+
+def test_search_pages_through_every_listing_within_the_rate_limit(tmp_path: Path, clock: FakeClock) -> None:
+    with SandboxServer(tmp_path / "feeds", tmp_path / "allegro.json", catalog_n=130) as server:
+        api = _client(server.amazon_url, clock, seller_id=SELLER, marketplace_id=MARKETPLACE)
+        try:
+            items = list(api.list_listings())
+        finally:
+            api.close()
+        assert server.amazon.stats["searches"] == 7  # 130 listings, 20 per page
+    skus = [item["sku"] for item in items]
+    assert skus == sorted(skus) and len(set(skus)) == 130
+    # A burst of 5, then one request per 0.2 s: the 6th and 7th page each waited for a token.
+    assert api.search_bucket.waited == pytest.approx(0.4)
+    assert clock.slept == pytest.approx([0.2, 0.2])
+    first = items[0]
+    assert first["offers"][0]["offerType"] == "B2C"
+    assert first["fulfillmentAvailability"][0]["fulfillmentChannelCode"] == "DEFAULT"
+    listing = server.amazon.listing(first["sku"])
+    assert listing is not None
+    assert amazon.offer_of(first, MARKETPLACE) == amazon.ChannelOffer(
+        first["sku"], Decimal(listing["price"]), "PLN", listing["quantity"]
+    )
+
+
+def test_search_by_sku_reads_more_than_twenty_and_skips_unknown_skus(tmp_path: Path, clock: FakeClock) -> None:
+    with SandboxServer(tmp_path / "feeds", tmp_path / "allegro.json", catalog_n=45) as server:
+        api = _client(server.amazon_url, clock, seller_id=SELLER, marketplace_id=MARKETPLACE)
+        wanted = [f"SKU-{i:06d}" for i in range(1, 46)] + ["SKU-999999"]
+        try:
+            offers = list(amazon.read_offers(api, wanted))
+        finally:
+            api.close()
+        assert server.amazon.stats["searches"] == 3  # 46 SKUs, 20 identifiers per request
+    assert sorted(o.sku for o in offers) == wanted[:45]
+
+
+def test_simulator_pages_through_at_most_1000_results_like_amazon(tmp_path: Path, clock: FakeClock) -> None:
+    sim = AmazonSimulator(catalog_n=1005)
+    query = {"marketplaceIds": [MARKETPLACE], "pageSize": ["20"], "sortBy": ["sku"], "sortOrder": ["ASC"]}
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        page = sim.search_listings(SELLER, {**query, **({"pageToken": [token]} if token else {})})
+        assert page["numberOfResults"] == 1005
+        seen += [item["sku"] for item in page["items"]]
+        token = (page.get("pagination") or {}).get("nextToken")
+        if not token:
+            break
+    assert len(seen) == 1000
+    # So a whole-catalog read of a larger seller fails loudly instead of reporting 5 listings "missing".
+    with SandboxServer(tmp_path / "feeds", tmp_path / "allegro.json", catalog_n=1005) as server:
+        api = _client(server.amazon_url, clock, seller_id=SELLER, marketplace_id=MARKETPLACE)
+        try:
+            with pytest.raises(ChannelError, match=r"1005 listings .* at most 1000: read them by SKU"):
+                list(api.list_listings())
+            assert len(list(api.list_listings(f"SKU-{i:06d}" for i in range(981, 1006)))) == 25
+        finally:
+            api.close()
+
+
+def test_simulator_answers_the_listing_contract_and_moves_edited_listings_first(sandbox: SandboxServer) -> None:
+    sim = sandbox.amazon
+    base = {"marketplaceIds": [MARKETPLACE]}
+    sim.edit_listing(SKUS[5], price="77.70")
+    newest = sim.search_listings(SELLER, {**base, "pageSize": ["1"]})  # default order: lastUpdatedDate DESC
+    assert [item["sku"] for item in newest["items"]] == [SKUS[5]]
+    assert set(newest["items"][0]) == {"sku", "summaries"}  # includedData defaults to summaries
+    assert newest["numberOfResults"] == N and "nextToken" in newest["pagination"]
+    item = sim.get_listing_item(SELLER, SKUS[5], {**base, "includedData": ["offers,fulfillmentAvailability"]})
+    assert item["offers"] == [
+        {"marketplaceId": MARKETPLACE, "offerType": "B2C", "price": {"currencyCode": "PLN", "amount": "77.70"}}
+    ]
+    refusals = [
+        ({"pageSize": ["21"]}, "pageSize must be between 1 and 20"),
+        ({"marketplaceIds": ["ATVPDKIKX0DER"]}, "this seller sells in A1C3SOZRARQ6R3"),
+        ({"identifiers": ["SKU-000001"]}, "identifiers and identifiersType must be given together"),
+        ({"identifiers": [",".join(SKUS * 2)], "identifiersType": ["SKU"]}, "at most 20 identifiers"),
+        ({"pageToken": ["bm90LWEtdG9rZW4"]}, "pageToken is not valid"),
+    ]
+    for bad, message in refusals:
+        with pytest.raises(SpApiError, match=message) as refused:
+            sim.search_listings(SELLER, {**base, **bad})
+        assert refused.value.status == 400
+    with pytest.raises(SpApiError, match=r"SKU-999999' not found") as missing:
+        sim.get_listing_item(SELLER, "SKU-999999", base)
+    assert missing.value.status == 404
+
+
+def test_get_listing_and_wrong_marketplace(reader: amazon.AmazonClient, sandbox: SandboxServer) -> None:
+    found = reader.get_listing(SKUS[0])
+    assert found is not None and found["sku"] == SKUS[0]
+    assert reader.get_listing("SKU,WITH,COMMAS") is None  # 404: no listing
+    assert [o.sku for o in amazon.read_offers(reader, ["SKU,WITH,COMMAS", SKUS[1]])] == [SKUS[1]]
+    assert sandbox.amazon.stats["item_reads"] == 3  # the comma SKU was read alone, not split
+    reader.marketplace_id = "ATVPDKIKX0DER"
+    with pytest.raises(ChannelRequestError, match="answered 400: InvalidInput: marketplaceIds ATVPDKIKX0DER"):
+        list(reader.list_listings())
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+def test_listings_route_respects_retry_after_and_rides_out_a_5xx_burst(
+    reader: amazon.AmazonClient, sandbox: SandboxServer, clock: FakeClock, form: str
+) -> None:
+    sandbox.amazon.faults.arm(throttle=1, retry_after=7, retry_after_form=form, outage=2)
+    items = list(reader.list_listings())
+    assert len(items) == N
+    assert sandbox.amazon.faults.fired["throttle"] == 1 and sandbox.amazon.faults.fired["outage"] == 2
+    wait = clock.slept[0]
+    if form == "seconds":
+        assert wait == 7.0
+    else:  # an HTTP-date has whole seconds; the simulator rounds up so the client never comes back early
+        assert 6.0 < wait <= 8.0
+    assert len(clock.slept) == 3  # the Retry-After wait, then two backoffs for the 503s
+
+
+def test_no_token_or_secret_in_logs_errors_or_repr(
+    reader: amazon.AmazonClient, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # urllib3 logs every request line at DEBUG
+    sandbox.amazon.faults.arm(throttle=1, retry_after=1, outage=1)
+    assert len(list(reader.list_listings())) == N
+    reader.marketplace_id = "ATVPDKIKX0DER"
+    with pytest.raises(ChannelRequestError) as refused:
+        reader.get_listing(SKUS[0])
+    tokens = list(sandbox.amazon._tokens)
+    text = caplog.text + str(refused.value) + repr(reader)
+    assert "amazon: GET /listings/2021-08-01/items" in caplog.text  # the retries were logged
+    for secret in ["demo-amazon-secret", "Atzr|demo-amazon-refresh-token", "Atza|", *tokens]:
+        assert secret not in text
+
+
+@pytest.mark.usefixtures("connection")
+def test_reconcile_finds_a_listing_edited_in_seller_central_and_hub_wins(
+    hub: str, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    a, b, c = SKUS[:3]
+    _queue(hub, a, "price", {"amount": "55.00", "currency": "PLN"})
+    _queue(hub, a, "quantity", {"value": 4})
+    _queue(hub, b, "quantity", {"value": 6})
+    _queue(hub, c, "price", {"amount": "33.00", "currency": "PLN"})
+    channel = Channel(id=CHANNEL, kind="amazon", conn_id="amazon_sandbox", pricing_rule="r", reconcile="hub_wins")
+    assert publish_channel(hub, channel, RUN)["sent"] == 4
+    clean = reconcile_channel(hub, channel, RUN, tmp_path)
+    assert (clean["offers_read"], clean["compared"], clean["differences"]) == (3, 3, 0)
+
+    sandbox.amazon.edit_listing(a, price="49.90")  # someone edits the listings in Seller Central
+    sandbox.amazon.edit_listing(b, quantity=60)
+    found = reconcile_channel(hub, channel, RUN, tmp_path)
+    assert (found["differences"], found["requeued"]) == (2, 2)
+    with open(found["report"], encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["sku"], r["field"], r["action"]) for r in rows] == [
+        (a, "price", "requeued"),
+        (b, "quantity", "requeued"),
+    ]
+    assert '"49.90"' in rows[0]["channel_value"] and '"55.00"' in rows[0]["hub_value"]
+    with psycopg.connect(hub) as conn:
+        recorded = conn.execute(
+            "SELECT sku, field, action, channel_value FROM hub.channel_reconciliation ORDER BY id"
+        ).fetchall()
+        ledger_row = conn.execute(
+            "SELECT transfer_id::text, rows_read, rows_rejected, rows_changed, details->>'policy' FROM audit.transfer "
+            "WHERE dataset = 'channel_reconciliation' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        pending = conn.execute(
+            "SELECT sku, field, payload FROM hub.outbox WHERE channel = %s AND status = 'pending' ORDER BY sku",
+            (CHANNEL,),
+        ).fetchall()
+    assert recorded == [
+        (a, "price", "requeued", {"amount": "49.90", "currency": "PLN"}),
+        (b, "quantity", "requeued", {"value": 60}),
+    ]
+    assert ledger_row == (found["transfer_ids"][0], 3, 2, 2, "hub_wins")
+    assert pending == [(a, "price", {"amount": "55.00", "currency": "PLN"}), (b, "quantity", {"value": 6})]
+
+    assert publish_channel(hub, channel, RUN)["sent"] == 2  # the re-queued hub values go out again
+    listing_a, listing_b = sandbox.amazon.listing(a), sandbox.amazon.listing(b)
+    assert listing_a is not None and listing_a["price"] == "55.00"
+    assert listing_b is not None and listing_b["quantity"] == 6
+    after = reconcile_channel(hub, channel, RUN, tmp_path)
+    assert after["differences"] == 0
+
+
+@pytest.mark.usefixtures("connection")
+def test_reconcile_needs_seller_and_marketplace(
+    hub: str, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    extra = {"refresh_token": "Atzr|demo-amazon-refresh-token"}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AMAZON_SANDBOX", json.dumps({**CONNECTION, "host": sandbox.amazon_url, "extra": extra})
+    )
+    channel = Channel(id=CHANNEL, kind="amazon", conn_id="amazon_sandbox", pricing_rule="r")
+    with pytest.raises(ConfigError, match=r"needs extra\.seller_id and extra\.marketplace_id"):
+        reconcile_channel(hub, channel, RUN, tmp_path)

@@ -1,4 +1,5 @@
-"""Amazon SP-API: Login-with-Amazon tokens, the Feeds API and a ``JSON_LISTINGS_FEED`` outbox publisher.
+"""Amazon SP-API: Login-with-Amazon tokens, the Feeds API, a ``JSON_LISTINGS_FEED`` outbox publisher and
+the Listings Items API read-back for reconciliation.
 
 A publish run claims the channel's pending outbox rows, builds one feed (≤ 25,000 messages, one
 ``PATCH`` message per SKU carrying ``/attributes/purchasable_offer`` and/or
@@ -7,6 +8,13 @@ A publish run claims the channel's pending outbox rows, builds one feed (≤ 25,
 processing report. Messages named in the report's ERROR issues fail with Amazon's text, per SKU; the
 rest are sent. ``createFeed`` is limited to 5 submissions per 5 minutes (token bucket). Values are
 absolute, so a feed re-submitted after a crash or a lost answer has no second effect.
+
+Read-back (:func:`read_offers`): ``searchListingsItems`` (Listings Items API 2021-08-01) with
+``includedData=summaries,offers,fulfillmentAvailability``, 20 per page, 5 requests/s with a burst of 5.
+Amazon pages through at most 1,000 results of a search, so a seller's whole catalog cannot be read by
+paging once it is larger: the reconciliation reads the SKUs the hub published, 20 per request
+(``identifiersType=SKU``); SKUs containing a comma (which SP-API cannot tell from a separator) are read
+one by one with ``getListingsItem``.
 """
 
 from __future__ import annotations
@@ -15,18 +23,19 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import requests
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
-from commerce_sync.channels.base import OAuthClient, TokenBucket
+from commerce_sync.channels.base import ChannelRequestError, OAuthClient, TokenBucket
+from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
@@ -34,8 +43,14 @@ from commerce_sync.errors import ChannelError, ConfigError, TransientError
 log = logging.getLogger(__name__)
 
 API = "/feeds/2021-06-30"
+LISTINGS_API = "/listings/2021-08-01"
 MAX_MESSAGES = 25_000
 FEED_SUBMISSIONS = (5.0, 300.0)  # createFeed: 5 per 5 minutes
+LISTINGS_SEARCHES = (5.0, 1.0, 5.0)  # searchListingsItems: 5 requests/s, burst 5
+LISTINGS_GETS = (5.0, 1.0, 10.0)  # getListingsItem: 5 requests/s, burst 10
+MAX_PAGE_SIZE = 20  # searchListingsItems pageSize and identifiers per request
+MAX_SEARCH_RESULTS = 1000  # searchListingsItems pages through at most this many results
+INCLUDED_DATA = "summaries,offers,fulfillmentAvailability"
 SCHEMA = Path(__file__).resolve().parents[3] / ".." / "shared" / "contracts" / "amazon" / "listings-feed-schema-v2.json"
 
 
@@ -48,6 +63,8 @@ class AmazonClient(OAuthClient):
         client_secret: LWA client secret (never shown).
         refresh_token: the seller's LWA refresh token (never shown).
         token_url: LWA endpoint (``https://api.amazon.com/auth/o2/token``; default: on ``base_url``).
+        seller_id: the selling partner id (needed by the Listings Items API).
+        marketplace_id: the marketplace the channel sells in (``A1C3SOZRARQ6R3`` = Amazon.pl).
         **options: passed to :class:`~commerce_sync.channels.base.HttpClient`.
     """
 
@@ -63,14 +80,20 @@ class AmazonClient(OAuthClient):
         client_secret: str,
         refresh_token: str,
         token_url: str | None = None,
+        seller_id: str | None = None,
+        marketplace_id: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(base_url, **options)
         self.client_id = client_id
+        self.seller_id = seller_id
+        self.marketplace_id = marketplace_id
         self.__secret = client_secret
         self.__refresh_token = refresh_token
         self.token_url = token_url or self.base_url + "/auth/o2/token"
         self.feed_bucket = TokenBucket(*FEED_SUBMISSIONS, sleep=self._sleep)
+        self.search_bucket = TokenBucket(*LISTINGS_SEARCHES, sleep=self._sleep)
+        self.get_bucket = TokenBucket(*LISTINGS_GETS, sleep=self._sleep)
         self.session.headers["Accept"] = "application/json"
 
     def _sleep(self, seconds: float) -> None:
@@ -79,14 +102,25 @@ class AmazonClient(OAuthClient):
     @classmethod
     def from_connection(cls, info: ConnectionInfo, **options: Any) -> AmazonClient:
         """From an Airflow connection: host = SP-API endpoint, login/password = LWA client id/secret,
-        ``extra.refresh_token``, optional ``extra.token_url``."""
+        ``extra.refresh_token``, optional ``extra.token_url``, ``extra.seller_id``, ``extra.marketplace_id``."""
         refresh = info.extra.get("refresh_token")
         if not info.login or not info.password or not refresh:
             raise ConfigError(
                 f"connection {info.conn_id!r} needs login (LWA client id), password (LWA client secret) and "
                 "extra.refresh_token"
             )
-        return cls(info.base_url(), info.login, info.password, str(refresh), info.extra.get("token_url"), **options)
+        seller_id = info.extra.get("seller_id")
+        marketplace_id = info.extra.get("marketplace_id")
+        return cls(
+            info.base_url(),
+            info.login,
+            info.password,
+            str(refresh),
+            info.extra.get("token_url"),
+            seller_id=str(seller_id) if seller_id else None,
+            marketplace_id=str(marketplace_id) if marketplace_id else None,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"AmazonClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
@@ -152,6 +186,109 @@ class AmazonClient(OAuthClient):
         document = self.request("GET", f"{API}/documents/{feed['resultFeedDocumentId']}").json()
         report: dict[str, Any] = self.request("GET", document["url"], authenticate=False).json()
         return report
+
+    def _listing_ids(self) -> tuple[str, str]:
+        if not self.seller_id or not self.marketplace_id:
+            raise ConfigError(
+                "amazon: reading listings needs the seller id and marketplace id "
+                "(connection extra.seller_id and extra.marketplace_id)"
+            )
+        return self.seller_id, self.marketplace_id
+
+    def _search(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        seller_id, marketplace_id = self._listing_ids()
+        query = {"marketplaceIds": marketplace_id, "includedData": INCLUDED_DATA, "pageSize": MAX_PAGE_SIZE, **params}
+        token: str | None = None
+        while True:
+            self.search_bucket.acquire()
+            page: dict[str, Any] = self.request(
+                "GET",
+                f"{LISTINGS_API}/items/{quote(seller_id, safe='')}",
+                params={**query, "pageToken": token} if token else query,
+            ).json()
+            if token is None and "identifiers" not in params:
+                found = int(page.get("numberOfResults") or 0)
+                if found > MAX_SEARCH_RESULTS:
+                    raise ChannelError(
+                        f"amazon: the seller has {found} listings in {marketplace_id}; searchListingsItems pages "
+                        f"through at most {MAX_SEARCH_RESULTS}: read them by SKU (list_listings(skus=...))"
+                    )
+            yield from page.get("items") or []
+            token = (page.get("pagination") or {}).get("nextToken")
+            if not token:
+                return
+
+    def list_listings(self, skus: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The seller's listings in the connection's marketplace (searchListingsItems, 20 per request).
+
+        Args:
+            skus: read only these SKUs, 20 per request; a SKU that has no listing is simply absent. Without
+                it every listing is paged through, sorted by SKU (a ``lastUpdatedDate`` order would move
+                listings edited while we page); more than 1,000 listings then raise :class:`ChannelError`.
+        """
+        if skus is None:
+            yield from self._search({"sortBy": "sku", "sortOrder": "ASC"})
+            return
+        batch: list[str] = []
+        for sku in skus:
+            if "," in sku:  # SP-API cannot tell a comma in a SKU from a separator
+                found = self.get_listing(sku)
+                if found is not None:
+                    yield found
+                continue
+            batch.append(sku)
+            if len(batch) == MAX_PAGE_SIZE:
+                yield from self._search({"identifiers": ",".join(batch), "identifiersType": "SKU"})
+                batch = []
+        if batch:
+            yield from self._search({"identifiers": ",".join(batch), "identifiersType": "SKU"})
+
+    def get_listing(self, sku: str) -> dict[str, Any] | None:
+        """One listing (getListingsItem), or None if the SKU has none in the marketplace."""
+        seller_id, marketplace_id = self._listing_ids()
+        self.get_bucket.acquire()
+        try:
+            item: dict[str, Any] = self.request(
+                "GET",
+                f"{LISTINGS_API}/items/{quote(seller_id, safe='')}/{quote(sku, safe='')}",
+                params={"marketplaceIds": marketplace_id, "includedData": INCLUDED_DATA},
+            ).json()
+        except ChannelRequestError as error:
+            if error.status == 404:
+                return None
+            raise
+        return item
+
+
+def offer_of(item: Mapping[str, Any], marketplace_id: str | None = None) -> ChannelOffer:
+    """What a Listings Items API item shows: the B2C offer's price and the merchant-fulfilled quantity.
+
+    Business (B2B) prices and Amazon-fulfilled (AFN) stock are not what the hub publishes and are ignored.
+    """
+    price: Decimal | None = None
+    currency: str | None = None
+    for offer in item.get("offers") or []:
+        if offer.get("offerType") != "B2C":
+            continue
+        if marketplace_id and offer.get("marketplaceId") not in (None, marketplace_id):
+            continue
+        money = offer.get("price") or {}
+        if money.get("amount") is not None:
+            price = Decimal(str(money["amount"]))
+            currency = money.get("currencyCode")
+            break
+    quantity: int | None = None
+    for availability in item.get("fulfillmentAvailability") or []:
+        if availability.get("fulfillmentChannelCode") == "DEFAULT" and availability.get("quantity") is not None:
+            quantity = int(availability["quantity"])
+            break
+    return ChannelOffer(str(item.get("sku")), price, currency, quantity)
+
+
+def read_offers(client: AmazonClient, skus: Iterable[str] | None = None) -> Iterator[ChannelOffer]:
+    """The seller's offers as the reconciliation compares them (all listings, or only ``skus``)."""
+    for item in client.list_listings(skus):
+        yield offer_of(item, client.marketplace_id)
 
 
 def listings_feed(seller_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_KINDS = frozenset({"allegro", "ebay", "amazon"})
 """Marketplace kinds with a publisher."""
-RECONCILABLE_KINDS = frozenset({"allegro", "ebay"})
-"""Marketplace kinds whose current offers we can read back (Amazon: not yet, needs the Listings Items API)."""
+RECONCILABLE_KINDS = frozenset({"allegro", "ebay", "amazon"})
+"""Marketplace kinds whose current offers we can read back (Amazon: through the Listings Items API)."""
 
 
 def client_for(channel: Channel) -> HttpClient:
@@ -124,6 +124,19 @@ def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report
         offers: Any
         if isinstance(client, allegro.AllegroClient):
             offers = allegro.read_offers(client)
+        elif isinstance(client, amazon.AmazonClient):
+            if not client.seller_id or not client.marketplace_id:
+                raise ConfigError(f"connection {channel.conn_id!r} needs extra.seller_id and extra.marketplace_id")
+            # Amazon pages through at most 1,000 search results: read the SKUs the hub published, by SKU.
+            with connect(dsn) as conn:
+                skus = [
+                    sku
+                    for (sku,) in conn.execute(
+                        "SELECT DISTINCT sku FROM hub.outbox WHERE channel = %s AND status = 'sent' ORDER BY sku",
+                        (channel.id,),
+                    )
+                ]
+            offers = amazon.read_offers(client, skus)
         else:
             assert isinstance(client, ebay.EbayClient)
             offers = ebay.read_offers(client)

@@ -1,4 +1,5 @@
-"""A local Amazon SP-API simulator: LWA tokens and the Feeds API (2021-06-30) for ``JSON_LISTINGS_FEED``.
+"""A local Amazon SP-API simulator: LWA tokens, the Feeds API (2021-06-30) for ``JSON_LISTINGS_FEED`` and the
+read side of the Listings Items API (2021-08-01).
 
 Contract (``../shared/contracts/amazon/feeds_2021-06-30.json`` and the listings feed schema v2):
 
@@ -11,20 +12,44 @@ Contract (``../shared/contracts/amazon/feeds_2021-06-30.json`` and the listings 
 * ``GET /feeds/2021-06-30/documents/{id}`` → ``{"feedDocumentId", "url"}`` of the processing report
   (``/_download/{id}``), whose ``issues`` name the ``messageId`` and SKU of every refused message.
 
+Listings Items API (``listingsItems_2021-08-01.json`` in amzn/selling-partner-api-models), read side:
+
+* ``GET /listings/2021-08-01/items/{sellerId}`` (searchListingsItems): ``marketplaceIds`` (required),
+  ``includedData`` (``summaries`` default, ``offers``, ``fulfillmentAvailability``, ``issues``),
+  ``identifiers`` + ``identifiersType=SKU`` (≤ 20), ``sortBy`` (``sku`` | ``createdDate`` |
+  ``lastUpdatedDate``, default the last) and ``sortOrder`` (default ``DESC``), ``pageSize`` (≤ 20,
+  default 10), ``pageToken``; answers ``{"numberOfResults", "pagination": {"nextToken",
+  "previousToken"}, "items"}``. As on Amazon, only the first 1,000 results can be paged through
+  (``numberOfResults`` still counts them all), and a listing edited between two pages moves in a
+  ``lastUpdatedDate`` ordering;
+* ``GET /listings/2021-08-01/items/{sellerId}/{sku}`` (getListingsItem), 404 for an unknown SKU.
+
+Offers are ``offerType`` ``B2C`` with ``price`` ``{"amount", "currencyCode"}``; availability is
+``fulfillmentChannelCode`` ``DEFAULT`` (merchant-fulfilled) with ``quantity``. The answers carry
+``x-amzn-RateLimit-Limit`` (searchListingsItems 5 requests/s, burst 5; getListingsItem 5/s, burst 10);
+the simulator does not throttle by itself: the ``throttle`` fault does.
+
 Listings are changed with ``PATCH`` messages on ``/attributes/purchasable_offer`` (price) and
 ``/attributes/fulfillment_availability`` (quantity). Values are absolute, so a re-submitted feed
 changes nothing twice: ``stats["revisions"]`` counts only real changes. API calls need the
 ``x-amz-access-token`` header. Faults (:mod:`commerce_sync.sandbox.faults`) apply to API calls;
 ``drop_after_apply`` loses the answer of ``createFeed`` after the feed was processed.
+
+Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
+``POST /_sandbox/listings/{sku}`` ``{"price", "quantity"}`` (a direct edit in Seller Central).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import secrets
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,7 +59,18 @@ from commerce_sync.sandbox.faults import Faults
 from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
 
 API = "2021-06-30"
+LISTINGS_API = "2021-08-01"
 MAX_MESSAGES = 25_000
+MAX_PAGE_SIZE = 20
+DEFAULT_PAGE_SIZE = 10
+MAX_IDENTIFIERS = 20
+MAX_SEARCH_RESULTS = 1000
+"""searchListingsItems pages through at most this many results, however many match."""
+INCLUDED_DATA = frozenset({"summaries", "offers", "fulfillmentAvailability", "issues"})
+"""``includedData`` sets the sandbox answers (Amazon has more: attributes, procurement, ...)."""
+SORT_KEYS = ("sku", "createdDate", "lastUpdatedDate")
+RATE_LIMITS = {"search": "5.0", "item": "5.0"}
+"""``x-amzn-RateLimit-Limit`` of searchListingsItems and getListingsItem (requests per second)."""
 PRICE_PATH = "/attributes/purchasable_offer"
 QUANTITY_PATH = "/attributes/fulfillment_availability"
 
@@ -62,11 +98,13 @@ class AmazonSimulator:
         catalog_n: int = 300,
         seed: int = 42,
         seller_id: str = "A2SANDBOXSELLER",
+        marketplace_id: str = "A1C3SOZRARQ6R3",
         client_id: str = "amzn1.application-oa2-client.sandbox",
         client_secret: str = "demo-amazon-secret",  # noqa: S107 - the sandbox's documented demo secret
         refresh_token: str = "Atzr|demo-amazon-refresh-token",  # noqa: S107 - documented demo value
     ) -> None:
         self.seller_id = seller_id
+        self.marketplace_id = marketplace_id
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
@@ -76,6 +114,9 @@ class AmazonSimulator:
         self._documents: dict[str, bytes | None] = {}
         self._feeds: dict[str, dict[str, Any]] = {}
         self._listings: dict[str, dict[str, Any]] = {}
+        # What the Listings Items API shows besides price and quantity (name, ASIN, dates), per SKU.
+        self._details: dict[str, dict[str, Any]] = {}
+        created = self._last_update = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
         for product in products(catalog_n, seed):
             self._listings[product.sku] = {
                 "sku": product.sku,
@@ -83,7 +124,9 @@ class AmazonSimulator:
                 "currency": "PLN",
                 "quantity": product.stock,
             }
-        self.stats = {"requests": 0, "feeds": 0, "messages": 0, "revisions": 0}
+            asin = "B0" + hashlib.sha256(product.sku.encode()).hexdigest()[:8].upper()
+            self._details[product.sku] = {"name": product.name, "asin": asin, "created": created, "updated": created}
+        self.stats = {"requests": 0, "feeds": 0, "messages": 0, "revisions": 0, "searches": 0, "item_reads": 0}
 
     def __repr__(self) -> str:
         return f"AmazonSimulator(listings={len(self._listings)})"
@@ -129,7 +172,127 @@ class AmazonSimulator:
                 listing["price"] = str(Decimal(price).quantize(Decimal("0.01")))
             if quantity is not None:
                 listing["quantity"] = int(quantity)
+            self._touch(sku)
             return dict(listing)
+
+    def _touch(self, sku: str) -> None:
+        # Strictly increasing, so the latest edit sorts first in a lastUpdatedDate ordering even
+        # within one clock tick.
+        self._last_update = max(datetime.now(UTC), self._last_update + timedelta(microseconds=1))
+        self._details[sku]["updated"] = self._last_update
+
+    # ------------------------------------------------------------------ listings items (read side)
+    def search_listings(self, seller_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``searchListingsItems``: one page of the seller's listings in one marketplace."""
+        self._check_seller(seller_id)
+        marketplace = self._marketplace(query)
+        included = self._included(query)
+        raw_size = _first(query, "pageSize")
+        try:
+            page_size = int(raw_size) if raw_size is not None else DEFAULT_PAGE_SIZE
+        except ValueError:
+            raise SpApiError(400, "InvalidInput", f"pageSize {raw_size!r} is not an integer") from None
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise SpApiError(400, "InvalidInput", f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+        identifiers = _csv(query, "identifiers")
+        identifiers_type = _first(query, "identifiersType")
+        if bool(identifiers) != bool(identifiers_type):
+            raise SpApiError(400, "InvalidInput", "identifiers and identifiersType must be given together")
+        if len(identifiers) > MAX_IDENTIFIERS:
+            raise SpApiError(400, "InvalidInput", f"at most {MAX_IDENTIFIERS} identifiers per request")
+        if identifiers_type not in (None, "SKU"):
+            raise SpApiError(400, "InvalidInput", f"identifiersType {identifiers_type} is not supported by the sandbox")
+        sort_by = _first(query, "sortBy") or "lastUpdatedDate"
+        sort_order = _first(query, "sortOrder") or "DESC"
+        if sort_by not in SORT_KEYS or sort_order not in ("ASC", "DESC"):
+            raise SpApiError(400, "InvalidInput", f"sortBy {sort_by!r} / sortOrder {sort_order!r} is not valid")
+        fingerprint = hashlib.sha256(
+            json.dumps({k: v for k, v in sorted(query.items()) if k != "pageToken"}).encode()
+        ).hexdigest()[:16]
+        offset = _token_offset(_first(query, "pageToken"), fingerprint)
+        with self._lock:
+            self.stats["searches"] += 1
+            wanted = set(identifiers)
+            found = [sku for sku in self._listings if not wanted or sku in wanted]
+            if sort_by == "sku":
+                found.sort(reverse=sort_order == "DESC")
+            else:
+                field = "created" if sort_by == "createdDate" else "updated"
+                found.sort(key=lambda sku: (self._details[sku][field], sku), reverse=sort_order == "DESC")
+            reachable = found[:MAX_SEARCH_RESULTS]
+            page = reachable[offset : offset + page_size]
+            items = [self._item(sku, included, marketplace) for sku in page]
+        pagination: dict[str, str] = {}
+        if offset + page_size < len(reachable):
+            pagination["nextToken"] = _token(offset + page_size, fingerprint)
+        if offset > 0:
+            pagination["previousToken"] = _token(max(offset - page_size, 0), fingerprint)
+        answer: dict[str, Any] = {"numberOfResults": len(found), "items": items}
+        if pagination:
+            answer["pagination"] = pagination
+        return answer
+
+    def get_listing_item(self, seller_id: str, sku: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``getListingsItem``: one listing by SKU."""
+        self._check_seller(seller_id)
+        marketplace = self._marketplace(query)
+        included = self._included(query)
+        with self._lock:
+            self.stats["item_reads"] += 1
+            if sku not in self._listings:
+                raise SpApiError(404, "NOT_FOUND", f"SKU '{sku}' not found in marketplace {marketplace}")
+            return self._item(sku, included, marketplace)
+
+    def _check_seller(self, seller_id: str) -> None:
+        if seller_id != self.seller_id:
+            raise SpApiError(403, "Unauthorized", "Access to requested resource is denied.")
+
+    def _marketplace(self, query: dict[str, list[str]]) -> str:
+        marketplaces = _csv(query, "marketplaceIds")
+        if not marketplaces:
+            raise SpApiError(400, "InvalidInput", "marketplaceIds is required")
+        if marketplaces != [self.marketplace_id]:
+            shown = ",".join(marketplaces)
+            raise SpApiError(400, "InvalidInput", f"marketplaceIds {shown}: this seller sells in {self.marketplace_id}")
+        return marketplaces[0]
+
+    def _included(self, query: dict[str, list[str]]) -> set[str]:
+        included = set(_csv(query, "includedData") or ["summaries"])
+        unknown = included - INCLUDED_DATA
+        if unknown:
+            raise SpApiError(400, "InvalidInput", f"includedData {sorted(unknown)} is not supported by the sandbox")
+        return included
+
+    def _item(self, sku: str, included: set[str], marketplace: str) -> dict[str, Any]:
+        listing = self._listings[sku]
+        details = self._details[sku]
+        item: dict[str, Any] = {"sku": sku}
+        if "summaries" in included:
+            item["summaries"] = [
+                {
+                    "marketplaceId": marketplace,
+                    "asin": details["asin"],
+                    "productType": "PRODUCT",
+                    "conditionType": "new_new",
+                    "status": ["BUYABLE", "DISCOVERABLE"] if listing["quantity"] > 0 else ["DISCOVERABLE"],
+                    "itemName": details["name"],
+                    "createdDate": _iso(details["created"]),
+                    "lastUpdatedDate": _iso(details["updated"]),
+                }
+            ]
+        if "offers" in included:
+            item["offers"] = [
+                {
+                    "marketplaceId": marketplace,
+                    "offerType": "B2C",
+                    "price": {"currencyCode": listing["currency"], "amount": listing["price"]},
+                }
+            ]
+        if "fulfillmentAvailability" in included:
+            item["fulfillmentAvailability"] = [{"fulfillmentChannelCode": "DEFAULT", "quantity": listing["quantity"]}]
+        if "issues" in included:
+            item["issues"] = []
+        return item
 
     def create_document(self, base_url: str) -> dict[str, Any]:
         """``createFeedDocument``: an id and the URL to upload the document to."""
@@ -264,7 +427,40 @@ class AmazonSimulator:
             if listing[key] != new:
                 listing[key] = new
                 self.stats["revisions"] += 1
+                self._touch(str(sku))
         return None
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _csv(query: dict[str, list[str]], name: str) -> list[str]:
+    # Like SP-API, an encoded comma (%2C) separates values as a literal one does.
+    return [part for value in query.get(name) or [] for part in value.split(",") if part]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _token(offset: int, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "q": fingerprint}).encode()).decode().rstrip("=")
+
+
+def _token_offset(token: str | None, fingerprint: str) -> int:
+    if token is None:
+        return 0
+    try:
+        document = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset = int(document["o"])
+        matches = document["q"] == fingerprint
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise SpApiError(400, "InvalidInput", "pageToken is not valid") from None
+    if not matches or not 0 <= offset < MAX_SEARCH_RESULTS:
+        raise SpApiError(400, "InvalidInput", "pageToken does not belong to this search")
+    return offset
 
 
 class AmazonHTTPServer(SimulatorServer):
@@ -301,6 +497,12 @@ class AmazonHandler(JsonHandler):
                     sim.faults.arm(**json.loads(body or b"{}"))
                 self._send(200, sim.faults.snapshot())
                 return
+            if parts[:2] == ["_sandbox", "listings"] and len(parts) == 3 and method == "POST":
+                if sim.listing(parts[2]) is None:
+                    raise SpApiError(404, "NOT_FOUND", f"SKU '{parts[2]}' has no listing")
+                edit = json.loads(body or b"{}")
+                self._send(200, sim.edit_listing(parts[2], price=edit.get("price"), quantity=edit.get("quantity")))
+                return
             with sim._lock:
                 sim.stats["requests"] += 1
             if parts == ["auth", "o2", "token"] and method == "POST":
@@ -315,7 +517,7 @@ class AmazonHandler(JsonHandler):
                 data = sim.download(parts[1])
                 self._raw(200, data, "application/json")
                 return
-            if parts[:2] != ["feeds", API]:
+            if parts[:2] not in (["feeds", API], ["listings", LISTINGS_API]):
                 raise SpApiError(404, "NotFound", f"no resource {url.path}")
             if not sim.check_token(self.headers.get("x-amz-access-token") or ""):
                 raise SpApiError(403, "Unauthorized", "Access to requested resource is denied.")
@@ -325,7 +527,10 @@ class AmazonHandler(JsonHandler):
                 code = "QuotaExceeded" if status == 429 else "ServiceUnavailable"
                 self._send(status, SpApiError(status, code, "sandbox fault").body(), headers=headers)
                 return
-            self._feeds(method, parts[2:], body)
+            if parts[0] == "listings":
+                self._listings(method, parts[2:], parse_qs(url.query))
+            else:
+                self._feeds(method, parts[2:], body)
         except SpApiError as error:
             if error.code in ("invalid_client", "invalid_grant", "unsupported_grant_type"):
                 self._send(error.status, {"error": error.code, "error_description": error.message})
@@ -333,6 +538,17 @@ class AmazonHandler(JsonHandler):
                 self._send(error.status, error.body())
         except (ValueError, TypeError) as error:
             self._send(400, SpApiError(400, "InvalidInput", str(error)).body())
+
+    def _listings(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        sim = self.simulator
+        if method == "GET" and len(parts) == 2 and parts[0] == "items":
+            answer = sim.search_listings(parts[1], query)
+            self._send(200, answer, headers={"x-amzn-RateLimit-Limit": RATE_LIMITS["search"]})
+        elif method == "GET" and len(parts) == 3 and parts[0] == "items":
+            answer = sim.get_listing_item(parts[1], parts[2], query)
+            self._send(200, answer, headers={"x-amzn-RateLimit-Limit": RATE_LIMITS["item"]})
+        else:
+            raise SpApiError(404, "NotFound", f"no resource {method} /listings/{LISTINGS_API}/{'/'.join(parts)}")
 
     def _feeds(self, method: str, parts: list[str], body: bytes) -> None:
         sim = self.simulator

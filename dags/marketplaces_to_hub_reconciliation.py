@@ -1,19 +1,25 @@
 """
 ### Marketplaces → hub: read-back reconciliation of published offers
 
-Hourly, one mapped task per enabled marketplace channel (Allegro, eBay): read the channel's current
-offers and compare them with what the hub last sent (the newest `sent` outbox row per SKU and field;
-SKUs with a change in flight are skipped). Differences — an offer edited directly on the marketplace,
+Hourly, one mapped task per enabled marketplace channel (Allegro, eBay, Amazon): read the channel's
+current offers and compare them with what the hub last sent (the newest `sent` outbox row per SKU and
+field; SKUs with a change in flight are skipped). Differences — an offer edited directly on the marketplace,
 or a change the channel silently did not apply — are logged, written to a CSV report under
 `<data dir>/reports/`, recorded in `hub.channel_reconciliation` and in the ledger, and handled by the
 channel's `reconcile` setting in channels.yaml:
 `hub_wins` (default) queues the hub's value again with a fresh idempotency key (the next publish run
 sends it), `channel_wins` records the channel's value as published, `report_only` changes nothing.
 
+Amazon is read through the Listings Items API (`searchListingsItems`, 5 requests/s): only the SKUs
+the hub published, 20 per request, because Amazon pages through at most 1,000 results of a search.
+A catalog of N published SKUs takes about N / 100 seconds.
+
 **Runbook**
 - Many differences at once usually mean someone bulk-edited offers on the marketplace: check the CSV
   report before the next publish run re-sends the hub's values (set `reconcile: report_only` to pause).
 - *Up for retry*: the channel is throttling or down; nothing was changed in the hub.
+- Amazon fails with "needs extra.seller_id and extra.marketplace_id": add them to the channel's
+  connection (the publisher needs them too).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["commerce-sync", "channel:allegro", "channel:ebay", "reconcile"],
+    tags=["commerce-sync", "channel:allegro", "channel:ebay", "channel:amazon", "reconcile"],
     doc_md=__doc__,
 )
 def marketplaces_to_hub_reconciliation() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import requests
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import amazon
@@ -251,7 +252,8 @@ def test_simulator_pages_through_at_most_1000_results_like_amazon(tmp_path: Path
 def test_simulator_answers_the_listing_contract_and_moves_edited_listings_first(sandbox: SandboxServer) -> None:
     sim = sandbox.amazon
     base = {"marketplaceIds": [MARKETPLACE]}
-    sim.edit_listing(SKUS[5], price="77.70")
+    edited = requests.post(f"{sandbox.amazon_url}/_sandbox/listings/{SKUS[5]}", json={"price": "77.7"}, timeout=10)
+    assert edited.json()["price"] == "77.70"  # a direct edit over HTTP, as the demo does it
     newest = sim.search_listings(SELLER, {**base, "pageSize": ["1"]})  # default order: lastUpdatedDate DESC
     assert [item["sku"] for item in newest["items"]] == [SKUS[5]]
     assert set(newest["items"][0]) == {"sku", "summaries"}  # includedData defaults to summaries

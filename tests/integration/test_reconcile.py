@@ -1,4 +1,7 @@
-"""Read-back reconciliation against the Allegro simulator: direct edits are found, reported and handled per policy."""
+"""Read-back reconciliation against the Allegro simulator: direct edits are found, reported and handled per policy.
+
+(Amazon's read-back through the Listings Items API is tested in ``test_amazon_publisher.py``, eBay's in
+``test_publish_channels.py``.)"""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import pytest
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import allegro
+from commerce_sync.channels.publish import RECONCILABLE_KINDS, SUPPORTED_KINDS, reconcile_channel
 from commerce_sync.channels.reconcile import ReconcileResult, reconcile
-from commerce_sync.config import Channel
+from commerce_sync.config import Channel, GoogleFeedSettings
+from commerce_sync.errors import ConfigError
 from commerce_sync.sandbox.server import SandboxServer
 from tests.integration.test_allegro_publisher import (  # noqa: F401 - fixtures client, hub, sandbox
     OFFER_IDS,
@@ -104,3 +109,12 @@ def test_silently_unapplied_change_is_found(
     assert found.sample == [
         f'{a} price: hub {{"amount": "90.00", "currency": "PLN"}} / channel {{"amount": "12.34", "currency": "PLN"}}'
     ]
+
+
+def test_every_marketplace_kind_is_reconcilable_and_a_feed_is_a_clear_config_error(tmp_path: Path) -> None:
+    assert RECONCILABLE_KINDS == SUPPORTED_KINDS == {"allegro", "ebay", "amazon"}
+    settings = GoogleFeedSettings(path="feeds/google.xml", title="t", shop_url="https://shop.example.com")
+    feed = Channel(id="google", kind="google_merchant_feed", pricing_rule="r", feed=settings)
+    run = ledger.RunContext(run_id="test", dag_id="marketplaces_to_hub_reconciliation", task_id="reconcile_offers")
+    with pytest.raises(ConfigError, match="read-back reconciliation is not available for google_merchant_feed"):
+        reconcile_channel("postgresql://unused", feed, run, tmp_path)

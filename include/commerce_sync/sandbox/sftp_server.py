@@ -1,56 +1,93 @@
-"""A small read-only SFTP server (paramiko's server interfaces) for the demo and the tests.
+"""A small SFTP server (paramiko's server interfaces) for the demo and the tests.
 
-It serves the files under ``root`` to one login (password or public key) on 127.0.0.1 and can
-misbehave on purpose, per file name, to exercise the transport's refusals:
+It serves the files under ``root`` to one login (password or public key) on 127.0.0.1. It is
+read-only (a supplier's outbox) unless created with ``writable=True`` (a feed target): then it also
+opens files for writing (create, truncate, append), makes directories, removes files and renames
+them (SFTP ``rename``, which refuses to overwrite, and OpenSSH's ``posix-rename``, which replaces the
+target atomically). Every path stays under ``root``: ``..``, absolute paths and symlinks that lead
+outside are refused.
+
+It can misbehave on purpose, per file name (a name or an ``fnmatch`` pattern such as
+``".google.xml.*.tmp"``, so unpredictable staging names can be targeted):
 
 * ``"truncate"``: ``stat`` announces the full size but reads stop at half (an incomplete transfer);
-* ``"grow"``: every ``stat`` reports a larger size and a newer mtime (a file still being written).
+* ``"grow"``: every ``stat`` reports a larger size and a newer mtime (a file still being written);
+* ``"drop"``: a write reaching byte ``drop_after_bytes`` of that file is cut there and the server
+  cuts the TCP connection (a network failure mid-upload; the partial file stays, as on a real server);
+* ``"refuse_rename"``: renaming to or from that name is refused with "permission denied".
 
 Run it with ``python -m commerce_sync.sandbox.sftp_server ROOT`` (prints the port and host key).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import paramiko
 from paramiko import ServerInterface, SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
 
-Fault = Literal["truncate", "grow"]
+Fault = Literal["truncate", "grow", "drop", "refuse_rename"]
 
 
 class _Handle(SFTPHandle):
-    def __init__(self, server: SandboxSftpServer, path: Path) -> None:
+    def __init__(self, server: SandboxSftpServer, path: Path, file: Any, drop: Callable[[], None]) -> None:
         super().__init__()
         self.server = server
         self.path = path
-        self.readfile = path.open("rb")
+        self.readfile = file
+        self.writefile = file
+        self._drop = drop
 
     def read(self, offset: int, length: int) -> bytes | int:
-        if self.server.faults.get(self.path.name) == "truncate":
+        if self.server.fault_for(self.path.name) == "truncate":
             limit = self.path.stat().st_size // 2
             length = max(0, min(length, limit - offset))
             if length == 0:
                 return b""
         return super().read(offset, length)
 
+    def write(self, offset: int, data: bytes) -> int:
+        limit = self.server.drop_after_bytes
+        if self.server.fault_for(self.path.name) == "drop" and offset + len(data) >= limit:
+            super().write(offset, data[: max(0, limit - offset)])  # the file never grows past the limit
+            self.writefile.flush()
+            self._drop()
+            return paramiko.sftp.SFTP_CONNECTION_LOST
+        return super().write(offset, data)
+
     def stat(self) -> SFTPAttributes | int:
         return self.server.attributes(self.path)
 
 
 class _Sftp(SFTPServerInterface):
-    def __init__(self, channel: Any, *args: Any, sandbox: SandboxSftpServer, **kwargs: Any) -> None:
-        super().__init__(channel, *args, **kwargs)
+    def __init__(
+        self,
+        server: ServerInterface,
+        *args: Any,
+        sandbox: SandboxSftpServer,
+        transport: paramiko.Transport,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(server, *args, **kwargs)
         self.sandbox = sandbox
+        self.transport = transport
 
     def _local(self, path: str) -> Path | None:
         root = self.sandbox.root.resolve()
         local = (root / path.lstrip("/")).resolve()
         return local if local == root or root in local.parents else None
+
+    def _drop(self) -> None:
+        """Cut the TCP connection under the SSH session, as a network failure would."""
+        with contextlib.suppress(OSError):
+            self.transport.sock.shutdown(socket.SHUT_RDWR)
 
     def stat(self, path: str) -> SFTPAttributes | int:
         local = self._local(path)
@@ -72,12 +109,70 @@ class _Sftp(SFTPServerInterface):
         return listing
 
     def open(self, path: str, flags: int, attr: SFTPAttributes) -> SFTPHandle | int:
-        if flags & (os.O_WRONLY | os.O_RDWR):
+        writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
+        if writing and not self.sandbox.writable:
             return paramiko.sftp.SFTP_PERMISSION_DENIED  # a supplier's outbox: read-only for us
         local = self._local(path)
-        if local is None or not local.is_file():
+        if local is None:
+            return paramiko.sftp.SFTP_PERMISSION_DENIED if writing else paramiko.sftp.SFTP_NO_SUCH_FILE
+        if not writing:
+            if not local.is_file():
+                return paramiko.sftp.SFTP_NO_SUCH_FILE
+            return _Handle(self.sandbox, local, local.open("rb"), self._drop)
+        if local.is_dir():
+            return paramiko.sftp.SFTP_FAILURE
+        if not local.parent.is_dir():
             return paramiko.sftp.SFTP_NO_SUCH_FILE
-        return _Handle(self.sandbox, local)
+        try:
+            fd = os.open(local, flags | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            return SFTPServer.convert_errno(exc.errno)
+        # fdopen never truncates (O_TRUNC did, if the client asked); "+" only where the client may read.
+        mode = ("a" if flags & os.O_APPEND else "r+" if flags & os.O_RDWR else "w") + "b"
+        if flags & os.O_RDWR and flags & os.O_APPEND:
+            mode = "a+b"
+        return _Handle(self.sandbox, local, os.fdopen(fd, mode), self._drop)
+
+    def mkdir(self, path: str, attr: SFTPAttributes) -> int:
+        local = self._local(path)
+        if not self.sandbox.writable or local is None:
+            return paramiko.sftp.SFTP_PERMISSION_DENIED
+        try:
+            local.mkdir()
+        except OSError as exc:
+            return SFTPServer.convert_errno(exc.errno)
+        return paramiko.sftp.SFTP_OK
+
+    def remove(self, path: str) -> int:
+        local = self._local(path)
+        if not self.sandbox.writable or local is None:
+            return paramiko.sftp.SFTP_PERMISSION_DENIED
+        if not local.is_file():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        local.unlink()
+        return paramiko.sftp.SFTP_OK
+
+    def _move(self, oldpath: str, newpath: str, *, replace: bool) -> int:
+        old, new = self._local(oldpath), self._local(newpath)
+        if not self.sandbox.writable or old is None or new is None:
+            return paramiko.sftp.SFTP_PERMISSION_DENIED
+        if "refuse_rename" in (self.sandbox.fault_for(old.name), self.sandbox.fault_for(new.name)):
+            return paramiko.sftp.SFTP_PERMISSION_DENIED
+        if not old.exists():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        if new.exists() and not replace:
+            return paramiko.sftp.SFTP_FAILURE  # SFTP v3 rename never overwrites
+        try:
+            os.replace(old, new)
+        except OSError as exc:
+            return SFTPServer.convert_errno(exc.errno)
+        return paramiko.sftp.SFTP_OK
+
+    def rename(self, oldpath: str, newpath: str) -> int:
+        return self._move(oldpath, newpath, replace=False)
+
+    def posix_rename(self, oldpath: str, newpath: str) -> int:
+        return self._move(oldpath, newpath, replace=True)
 
 
 class _Auth(ServerInterface):
@@ -105,8 +200,11 @@ class SandboxSftpServer:
 
     Attributes:
         host_key: The server's key; ``host_key_line`` is what goes into the connection's extra.
-        faults: File name -> fault (see the module docstring); change it while the server runs.
+        faults: File name or ``fnmatch`` pattern -> fault (see the module docstring); change it while
+            the server runs.
+        drop_after_bytes: How many bytes of a ``"drop"`` file are written before the connection is cut.
         connections: How many SSH connections were accepted (tests check retries with it).
+        writable: Whether clients may write, create, remove and rename (off: a read-only outbox).
     """
 
     def __init__(
@@ -116,13 +214,17 @@ class SandboxSftpServer:
         password: str | None = "sandbox-secret",  # noqa: S107 - sandbox only, like the demo's other secrets
         client_key: paramiko.PKey | None = None,
         port: int = 0,
+        *,
+        writable: bool = False,
     ) -> None:
         self.root = root
+        self.writable = writable
         self.login = login
         self.password = password
         self.client_key = client_key
         self.host_key = paramiko.ECDSAKey.generate()
         self.faults: dict[str, Fault] = {}
+        self.drop_after_bytes = 1 << 16
         self.connections = 0
         self._grow: dict[Path, int] = {}
         self._socket = socket.create_server(("127.0.0.1", port))
@@ -134,9 +236,15 @@ class SandboxSftpServer:
     def host_key_line(self) -> str:
         return f"{self.host_key.get_name()} {self.host_key.get_base64()}"
 
+    def fault_for(self, name: str) -> Fault | None:
+        """The fault set for this file name (exact name first, then the first matching pattern)."""
+        if name in self.faults:
+            return self.faults[name]
+        return next((fault for pattern, fault in self.faults.items() if fnmatch.fnmatchcase(name, pattern)), None)
+
     def attributes(self, path: Path) -> SFTPAttributes:
         attributes = SFTPAttributes.from_stat(path.stat())
-        if self.faults.get(path.name) == "grow":
+        if self.fault_for(path.name) == "grow":
             self._grow[path] = self._grow.get(path, 0) + 1
             attributes.st_size = (attributes.st_size or 0) + 100 * self._grow[path]
             attributes.st_mtime = (attributes.st_mtime or 0) + self._grow[path]
@@ -162,7 +270,7 @@ class SandboxSftpServer:
     def _session(self, client: socket.socket) -> None:
         transport = paramiko.Transport(client)
         transport.add_server_key(self.host_key)
-        transport.set_subsystem_handler("sftp", SFTPServer, _Sftp, sandbox=self)
+        transport.set_subsystem_handler("sftp", SFTPServer, _Sftp, sandbox=self, transport=transport)
         try:
             transport.start_server(server=_Auth(self))
             while transport.is_active() and not self._stop.is_set():
@@ -193,8 +301,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--login", default="supplier")
     parser.add_argument("--password", default="sandbox-secret")
+    parser.add_argument("--writable", action="store_true", help="accept uploads (a feed target)")
     args = parser.parse_args()
-    server = SandboxSftpServer(args.root, args.login, args.password, port=args.port).start()
+    server = SandboxSftpServer(args.root, args.login, args.password, port=args.port, writable=args.writable).start()
     print(f"sftp://{args.login}@127.0.0.1:{server.port}/  host key: {server.host_key_line}", flush=True)
     try:
         threading.Event().wait()

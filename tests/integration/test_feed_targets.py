@@ -135,7 +135,7 @@ def test_connection_dropped_mid_upload_keeps_previous_feed_and_stale_staging_is_
     published = server.root / "published" / "google.xml"
 
     server.faults[".google.xml.*.tmp"] = "drop"
-    server.drop_after_bytes = 100_000
+    server.fault_at_bytes = 100_000
     with pytest.raises(
         TransientError, match=r"feed target sftp://127\.0\.0\.1:\d+/published/google\.xml: upload failed"
     ):
@@ -152,6 +152,20 @@ def test_connection_dropped_mid_upload_keeps_previous_feed_and_stale_staging_is_
     stale = time.time() - feed_publish.STALE_STAGING_SECONDS - 60
     os.utime(leftover, (stale, stale))
     publish_copy(local_feed(tmp_path, V1), settings(server))
+    assert published.read_bytes() == V1
+    assert staging_files(published.parent) == []
+
+
+def test_short_upload_is_caught_by_the_size_check_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: SandboxSftpServer
+) -> None:
+    set_connection(monkeypatch, server)
+    publish_copy(local_feed(tmp_path, V1), settings(server))
+    server.faults[".google.xml.*.tmp"] = "full"
+    server.fault_at_bytes = 100_000
+    with pytest.raises(TransientError, match=rf"the server holds 100000 bytes of the {len(V2)} sent"):
+        publish_copy(local_feed(tmp_path, V2), settings(server))
+    published = server.root / "published" / "google.xml"
     assert published.read_bytes() == V1
     assert staging_files(published.parent) == []
 

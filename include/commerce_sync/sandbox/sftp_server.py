@@ -12,8 +12,10 @@ It can misbehave on purpose, per file name (a name or an ``fnmatch`` pattern suc
 
 * ``"truncate"``: ``stat`` announces the full size but reads stop at half (an incomplete transfer);
 * ``"grow"``: every ``stat`` reports a larger size and a newer mtime (a file still being written);
-* ``"drop"``: a write reaching byte ``drop_after_bytes`` of that file is cut there and the server
+* ``"drop"``: a write reaching byte ``fault_at_bytes`` of that file is cut there and the server
   cuts the TCP connection (a network failure mid-upload; the partial file stays, as on a real server);
+* ``"full"``: writes reaching byte ``fault_at_bytes`` are cut there and answered with a failure status
+  (a full disk; paramiko's pipelined uploads do not raise on it, only a size check notices);
 * ``"refuse_rename"``: renaming to or from that name is refused with "permission denied".
 
 Run it with ``python -m commerce_sync.sandbox.sftp_server ROOT`` (prints the port and host key).
@@ -33,7 +35,7 @@ from typing import Any, Literal
 import paramiko
 from paramiko import ServerInterface, SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
 
-Fault = Literal["truncate", "grow", "drop", "refuse_rename"]
+Fault = Literal["truncate", "grow", "drop", "full", "refuse_rename"]
 
 
 class _Handle(SFTPHandle):
@@ -54,10 +56,12 @@ class _Handle(SFTPHandle):
         return super().read(offset, length)
 
     def write(self, offset: int, data: bytes) -> int:
-        limit = self.server.drop_after_bytes
-        if self.server.fault_for(self.path.name) == "drop" and offset + len(data) >= limit:
+        fault, limit = self.server.fault_for(self.path.name), self.server.fault_at_bytes
+        if fault in ("drop", "full") and offset + len(data) >= limit:
             super().write(offset, data[: max(0, limit - offset)])  # the file never grows past the limit
             self.writefile.flush()
+            if fault == "full":
+                return paramiko.sftp.SFTP_FAILURE  # as a server whose disk is full answers
             self._drop()
             return paramiko.sftp.SFTP_CONNECTION_LOST
         return super().write(offset, data)
@@ -202,7 +206,7 @@ class SandboxSftpServer:
         host_key: The server's key; ``host_key_line`` is what goes into the connection's extra.
         faults: File name or ``fnmatch`` pattern -> fault (see the module docstring); change it while
             the server runs.
-        drop_after_bytes: How many bytes of a ``"drop"`` file are written before the connection is cut.
+        fault_at_bytes: The file size at which ``"drop"`` and ``"full"`` strike.
         connections: How many SSH connections were accepted (tests check retries with it).
         writable: Whether clients may write, create, remove and rename (off: a read-only outbox).
     """
@@ -224,7 +228,7 @@ class SandboxSftpServer:
         self.client_key = client_key
         self.host_key = paramiko.ECDSAKey.generate()
         self.faults: dict[str, Fault] = {}
-        self.drop_after_bytes = 1 << 16
+        self.fault_at_bytes = 1 << 16
         self.connections = 0
         self._grow: dict[Path, int] = {}
         self._socket = socket.create_server(("127.0.0.1", port))

@@ -193,7 +193,12 @@ def _connected(sftp: paramiko.SFTPClient) -> bool:
 def _remove_stale_staging(sftp: paramiko.SFTPClient, remote: PurePosixPath) -> None:
     """Remove staging files of this target left by uploads whose connection was lost."""
     cutoff = time.time() - STALE_STAGING_SECONDS
-    for entry in sftp.listdir_attr(str(remote.parent)):
+    try:
+        entries = sftp.listdir_attr(str(remote.parent))
+    except PermissionError as exc:  # a server may allow writing but not listing: never block the upload
+        log.warning("cannot list %s to remove stale staging files (%s)", remote.parent, exc)
+        return
+    for entry in entries:
         if _is_staging_of(entry.filename, remote.name) and (entry.st_mtime or 0) < cutoff:
             log.warning("removing staging file %s left by an interrupted upload", remote.parent / entry.filename)
             _remove_quietly(sftp, str(remote.parent / entry.filename))

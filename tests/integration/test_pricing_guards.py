@@ -118,6 +118,28 @@ def test_price_move_breaker_blocks_everything_and_records_why(hub_dsn: str) -> N
     assert details["breakers"]["override"] == {"by": "alice", "reason": "supplier +100%"}
 
 
+def test_breaker_share_counts_offers_added_by_incremental_runs(hub_dsn: str) -> None:
+    """The channel's offer count is kept in hub.pricing_state, not rescanned: it must follow new offers."""
+    seed_products(hub_dsn, 200)
+    compute_channel_offers(hub_dsn, GUARDED, RULE, RUN)
+    with connect(hub_dsn) as conn:
+        conn.execute(
+            "INSERT INTO hub.product (sku, name, purchase_price, currency, vat_rate, active, row_hash, transfer_id) "
+            "SELECT 'NEW-' || i, 'new', 10, 'PLN', 0.23, true, 'h', gen_random_uuid() FROM generate_series(1, 20) AS i"
+        )
+    added = compute_channel_offers(hub_dsn, GUARDED, RULE, RUN)
+    assert (added.mode, added.offers_changed) == ("incremental", 20)
+    stored = scalar(hub_dsn, "SELECT offer_count FROM hub.pricing_state WHERE channel = 'allegro'")
+    assert stored == scalar(hub_dsn, "SELECT count(*) FROM hub.channel_offer WHERE channel = 'allegro'") == 220
+
+    set_cost(hub_dsn, [f"SKU-{i:05d}" for i in range(23)], "2")  # 23 of 220 = 10.45 % > 10 %
+    with pytest.raises(BreakerTripped, match=r"price_moves: 10\.45% > limit 10%.*23 of 220 offers"):
+        compute_channel_offers(hub_dsn, GUARDED, RULE, RUN)
+    full = compute_channel_offers(hub_dsn, GUARDED, RULE, RUN, full=True, override=Override(by="t", reason="test"))
+    assert full.offers_changed == 23
+    assert scalar(hub_dsn, "SELECT offer_count FROM hub.pricing_state WHERE channel = 'allegro'") == 220
+
+
 def test_stockout_breaker(hub_dsn: str) -> None:
     seed_products(hub_dsn, 50)
     compute_channel_offers(hub_dsn, GUARDED, RULE, RUN)

@@ -74,12 +74,6 @@ def test_publish_reports_backlog_and_reconcile_finds_direct_edit(
     assert _offer(sandbox, a)["pricingSummary"]["price"]["value"] == "51.00"
 
 
-def test_channel_without_read_back_is_a_clear_config_error(tmp_path: Path) -> None:
-    amazon = Channel(id="amazon", kind="amazon", conn_id="amazon_sp", pricing_rule="r")
-    with pytest.raises(ConfigError, match="read-back reconciliation is not available for amazon"):
-        reconcile_channel("postgresql://unused", amazon, RUN, tmp_path)
-
-
 def test_publish_channel_amazon_uses_connection_extras(
     hub: str,  # noqa: F811
     sandbox: SandboxServer,  # noqa: F811

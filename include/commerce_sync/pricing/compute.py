@@ -314,15 +314,15 @@ ENQUEUE = """
 INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
 SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
 FROM field_change AS f
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (channel, sku, field, offer_version, idempotency_key) DO NOTHING
 """
 
 _SAVE_STATE = """
-INSERT INTO hub.pricing_state (channel, config_sha256, inputs_seen_until, computed_at, transfer_id)
-VALUES (%(channel)s, %(config_sha256)s, %(bound)s, now(), %(transfer_id)s)
+INSERT INTO hub.pricing_state (channel, config_sha256, inputs_seen_until, computed_at, transfer_id, offer_count)
+VALUES (%(channel)s, %(config_sha256)s, %(bound)s, now(), %(transfer_id)s, %(offer_count)s)
 ON CONFLICT (channel) DO UPDATE SET config_sha256 = EXCLUDED.config_sha256,
     inputs_seen_until = EXCLUDED.inputs_seen_until, computed_at = EXCLUDED.computed_at,
-    transfer_id = EXCLUDED.transfer_id
+    transfer_id = EXCLUDED.transfer_id, offer_count = EXCLUDED.offer_count
 """
 
 
@@ -414,10 +414,15 @@ def _load_parameters(
 
 
 class _OfferCount:
-    """The channel's offer count, counted once and only if a guard needs it (a scan at 1M offers)."""
+    """The channel's offer count before this run, for the guards' shares.
 
-    def __init__(self, conn: psycopg.Connection, channel_id: str) -> None:
-        self._conn, self._channel_id, self._value = conn, channel_id, -1
+    Kept in ``hub.pricing_state.offer_count`` by every computation; counted (a scan at 1M offers)
+    only when there is no stored count yet, and then only if a guard needs it.
+    """
+
+    def __init__(self, conn: psycopg.Connection, channel_id: str, stored: int | None) -> None:
+        self._conn, self._channel_id = conn, channel_id
+        self._value = -1 if stored is None else stored
 
     def __call__(self) -> int:
         if self._value < 0:
@@ -541,7 +546,8 @@ def compute_channel_offers(
         rates = effective_rates(conn, channel.currency)
         fingerprint = config_fingerprint(channel, setup, rates)
         state = conn.execute(
-            "SELECT config_sha256, inputs_seen_until FROM hub.pricing_state WHERE channel = %s", (channel.id,)
+            "SELECT config_sha256, inputs_seen_until, offer_count FROM hub.pricing_state WHERE channel = %s",
+            (channel.id,),
         ).fetchone()
         incremental = not full and state is not None and state[0] == fingerprint
         _load_parameters(conn, channel, setup, rates)
@@ -568,26 +574,39 @@ def compute_channel_offers(
                 )
             evaluated = cur.execute(_COMPUTE, params).rowcount
         conn.execute(_CHANGES)
-        conn.execute("ANALYZE offer_change")  # small after an incremental run: let joins use the indexes
-        total_offers = _OfferCount(conn, channel.id)
+        if not incremental:
+            # Large after a full run: statistics for the joins below. An incremental run's few thousand
+            # rows are estimated well enough from the table's size, and ANALYZE would cost more.
+            conn.execute("ANALYZE offer_change")
+        total_offers = _OfferCount(conn, channel.id, state[2] if state is not None and not full else None)
         decision = _breaker_decision(conn, channel, override, total_offers)
         if decision is not None:
             decision.record(transfer)
             decision.enforce()
         held, proposal_id = _apply_cap(conn, channel, tid, total_offers)
-        changed, floors = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE floor_applied) FROM offer_change"
-        ).fetchone() or (0, 0)
+        changed, floors, new_offers = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE floor_applied), count(*) FILTER (WHERE old_row_hash IS NULL) "
+            "FROM offer_change"
+        ).fetchone() or (0, 0, 0)
+        offers_before = total_offers()
         conn.execute(_APPLY, params)
         conn.execute(FIELD_CHANGES)
-        conn.execute("ANALYZE field_change")
+        if not incremental:
+            conn.execute("ANALYZE field_change")
         conn.execute(RECORD_CHANGES, params)
         outbox_rows = superseded = 0
         if outbox:
             superseded = conn.execute(SUPERSEDE_OUTBOX).rowcount
             outbox_rows = conn.execute(ENQUEUE, params).rowcount
         conn.execute(
-            _SAVE_STATE, {"channel": channel.id, "config_sha256": fingerprint, "bound": bound, "transfer_id": tid}
+            _SAVE_STATE,
+            {
+                "channel": channel.id,
+                "config_sha256": fingerprint,
+                "bound": bound,
+                "transfer_id": tid,
+                "offer_count": offers_before + new_offers,
+            },
         )
         mode = "incremental" if incremental else "full"
         transfer.rows_read = evaluated

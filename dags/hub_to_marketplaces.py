@@ -52,15 +52,18 @@ def hub_to_marketplaces() -> None:
 
     @task(
         inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_OFFER],
-        outlets=[assets.EBAY_OFFERS, assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
+        outlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
     )
     def publish_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.publish import publish_channel
         from commerce_sync.config import load_config
-        from commerce_sync.lineage import report_transfer
+        from commerce_sync.lineage import report_output, report_transfer
 
         with operator_errors(f"channel {channel_id!r}"):
-            result = publish_channel(hub_dsn(), load_config().channel(channel_id), run_context())
+            channel = load_config().channel(channel_id)
+            # Each mapped instance writes to one marketplace, known only at run time.
+            report_output(assets.MARKETPLACE_OFFERS[channel.kind])
+            result = publish_channel(hub_dsn(), channel, run_context())
         for transfer_id in result["transfer_ids"]:
             report_transfer(transfer_id)
         return result

@@ -51,17 +51,19 @@ def marketplaces_to_hub_reconciliation() -> None:
             return [c.id for c in load_config().channels if c.enabled and c.kind in RECONCILABLE_KINDS]
 
     @task(
-        inlets=[assets.ALLEGRO_OFFERS, assets.EBAY_OFFERS, assets.HUB_OUTBOX],
+        inlets=[assets.HUB_OUTBOX],
         outlets=[assets.HUB_CHANNEL_RECONCILIATION, assets.HUB_OUTBOX],
     )
     def reconcile_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.publish import reconcile_channel
         from commerce_sync.config import load_config
-        from commerce_sync.lineage import report_transfer
+        from commerce_sync.lineage import report_input, report_transfer
         from commerce_sync.settings import data_dir
 
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
+            # Each mapped instance reads one marketplace, known only at run time.
+            report_input(assets.MARKETPLACE_OFFERS[channel.kind])
             result = reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
         for transfer_id in result["transfer_ids"]:
             report_transfer(transfer_id)

@@ -69,6 +69,11 @@ ERP_PRODUCTS = Asset(name=f"{ERP_DATABASE}.erp.products", uri=f"postgres://{ERP_
 HUB_OUTBOX_ALLEGRO = Asset(name="allegro.sale.offers", uri=f"{ALLEGRO_API}/sale/offers")
 ALLEGRO_OFFERS = HUB_OUTBOX_ALLEGRO
 EBAY_OFFERS = Asset(name="ebay.sell.inventory.offer", uri="https://api.ebay.com/sell/inventory/v1/offer")
+AMAZON_LISTINGS = Asset(
+    name="amazon.listings.items", uri="https://sellingpartnerapi-eu.amazon.com/listings/2021-08-01/items"
+)
+MARKETPLACE_OFFERS = {"allegro": ALLEGRO_OFFERS, "ebay": EBAY_OFFERS, "amazon": AMAZON_LISTINGS}
+"""The offers a marketplace channel kind shows, for tasks mapped over channels (reported at run time)."""
 HUB_CHANNEL_RECONCILIATION = hub_table("channel_reconciliation")
 FEED_GOOGLE = Asset(name="feed.google_merchant", uri=f"file://{DATA_HOST}/feeds/google_merchant.xml")
 

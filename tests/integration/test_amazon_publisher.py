@@ -305,6 +305,13 @@ def test_listings_route_respects_retry_after_and_rides_out_a_5xx_burst(
     assert len(clock.slept) == 3  # the Retry-After wait, then two backoffs for the 503s
 
 
+def test_expired_token_answered_with_403_is_refreshed_once(reader: amazon.AmazonClient, sandbox: SandboxServer) -> None:
+    first = list(reader.list_listings())
+    sandbox.amazon.expire_tokens()  # revoked on Amazon's side before our own expiry margin
+    assert list(reader.list_listings()) == first and len(first) == N
+    assert len(sandbox.amazon._tokens) == 1  # a fresh token was issued after the 403
+
+
 def test_no_token_or_secret_in_logs_errors_or_repr(
     reader: amazon.AmazonClient, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -69,6 +69,7 @@ class AmazonClient(OAuthClient):
     """
 
     channel = "amazon"
+    auth_failure_statuses = frozenset({401, 403})  # SP-API answers an expired or revoked token with 403
     auth_header = "x-amz-access-token"
     auth_scheme = ""
     token_margin = 120.0

@@ -265,6 +265,8 @@ class HttpClient:
     channel = "http"
     requests_per_period: tuple[float, float] | None = None
     """(requests, seconds) the channel allows per client, e.g. (9000, 60) for Allegro."""
+    auth_failure_statuses: frozenset[int] = frozenset({401})
+    """Statuses meaning "credentials not accepted": one retry with fresh ones (SP-API also answers 403)."""
 
     def __init__(
         self,
@@ -389,7 +391,7 @@ class HttpClient:
                     self.breaker.record_success()
                 if status < 400:
                     return response
-                if status == 401 and authenticate and not refreshed and self._refresh_auth():
+                if status in self.auth_failure_statuses and authenticate and not refreshed and self._refresh_auth():
                     # One retry with a fresh token: it may simply have expired.
                     refreshed = True
                     attempt -= 1

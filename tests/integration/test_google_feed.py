@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -191,3 +192,229 @@ def write_feed_for(dsn: str, channel: Channel, base: Path):
     from commerce_sync.channels.feeds import write_feed
 
     return write_feed(dsn, channel, base, RUN)
+
+
+# ---------------------------------------------------------------- the writer over rows (no database)
+
+TRICKY = {
+    "name": 'Kawa "Arabica" & mleko > koniec',
+    "description": "linia 1\nlinia 2\t\x01\x1f\ufffe ok",
+    "brand": "Ż]]>B",
+    "category": "Dom > Ogród <kuchnia>",
+}
+"""Each field needs one kind of work: &; characters XML forbids; "]]>"; < (and all of them together)."""
+
+
+def _row(sku: str = "A-1", **values) -> tuple:
+    row = {
+        "sku": sku,
+        "gtin": "05901234123457",
+        "name": "Nazwa",
+        "description": "Opis",
+        "brand": "Marka",
+        "category": "Kat",
+        "price": "12.30",
+        "currency": "PLN",
+        "availability": "in_stock",
+        "quantity": 5,
+        "at_floor": True,
+        "floor_price": "1.00",
+    } | values
+    from commerce_sync.channels.feeds import COLUMNS
+
+    return tuple(row[name] for name in COLUMNS)
+
+
+def _render(kind: str, rows: list[tuple], tmp_path: Path):
+    from commerce_sync.channels.feeds import FORMATS, render
+
+    channel = Channel(
+        id="shop",
+        kind=kind,
+        pricing_rule="g-rule",
+        feed=GoogleFeedSettings(path="f.xml", title="T & <t>", shop_url="https://shop.example.com/a&b/"),
+    )
+    path = tmp_path / f"{kind}.xml"
+    with path.open("wb") as handle:
+        stats = render(rows, FORMATS[kind], channel, channel.feed, handle)
+    return path, stats
+
+
+def _expected(text: str) -> str:
+    return "".join(ch for ch in text if ch not in "\x01\x1f\ufffe")
+
+
+@pytest.mark.parametrize("kind", ["google_merchant_feed", "meta_catalog_feed", "ceneo_feed"])
+@pytest.mark.parametrize("field", [*TRICKY, "all"])
+def test_every_free_text_field_is_escaped_alone_or_together(tmp_path: Path, kind: str, field: str) -> None:
+    from commerce_sync.channels.feeds import FORMATS, validate
+
+    values = TRICKY if field == "all" else {field: TRICKY[field]}
+    rows = [_row("A-1", **values), _row('B "2"&<3>/4', **values), _row("C-3")]
+    path, stats = _render(kind, rows, tmp_path)
+    assert stats.items == 3 and stats.rejected == [] and stats.written_skus == ["A-1", 'B "2"&<3>/4', "C-3"]
+    assert validate(path, FORMATS[kind], 3) == 3
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == stats.sha256
+    root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)).getroot()
+    if kind == "ceneo_feed":
+        offers = root.findall("group/o")
+        assert [o.get("id") for o in offers] == ["A-1", 'B "2"&<3>/4', "C-3"]
+        assert offers[1].get("url") == "https://shop.example.com/a&b/p/B%20%222%22%26%3C3%3E%2F4"
+        got = {o.get("id"): {"name": o.findtext("name"), "description": o.findtext("desc"),
+                             "category": o.findtext("cat"), "brand": o.findtext("attrs/a[@name='Producent']")}
+               for o in offers}  # fmt: skip
+    else:
+        items = root.findall("channel/item")
+        g = f"{{{G_NS}}}"
+        assert [i.findtext(g + "id") for i in items] == ["A-1", 'B "2"&<3>/4', "C-3"]
+        assert items[1].findtext(g + "link") == "https://shop.example.com/a&b/p/B%20%222%22%26%3C3%3E%2F4"
+        got = {i.findtext(g + "id"): {"name": i.findtext(g + "title"), "description": i.findtext(g + "description"),
+                                      "category": i.findtext(g + "product_type"), "brand": i.findtext(g + "brand")}
+               for i in items}  # fmt: skip
+    for sku in ("A-1", 'B "2"&<3>/4'):
+        for name, text in values.items():
+            if name == "category" and kind == "meta_catalog_feed":
+                continue  # Meta's item has no product type
+            assert got[sku][name] == _expected(text), (sku, name)
+    assert got["C-3"]["name"] == "Nazwa"
+
+
+def test_escaping_output_equals_field_by_field_escaping(tmp_path: Path) -> None:
+    """The one scan over all fields only decides whether to escape; what is written is xml_text of each field."""
+    from commerce_sync.channels.feeds import xml_text
+
+    path, _ = _render(
+        "google_merchant_feed", [_row("A-1", **TRICKY), _row("A-2", name="a]]", description=">b")], tmp_path
+    )
+    raw = path.read_text(encoding="utf-8")
+    for name, tag in (
+        ("name", "title"),
+        ("description", "description"),
+        ("brand", "brand"),
+        ("category", "product_type"),
+    ):
+        assert f"<g:{tag}>{xml_text(TRICKY[name])}</g:{tag}>" in raw
+    # "]]" ending one field and ">" starting the next are not "]]>": neither needs escaping.
+    assert "<g:title>a]]</g:title><g:description>>b</g:description>" in raw
+
+
+def test_same_rows_same_bytes_and_optional_fields_left_out(tmp_path: Path) -> None:
+    rows = [_row("A-1"), _row("A-2", gtin="", brand="", category="", description="", quantity=0)]
+    first, stats = _render("google_merchant_feed", rows, tmp_path)
+    raw = first.read_text(encoding="utf-8")
+    assert raw.count("<item>") == 2 and raw.count("<g:gtin>5901234123457</g:gtin>") == 1  # 14 digits -> EAN-13
+    second_item = raw.split("<item>")[2]
+    assert "<g:description>Nazwa</g:description>" in second_item  # the title stands in for a missing description
+    assert "g:brand" not in second_item and "g:gtin" not in second_item and "g:product_type" not in second_item
+    again, stats_again = _render("google_merchant_feed", rows, tmp_path / "..")
+    assert again.read_bytes() == first.read_bytes() and stats_again.sha256 == stats.sha256
+    ceneo, _ = _render("ceneo_feed", rows, tmp_path)
+    offers = etree.parse(str(ceneo)).getroot().findall("group/o")
+    assert [(o.get("avail"), o.get("stock"), o.get("price")) for o in offers] == [
+        ("1", "5", "12.30"),
+        ("99", "0", "12.30"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "rule"),
+    [
+        ({"at_floor": False, "price": "9.99", "floor_price": "10.00"}, "price_at_least_floor"),
+        ({"at_floor": None, "floor_price": None}, "price_at_least_floor"),
+        ({"currency": "EUR"}, "currency_accepted"),
+        ({"name": "x" * 151}, "title_max_length"),
+        ({"description": "d" * 5001}, "description_max_length"),
+        ({"description": "", "name": "n" * 151}, "title_max_length"),
+        ({"sku": "S" * 51}, "id_max_length"),
+    ],
+)
+def test_prepublish_check_in_the_writer_rejects_exactly(tmp_path: Path, values: dict, rule: str) -> None:
+    sku = values.pop("sku", "BAD")
+    path, stats = _render("google_merchant_feed", [_row("OK-1"), _row(sku, **values), _row("OK-2")], tmp_path)
+    assert stats.items == 2 and stats.written_skus == ["OK-1", "OK-2"]
+    assert [r.sku for r in stats.rejected] == [sku] * len(stats.rejected) and rule in {r.rule for r in stats.rejected}
+    assert sku not in path.read_text(encoding="utf-8")
+    if rule == "price_at_least_floor" and values["floor_price"]:
+        assert "price 9.99 is below the floor 10.00" in stats.rejected[0].reason
+
+
+def test_price_equal_to_floor_and_at_the_length_limits_is_published(tmp_path: Path) -> None:
+    row = _row("S" * 50, price="10.00", floor_price="10.00", name="t" * 150, description="d" * 5000)
+    _, stats = _render("google_merchant_feed", [row], tmp_path)
+    assert stats.items == 1 and stats.rejected == []
+
+
+# ---------------------------------------------------------------- the parse-back check
+
+
+def _google_doc(items: str, prolog: str = "") -> str:
+    return f'<?xml version="1.0"?>{prolog}<rss version="2.0" xmlns:g="{G_NS}"><channel>{items}</channel></rss>'
+
+
+GOOD_ITEM = (
+    "<item><g:id>A</g:id><g:title>t</g:title><g:description>d</g:description><g:link>l</g:link>"
+    "<g:image_link>i</g:image_link><g:price>1.00 PLN</g:price><g:availability>in_stock</g:availability>"
+    "<g:condition>new</g:condition></item>"
+)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (_google_doc(GOOD_ITEM + GOOD_ITEM.replace("<g:title>t</g:title>", "<g:title> \n </g:title>")),
+         r"item 2 .* lacks required field\(s\) \['title'\]"),
+        (_google_doc(GOOD_ITEM.replace("<g:price>1.00 PLN</g:price>", "")),
+         r"item 1 .* lacks required field\(s\) \['price'\]"),
+        (_google_doc(GOOD_ITEM, '<!DOCTYPE rss [<!ENTITY e "x">]>'), "DOCTYPE"),
+        (_google_doc(GOOD_ITEM.replace(">t<", ">&e;<")), "not well-formed"),
+        (_google_doc(GOOD_ITEM)[:-20], "not well-formed"),
+        (_google_doc(GOOD_ITEM.replace(">t<", ">a\x01b<")), "not well-formed"),
+    ],
+)  # fmt: skip
+def test_parse_back_refuses_broken_feeds(tmp_path: Path, document: str, message: str) -> None:
+    from commerce_sync.channels.feeds import FORMATS, FeedValidationError, validate
+
+    path = tmp_path / "feed.xml"
+    path.write_text(document, encoding="utf-8")
+    with pytest.raises(FeedValidationError, match=message):
+        validate(path, FORMATS["google_merchant_feed"], document.count("<item>"))
+
+
+def test_parse_back_of_ceneo_checks_attributes_and_accepts_another_prefix(tmp_path: Path) -> None:
+    from commerce_sync.channels.feeds import FORMATS, FeedValidationError, validate
+
+    path = tmp_path / "ceneo.xml"
+    offer = '<o id="A" url="u" price="1.00" avail="1" stock="1"><name>n</name></o>'
+    path.write_text(f'<offers version="1"><group name="other">{offer}{offer}</group></offers>', encoding="utf-8")
+    assert validate(path, FORMATS["ceneo_feed"], 2) == 2
+    broken = offer.replace(' avail="1"', ' avail=""')
+    path.write_text(f"<offers><group>{offer}{broken}</group></offers>", encoding="utf-8")
+    with pytest.raises(FeedValidationError, match=r"item 2 .* lacks required field\(s\) \['@avail'\]"):
+        validate(path, FORMATS["ceneo_feed"], 2)
+    # Fields are found by local name, whatever prefix binds the Google namespace.
+    path.write_text(_google_doc(GOOD_ITEM).replace("g:", "gg:").replace("xmlns:g=", "xmlns:gg="), encoding="utf-8")
+    assert validate(path, FORMATS["google_merchant_feed"], 1) == 1
+
+
+# ---------------------------------------------------------------- the hub query
+
+
+def test_hub_texts_with_backslashes_tabs_and_newlines_reach_the_feed(hub_dsn: str, tmp_path: Path) -> None:
+    seed_products(hub_dsn, 3)
+    description = "C:\\dir\\n is not a newline\tbut this\nis; NULL \\N & <x>"
+    with connect(hub_dsn) as conn:
+        conn.execute("UPDATE hub.product SET description = %s, brand = NULL, gtin = NULL WHERE sku = 'SKU-00001'",
+                     (description,))  # fmt: skip
+        conn.execute("UPDATE hub.product SET gtin = '05901234123457', category = 'A > B' WHERE sku = 'SKU-00002'")
+    compute_channel_offers(hub_dsn, CHANNEL, RULE, COMPUTE_RUN)
+    with connect(hub_dsn) as conn:  # price exactly at the floor is published
+        conn.execute("UPDATE hub.channel_offer SET floor_price = price WHERE sku = 'SKU-00000'")
+    result = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    assert (result.item_count, result.skipped) == (3, 0)
+    items = _items(Path(result.path))
+    assert items["SKU-00001"]["description"] == description
+    assert "brand" not in items["SKU-00001"] and "gtin" not in items["SKU-00001"]
+    assert items["SKU-00002"]["gtin"] == "5901234123457" and items["SKU-00002"]["product_type"] == "A > B"
+    with connect(hub_dsn) as conn:
+        prices = dict(conn.execute("SELECT sku, price FROM hub.channel_offer WHERE channel = 'google'").fetchall())
+    assert {sku: item["price"] for sku, item in items.items()} == {sku: f"{p:.2f} PLN" for sku, p in prices.items()}

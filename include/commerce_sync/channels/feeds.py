@@ -496,6 +496,30 @@ def _db_offers(conn: Any, channel_id: str) -> Generator[tuple[Any, ...], None, N
         yield from cur.stream(_OFFERS, (channel_id,), size=STREAM_ROWS)
 
 
+def _write_snapshot(
+    dsn: str, channel: Channel, fmt: FeedFormat, fd: int, crash_after_items: int | None
+) -> tuple[int, RenderStats]:
+    """Count the channel's offers and write them to ``fd`` (fsynced), both from one snapshot."""
+    assert channel.feed is not None
+    with connect(dsn) as conn:
+        # One snapshot for the count and the rows, so concurrent pricing cannot skew the check.
+        # (psycopg opens the transaction itself: set its level before the first statement.)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        (hub_count,) = conn.execute(_COUNT, (channel.id,)).fetchone() or (0,)
+        # Closed before the connection: a failed write ends the streamed query before the rollback.
+        with closing(_db_offers(conn, channel.id)) as offers:
+            rows: Iterable[tuple[Any, ...]] = offers
+            if crash_after_items is not None:
+                rows = _crash_after(rows, crash_after_items)
+            with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+                stats = render(rows, fmt, channel, channel.feed, handle, collect_skus=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+        conn.rollback()
+    return hub_count, stats
+
+
 def write_feed(
     dsn: str,
     channel: Channel,
@@ -524,22 +548,7 @@ def write_feed(
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         tmp = Path(tmp_name)
         try:
-            with connect(dsn) as conn:
-                # One snapshot for the count and the rows, so concurrent pricing cannot skew the check.
-                # (psycopg opens the transaction itself: set its level before the first statement.)
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                conn.read_only = True
-                (hub_count,) = conn.execute(_COUNT, (channel.id,)).fetchone() or (0,)
-                # Closed before the connection: a failed write ends the COPY before the rollback.
-                with closing(_db_offers(conn, channel.id)) as offers:
-                    rows: Iterable[tuple[Any, ...]] = offers
-                    if crash_after_items is not None:
-                        rows = _crash_after(rows, crash_after_items)
-                    with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-                        stats = render(rows, fmt, channel, feed, handle, collect_skus=False)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                conn.rollback()
+            hub_count, stats = _write_snapshot(dsn, channel, fmt, fd, crash_after_items)
             rejected = stats.rejected or []
             rejected_skus = {r.sku for r in rejected}
             validate(tmp, fmt, hub_count - len(rejected_skus))

@@ -310,11 +310,13 @@ WHERE o.status = 'pending' AND o.channel = f.channel AND o.sku = f.sku AND o.fie
   AND o.offer_version < f.new_version
 """
 
+# A plain INSERT: the key covers a new offer version, and versions only grow under the channel lock,
+# so a duplicate cannot arise. If it ever did, the unique index refuses the whole run instead of
+# silently dropping a change (and the check costs one index descent, not two as ON CONFLICT would).
 ENQUEUE = """
 INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
 SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
 FROM field_change AS f
-ON CONFLICT (channel, sku, field, offer_version, idempotency_key) DO NOTHING
 """
 
 _SAVE_STATE = """

@@ -10,9 +10,9 @@ ALTER TABLE hub.channel_offer SET (fillfactor = 85);
 -- an incremental run inserts), so the breaker and change-cap shares need no scan of the channel.
 ALTER TABLE hub.pricing_state ADD COLUMN offer_count bigint;
 
--- One b-tree for the outbox's per-SKU lookups and its idempotent enqueue instead of two in random
--- order. The key is a sha256 over channel, SKU, field, version and payload (or names the
--- reconciliation transfer), so it stays unique; the enqueue's ON CONFLICT names these columns.
+-- One b-tree for the outbox's per-SKU lookups and its uniqueness instead of two in random order.
+-- The idempotency key is a sha256 over channel, SKU, field, version and payload (or names the
+-- reconciliation transfer), so it stays unique with the offer change it belongs to.
 CREATE UNIQUE INDEX outbox_change_key_idx ON hub.outbox (channel, sku, field, offer_version, idempotency_key);
 ALTER TABLE hub.outbox DROP CONSTRAINT outbox_idempotency_key_key;
 DROP INDEX hub.outbox_sku_idx;

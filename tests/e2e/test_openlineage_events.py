@@ -73,6 +73,8 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
     ("hub_to_marketplaces", "publish_offers"): None,
     ("hub_to_google_feed", "list_channels"): (set(), set()),
     ("hub_to_google_feed", "write_feed"): ({hub("channel_offer"), hub("product")}, {GOOGLE_FEED}),
+    ("marketplaces_to_hub_reconciliation", "list_channels"): (set(), set()),
+    ("marketplaces_to_hub_reconciliation", "reconcile_offers"): None,
 }
 SUPPLIER_FEEDS = {("https://supplier_acme", "/feeds/acme.xml"), ("https://supplier_bravo", "/feeds/bravo.csv")}
 TRANSFER_TASKS = {
@@ -87,6 +89,7 @@ TRANSFER_TASKS = {
     ("hub_to_allegro_offers", "publish_deltas"),
     ("hub_to_marketplaces", "publish_offers"),
     ("hub_to_google_feed", "write_feed"),
+    ("marketplaces_to_hub_reconciliation", "reconcile_offers"),
 }
 
 
@@ -143,6 +146,10 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
             elif key[1] == "sync_supplier_feed":  # one supplier feed per mapped task, known only at run time
                 assert len(got[0]) == 1 and got[0] <= SUPPLIER_FEEDS, (key, got)
                 assert got[1] == {hub("supplier_offer"), hub("quarantine"), hub("supplier_price_change")}, (key, got)
+            elif key[1] == "reconcile_offers":  # one marketplace read back per mapped task
+                assert len(got[0] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
+                assert got[0] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox")}, (key, got)
+                assert got[1] == {hub("channel_reconciliation"), hub("outbox")}, (key, got)
             else:  # one marketplace per mapped publisher
                 assert got[0] == {hub("outbox"), hub("channel_offer")}, (key, got)
                 assert len(got[1] & {EBAY, AMAZON}) == 1, (key, got)
@@ -153,6 +160,11 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
     assert sorted(map(sorted, marketplaces)) == sorted([[AMAZON], [EBAY]]), (
         "each marketplace publisher names its channel"
     )
+    read_back = [
+        _names(e["inputs"]) & {ALLEGRO, EBAY, AMAZON}
+        for e in completes[("marketplaces_to_hub_reconciliation", "reconcile_offers")]
+    ]
+    assert sorted(map(sorted, read_back)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), "each reconciler names its channel"
 
 
 def test_transfer_writing_events_carry_ledger_transfer_ids(lineage_run: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ DAG_ORDER = (
     "hub_to_allegro_offers",
     "hub_to_marketplaces",
     "hub_to_google_feed",
+    "marketplaces_to_hub_reconciliation",
 )
 
 
@@ -179,10 +180,17 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
                 f"  {r['target']:<18} marketplace updates applied: {r['rows_written']}, "
                 f"rejected: {r['rows_rejected']}, commands: {len(r['details'].get('commands', []))}"
             )
+    for r in rows:
+        if r["dataset"] == "channel_reconciliation":
+            d = r["details"]
+            print(
+                f"  {r['source']:<18} read back {r['rows_read']} offers: {d.get('differences', 0)} difference(s) "
+                f"from the hub's published state (policy {d.get('policy')}, re-queued {d.get('requeued', 0)})"
+            )
     failed = [r for r in rows if r["status"] != "success"]
     for r in failed:
         problems.append(f"transfer {r['seq']} ({r['dag_id']}.{r['task_id']}) {r['status']}: {r['message']}")
-    expected = {"product", "supplier_offer", "channel_offer", "offer_update"}
+    expected = {"product", "supplier_offer", "channel_offer", "offer_update", "channel_reconciliation"}
     missing = expected - {r["dataset"] for r in rows}
     if missing:
         problems.append(f"no ledger rows for: {', '.join(sorted(missing))}")

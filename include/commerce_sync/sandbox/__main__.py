@@ -1,8 +1,9 @@
 """Run the sandbox servers: ``python -m commerce_sync.sandbox serve --data-dir DIR``.
 
-Writes the supplier feeds into ``DIR/feeds``, keeps the Allegro simulator's state in
-``DIR/allegro_state.json`` (the eBay and Amazon simulators keep theirs in memory), prints one line with the
-base URLs and serves until SIGINT/SIGTERM.
+Writes the supplier feeds into ``DIR/feeds``, keeps the marketplace simulators' state in
+``DIR/allegro_state.json``, ``DIR/ebay_state.json`` and ``DIR/amazon_state.json`` (so a restarted
+sandbox still shows what was published), prints one line with the base URLs and serves until
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations

@@ -29,10 +29,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import uuid
@@ -45,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
 from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync.sandbox.state import save_state
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_OFFERS_PER_COMMAND = 1000
@@ -177,16 +176,7 @@ class AllegroSimulator:
 
     def _save(self) -> None:
         state = {"offers": list(self._offers.values()), "commands": self._commands, "stats": self._stats}
-        data = json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".allegro-state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_state(self.state_path, state)
 
     def save(self) -> None:
         """Persist the state now (the request counter is otherwise saved with the next change)."""

@@ -51,12 +51,14 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
 from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync.sandbox.state import load_state, save_state
 
 API = "2021-06-30"
 LISTINGS_API = "2021-08-01"
@@ -90,7 +92,12 @@ class SpApiError(Exception):
 
 
 class AmazonSimulator:
-    """State and rules of the simulated seller account; thread-safe, in memory."""
+    """State and rules of the simulated seller account; thread-safe.
+
+    With ``state_path`` the listings (price, quantity, last update) and counters are kept in that JSON
+    file across restarts (saved after every change); feeds and documents are not. Without it
+    everything lives in memory only.
+    """
 
     def __init__(
         self,
@@ -102,7 +109,9 @@ class AmazonSimulator:
         client_id: str = "amzn1.application-oa2-client.sandbox",
         client_secret: str = "demo-amazon-secret",  # noqa: S107 - the sandbox's documented demo secret
         refresh_token: str = "Atzr|demo-amazon-refresh-token",  # noqa: S107 - documented demo value
+        state_path: Path | None = None,
     ) -> None:
+        self.state_path = state_path
         self.seller_id = seller_id
         self.marketplace_id = marketplace_id
         self._client_id = client_id
@@ -127,6 +136,28 @@ class AmazonSimulator:
             asin = "B0" + hashlib.sha256(product.sku.encode()).hexdigest()[:8].upper()
             self._details[product.sku] = {"name": product.name, "asin": asin, "created": created, "updated": created}
         self.stats = {"requests": 0, "feeds": 0, "messages": 0, "revisions": 0, "searches": 0, "item_reads": 0}
+        saved = load_state(state_path)
+        if saved is not None:
+            for sku, listing in saved.get("listings", {}).items():
+                if sku in self._listings:
+                    self._listings[sku] = listing
+                    self._details[sku]["updated"] = datetime.fromisoformat(saved["updated"][sku])
+            self._last_update = max(datetime.fromisoformat(saved["last_update"]), self._last_update)
+            self.stats.update(saved.get("stats", {}))
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        updated = {sku: detail["updated"].isoformat() for sku, detail in self._details.items()}
+        save_state(
+            self.state_path,
+            {
+                "listings": self._listings,
+                "updated": updated,
+                "last_update": self._last_update.isoformat(),
+                "stats": self.stats,
+            },
+        )
 
     def __repr__(self) -> str:
         return f"AmazonSimulator(listings={len(self._listings)})"
@@ -173,6 +204,7 @@ class AmazonSimulator:
             if quantity is not None:
                 listing["quantity"] = int(quantity)
             self._touch(sku)
+            self._save()
             return dict(listing)
 
     def _touch(self, sku: str) -> None:
@@ -381,6 +413,7 @@ class AmazonSimulator:
                             "message": problem,
                         }
                     )
+            self._save()
         invalid = len(messages) - accepted
         return {
             "header": {"sellerId": self.seller_id, "version": "2.0", "feedId": feed_id},

@@ -27,12 +27,14 @@ import secrets
 import threading
 import time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
 from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync.sandbox.state import load_state, save_state
 
 MAX_REQUESTS_PER_CALL = 25
 OFFER_ID_BASE = 5_000_000_000
@@ -64,7 +66,11 @@ class EbayError(Exception):
 
 
 class EbaySimulator:
-    """The simulator's state and rules, independent of HTTP; thread-safe, in memory."""
+    """The simulator's state and rules, independent of HTTP; thread-safe.
+
+    With ``state_path`` the offers and counters are kept in that JSON file across restarts (saved after
+    every change); without it they live in memory only.
+    """
 
     def __init__(
         self,
@@ -75,7 +81,9 @@ class EbaySimulator:
         client_secret: str = "demo-ebay-secret",  # noqa: S107 - the sandbox's documented demo secret
         refresh_token: str = "demo-ebay-refresh-token",  # noqa: S107 - documented demo value
         token_ttl: int = DEFAULT_TOKEN_TTL,
+        state_path: Path | None = None,
     ) -> None:
+        self.state_path = state_path
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
@@ -103,6 +111,15 @@ class EbaySimulator:
             }
         self._by_sku = {offer["sku"]: offer_id for offer_id, offer in self._offers.items()}
         self.stats = {"requests": 0, "bulk_calls": 0, "items": 0, "revisions": 0}
+        saved = load_state(state_path)
+        if saved is not None:
+            self._offers.update({offer["offerId"]: offer for offer in saved.get("offers", [])})
+            self._by_sku = {offer["sku"]: offer_id for offer_id, offer in self._offers.items()}
+            self.stats.update(saved.get("stats", {}))
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            save_state(self.state_path, {"offers": list(self._offers.values()), "stats": self.stats})
 
     def __repr__(self) -> str:
         return f"EbaySimulator(offers={len(self._offers)})"
@@ -164,6 +181,7 @@ class EbaySimulator:
                 offer["pricingSummary"]["price"]["value"] = str(Decimal(price).quantize(Decimal("0.01")))
             if quantity is not None:
                 offer["availableQuantity"] = int(quantity)
+            self._save()
             return json.loads(json.dumps(offer))
 
     def bulk_update(self, body: Any) -> tuple[int, dict[str, Any]]:
@@ -178,6 +196,7 @@ class EbaySimulator:
             self.stats["bulk_calls"] += 1
             for item in requests_:
                 responses.extend(self._apply_item(item))
+            self._save()
         status = 200 if all(r["statusCode"] == 200 for r in responses) else 207
         return status, {"responses": responses}
 

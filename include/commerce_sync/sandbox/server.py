@@ -148,7 +148,8 @@ class SandboxServer:
 
     Args:
         feeds_dir: directory whose files are served under ``/feeds/``.
-        allegro_state: JSON file holding the Allegro simulator's state (created if missing).
+        allegro_state: JSON file holding the Allegro simulator's state (created if missing); the eBay
+            and Amazon simulators keep theirs beside it (``ebay_state.json``, ``amazon_state.json``).
         host: interface to bind (loopback by default).
         feeds_port: port of the feeds listener (0 = any free port).
         allegro_port: port of the Allegro listener (0 = any free port).
@@ -188,9 +189,11 @@ class SandboxServer:
             client_secret=client_secret,
             token_ttl=token_ttl,
         )
-        self.ebay = EbaySimulator(catalog_n=catalog_n, seed=seed)
+        self.ebay = EbaySimulator(catalog_n=catalog_n, seed=seed, state_path=allegro_state.with_name("ebay_state.json"))
         self._ebay_port = ebay_port
-        self.amazon = AmazonSimulator(catalog_n=catalog_n, seed=seed)
+        self.amazon = AmazonSimulator(
+            catalog_n=catalog_n, seed=seed, state_path=allegro_state.with_name("amazon_state.json")
+        )
         self._amazon_port = amazon_port
         self._amazon: AmazonHTTPServer | None = None
         self._feeds: FeedsHTTPServer | None = None

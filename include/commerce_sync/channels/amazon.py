@@ -83,12 +83,16 @@ class AmazonClient(OAuthClient):
         token_url: str | None = None,
         seller_id: str | None = None,
         marketplace_id: str | None = None,
+        product_type: str = "PRODUCT",
+        conn_id: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(base_url, **options)
         self.client_id = client_id
         self.seller_id = seller_id
         self.marketplace_id = marketplace_id
+        self.product_type = product_type
+        self.conn_id = conn_id
         self.__secret = client_secret
         self.__refresh_token = refresh_token
         self.token_url = token_url or self.base_url + "/auth/o2/token"
@@ -103,7 +107,8 @@ class AmazonClient(OAuthClient):
     @classmethod
     def from_connection(cls, info: ConnectionInfo, **options: Any) -> AmazonClient:
         """From an Airflow connection: host = SP-API endpoint, login/password = LWA client id/secret,
-        ``extra.refresh_token``, optional ``extra.token_url``, ``extra.seller_id``, ``extra.marketplace_id``."""
+        ``extra.refresh_token``, optional ``extra.token_url``, ``extra.seller_id``, ``extra.marketplace_id``
+        and ``extra.product_type`` (default ``PRODUCT``)."""
         refresh = info.extra.get("refresh_token")
         if not info.login or not info.password or not refresh:
             raise ConfigError(
@@ -120,6 +125,8 @@ class AmazonClient(OAuthClient):
             info.extra.get("token_url"),
             seller_id=str(seller_id) if seller_id else None,
             marketplace_id=str(marketplace_id) if marketplace_id else None,
+            product_type=str(info.extra.get("product_type") or "PRODUCT"),
+            conn_id=info.conn_id,
             **options,
         )
 
@@ -188,16 +195,21 @@ class AmazonClient(OAuthClient):
         report: dict[str, Any] = self.request("GET", document["url"], authenticate=False).json()
         return report
 
-    def _listing_ids(self) -> tuple[str, str]:
+    def account(self) -> tuple[str, str]:
+        """(seller id, marketplace id): the Listings Items API and the listings feed need both.
+
+        Raises:
+            ConfigError: the connection does not give them.
+        """
         if not self.seller_id or not self.marketplace_id:
             raise ConfigError(
-                "amazon: reading listings needs the seller id and marketplace id "
-                "(connection extra.seller_id and extra.marketplace_id)"
+                f"amazon: connection {self.conn_id or '(unnamed)'!r} needs extra.seller_id and "
+                "extra.marketplace_id (the selling partner id and the marketplace, e.g. A1C3SOZRARQ6R3 for Amazon.pl)"
             )
         return self.seller_id, self.marketplace_id
 
     def _search(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        seller_id, marketplace_id = self._listing_ids()
+        seller_id, marketplace_id = self.account()
         query = {"marketplaceIds": marketplace_id, "includedData": INCLUDED_DATA, "pageSize": MAX_PAGE_SIZE, **params}
         token: str | None = None
         while True:
@@ -246,7 +258,7 @@ class AmazonClient(OAuthClient):
 
     def get_listing(self, sku: str) -> dict[str, Any] | None:
         """One listing (getListingsItem), or None if the SKU has none in the marketplace."""
-        seller_id, marketplace_id = self._listing_ids()
+        seller_id, marketplace_id = self.account()
         self.get_bucket.acquire()
         try:
             item: dict[str, Any] = self.request(

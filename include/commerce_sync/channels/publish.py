@@ -83,19 +83,15 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
                         dsn, channel.id, client, transfer, batch_size=channel.batch_size, currencies=channel.currencies
                     )
                 elif isinstance(client, amazon.AmazonClient):
-                    extra = get_connection(str(channel.conn_id)).extra
-                    if not extra.get("seller_id") or not extra.get("marketplace_id"):
-                        raise ConfigError(
-                            f"connection {channel.conn_id!r} needs extra.seller_id and extra.marketplace_id"
-                        )
+                    seller_id, marketplace_id = client.account()
                     result = amazon.publish_outbox(
                         dsn,
                         channel.id,
                         client,
                         transfer,
-                        seller_id=str(extra["seller_id"]),
-                        marketplace_id=str(extra["marketplace_id"]),
-                        product_type=str(extra.get("product_type") or "PRODUCT"),
+                        seller_id=seller_id,
+                        marketplace_id=marketplace_id,
+                        product_type=client.product_type,
                         currencies=channel.currencies,
                     )
                 else:
@@ -125,8 +121,7 @@ def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report
         if isinstance(client, allegro.AllegroClient):
             offers = allegro.read_offers(client)
         elif isinstance(client, amazon.AmazonClient):
-            if not client.seller_id or not client.marketplace_id:
-                raise ConfigError(f"connection {channel.conn_id!r} needs extra.seller_id and extra.marketplace_id")
+            client.account()  # fails early, naming the connection, when the ids are missing
             # Amazon pages through at most 1,000 search results: read the SKUs the hub published, by SKU.
             with connect(dsn) as conn:
                 skus = [

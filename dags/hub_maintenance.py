@@ -95,7 +95,7 @@ def hub_maintenance() -> None:
             with operator_errors("ledger head export"):
                 return str(export_head(conn, target, key))
 
-    @task(outlets=[assets.HUB_QUARANTINE, AUDIT_TRANSFER])
+    @task(outlets=[assets.HUB_QUARANTINE, assets.HUB_SUPPLIER_PRICE_CHANGE, AUDIT_TRANSFER])
     def apply_retention() -> dict[str, Any]:
         from dataclasses import asdict
 

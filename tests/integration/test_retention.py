@@ -40,39 +40,60 @@ def test_removes_old_resolved_quarantine_and_stale_staging_only(hub_dsn: str) ->
             "INSERT INTO staging.erp_product (transfer_id, record_no, staged_at) VALUES (%s, 1, now() - interval '2 days')",
             (uuid.uuid4(),),
         )
+        for sku, days in (("OLD", 400), ("RECENT", 30)):
+            conn.execute(
+                "INSERT INTO hub.supplier_price_change (transfer_id, supplier, supplier_sku, old_price, old_currency, "
+                "new_price, new_currency, change_pct, alert, created_at) "
+                "VALUES (%s, 'acme', %s, 10, 'PLN', 11, 'PLN', 10, false, now() - make_interval(days => %s))",
+                (uuid.uuid4(), sku, days),
+            )
     result = apply_retention(hub_dsn, RetentionPolicy(quarantine_days=365, staging_hours=24), RUN)
-    assert (result.quarantine_deleted, result.staging_deleted) == (1, 2)
+    assert (result.quarantine_deleted, result.staging_deleted, result.price_change_deleted) == (1, 2, 1)
     with connect(hub_dsn) as conn:
         keys = [r[0] for r in conn.execute("SELECT record_key FROM hub.quarantine ORDER BY record_key")]
         staged = conn.execute("SELECT count(*) FROM staging.supplier_offer").fetchone()[0]
         row = conn.execute("SELECT dataset, rows_changed, status FROM audit.transfer").fetchone()
+        price_changes = [r[0] for r in conn.execute("SELECT supplier_sku FROM hub.supplier_price_change")]
         assert ledger.verify(conn).ok
     assert keys == ["OLD-OPEN", "RECENT-RESOLVED"], "open rows are kept whatever their age"
     assert staged == 1
-    assert row == ("retention", 3, "success")
+    assert price_changes == ["RECENT"]
+    assert row == ("retention", 4, "success")
 
 
 def test_keep_forever(hub_dsn: str) -> None:
     with connect(hub_dsn) as conn:
         _quarantine(conn, "resolved", 4000, "ANCIENT")
-    result = apply_retention(hub_dsn, RetentionPolicy(quarantine_days=None), RUN)
-    assert result.quarantine_deleted == 0
+        conn.execute(
+            "INSERT INTO hub.supplier_price_change (transfer_id, supplier, supplier_sku, old_price, old_currency, "
+            "new_price, new_currency, alert, created_at) "
+            "VALUES (%s, 'acme', 'ANCIENT', 10, 'PLN', 11, 'PLN', false, now() - interval '4000 days')",
+            (uuid.uuid4(),),
+        )
+    result = apply_retention(hub_dsn, RetentionPolicy(quarantine_days=None, price_change_days=None), RUN)
+    assert (result.quarantine_deleted, result.price_change_deleted) == (0, 0)
 
 
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, RetentionPolicy(365, 24)),
-        ({"COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS": "keep"}, RetentionPolicy(None, 24)),
+        ({}, RetentionPolicy(365, 24, 365)),
+        ({"COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS": "keep"}, RetentionPolicy(None, 24, 365)),
+        ({"COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS": "0"}, RetentionPolicy(365, 24, None)),
         (
-            {"COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS": "30", "COMMERCE_SYNC_STAGING_RETENTION_HOURS": "6"},
-            RetentionPolicy(30, 6),
+            {
+                "COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS": "30",
+                "COMMERCE_SYNC_STAGING_RETENTION_HOURS": "6",
+                "COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS": "90",
+            },
+            RetentionPolicy(30, 6, 90),
         ),
     ],
 )
 def test_policy_from_env(monkeypatch: pytest.MonkeyPatch, env: dict, expected: RetentionPolicy) -> None:
     monkeypatch.delenv("COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS", raising=False)
     monkeypatch.delenv("COMMERCE_SYNC_STAGING_RETENTION_HOURS", raising=False)
+    monkeypatch.delenv("COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert RetentionPolicy.from_env() == expected
@@ -80,5 +101,9 @@ def test_policy_from_env(monkeypatch: pytest.MonkeyPatch, env: dict, expected: R
 
 def test_policy_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMMERCE_SYNC_STAGING_RETENTION_HOURS", "soon")
-    with pytest.raises(ConfigError, match="whole numbers"):
+    with pytest.raises(ConfigError, match="COMMERCE_SYNC_STAGING_RETENTION_HOURS must be a whole number"):
+        RetentionPolicy.from_env()
+    monkeypatch.setenv("COMMERCE_SYNC_STAGING_RETENTION_HOURS", "6")
+    monkeypatch.setenv("COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS", "-3")
+    with pytest.raises(ConfigError, match="COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS must be >= 0"):
         RetentionPolicy.from_env()

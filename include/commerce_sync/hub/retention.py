@@ -1,10 +1,12 @@
-"""Retention for the hub's transient data: staging leftovers and resolved quarantine rows.
+"""Retention for the hub's transient data: staging leftovers, resolved quarantine rows, old price-change reports.
 
 What is removed, and what never is:
 - staging rows older than ``staging_hours`` (a finished transfer deletes its own rows; older ones
   are leftovers of a task that crashed before cleaning up);
 - quarantine rows that were *resolved* more than ``quarantine_days`` ago (open rows are problems
   nobody fixed yet and are kept whatever their age; ``quarantine_days=None`` keeps everything);
+- supplier price-change report rows (``hub.supplier_price_change``) older than ``price_change_days``
+  (``None`` keeps everything); every change they list is also in ``audit.change``, which stays;
 - the audit ledger (``audit.transfer``, ``audit.change``) is never deleted by the pipelines: the
   database refuses it, and this module does not try.
 Every run is itself a transfer in the ledger, with the counts it removed.
@@ -24,7 +26,9 @@ from commerce_sync.errors import ConfigError
 
 QUARANTINE_DAYS_ENV = "COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS"
 STAGING_HOURS_ENV = "COMMERCE_SYNC_STAGING_RETENTION_HOURS"
+PRICE_CHANGE_DAYS_ENV = "COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS"
 DEFAULT_QUARANTINE_DAYS = 365
+DEFAULT_PRICE_CHANGE_DAYS = 365
 DEFAULT_STAGING_HOURS = 24
 STAGING_TABLES = ("staging.erp_product", "staging.supplier_offer")
 
@@ -35,21 +39,37 @@ class RetentionPolicy:
 
     quarantine_days: int | None = DEFAULT_QUARANTINE_DAYS
     staging_hours: int = DEFAULT_STAGING_HOURS
+    price_change_days: int | None = DEFAULT_PRICE_CHANGE_DAYS
 
     @classmethod
     def from_env(cls) -> RetentionPolicy:
-        """``COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS`` (``0`` or ``keep`` = forever) and
-        ``COMMERCE_SYNC_STAGING_RETENTION_HOURS``."""
-        raw_days = os.environ.get(QUARANTINE_DAYS_ENV, str(DEFAULT_QUARANTINE_DAYS)).strip().lower()
+        """``COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS`` and ``COMMERCE_SYNC_PRICE_CHANGE_RETENTION_DAYS``
+        (``0`` or ``keep`` = forever), ``COMMERCE_SYNC_STAGING_RETENTION_HOURS``."""
         raw_hours = os.environ.get(STAGING_HOURS_ENV, str(DEFAULT_STAGING_HOURS)).strip()
         try:
-            days = None if raw_days in ("0", "keep", "forever") else int(raw_days)
             hours = int(raw_hours)
         except ValueError as exc:
-            raise ConfigError(f"{QUARANTINE_DAYS_ENV}/{STAGING_HOURS_ENV} must be whole numbers: {exc}") from exc
-        if (days is not None and days < 0) or hours < 1:
-            raise ConfigError(f"{QUARANTINE_DAYS_ENV} must be >= 0 and {STAGING_HOURS_ENV} >= 1")
-        return cls(quarantine_days=days, staging_hours=hours)
+            raise ConfigError(f"{STAGING_HOURS_ENV} must be a whole number of hours: {exc}") from exc
+        if hours < 1:
+            raise ConfigError(f"{STAGING_HOURS_ENV} must be >= 1")
+        return cls(
+            quarantine_days=_days(QUARANTINE_DAYS_ENV, DEFAULT_QUARANTINE_DAYS),
+            staging_hours=hours,
+            price_change_days=_days(PRICE_CHANGE_DAYS_ENV, DEFAULT_PRICE_CHANGE_DAYS),
+        )
+
+
+def _days(name: str, default: int) -> int | None:
+    raw = os.environ.get(name, str(default)).strip().lower()
+    if raw in ("0", "keep", "forever"):
+        return None
+    try:
+        days = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number of days, or keep: {exc}") from exc
+    if days < 0:
+        raise ConfigError(f"{name} must be >= 0 (0 or keep = forever)")
+    return days
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,7 @@ class RetentionResult:
     quarantine_deleted: int
     staging_deleted: int
     transfer_id: str
+    price_change_deleted: int = 0
 
 
 def apply_retention(dsn: str, policy: RetentionPolicy, run: ledger.RunContext) -> RetentionResult:
@@ -80,12 +101,20 @@ def apply_retention(dsn: str, policy: RetentionPolicy, run: ledger.RunContext) -
                 ),
                 (timedelta(hours=policy.staging_hours),),
             ).rowcount
-        transfer.rows_changed = quarantine_deleted + staging_deleted
+        price_change_deleted = 0
+        if policy.price_change_days is not None:
+            price_change_deleted = conn.execute(
+                "DELETE FROM hub.supplier_price_change WHERE created_at < now() - %s",
+                (timedelta(days=policy.price_change_days),),
+            ).rowcount
+        transfer.rows_changed = quarantine_deleted + staging_deleted + price_change_deleted
         transfer.details = {
             "quarantine_days": policy.quarantine_days,
             "staging_hours": policy.staging_hours,
+            "price_change_days": policy.price_change_days,
             "quarantine_deleted": quarantine_deleted,
             "staging_deleted": staging_deleted,
+            "price_change_deleted": price_change_deleted,
         }
         ledger.append(conn, transfer, "success")
-    return RetentionResult(quarantine_deleted, staging_deleted, str(transfer.transfer_id))
+    return RetentionResult(quarantine_deleted, staging_deleted, str(transfer.transfer_id), price_change_deleted)

@@ -193,3 +193,44 @@ def test_csv_quoting_none_keeps_quote_characters_as_text(tmp_path: Path) -> None
     path.write_text('sku|name|price|qty\nF1|Kabel 5" HDMI|9.99|4\nF2|"Cytat|1.00|2\n', encoding="utf-8")
     records = [r.values for r in reader_for(supplier, str(path)).records(path)]
     assert [r["name"] for r in records] == ['Kabel 5" HDMI', '"Cytat']
+
+
+def test_xml_field_paths_follow_local_names_first_matches_and_attributes(tmp_path: Path) -> None:
+    supplier = Supplier.model_validate(
+        {
+            "id": "delta",
+            "name": "Delta",
+            "format": "xml",
+            "transport": {"type": "file", "path": "delta.xml"},
+            "xml": {
+                "record_tag": "item",
+                "fields": {
+                    "supplier_sku": "@x:sku",  # not a local name: never matches
+                    "gtin": "codes/ean",
+                    "name": "./name",
+                    "purchase_price": "price/@net",
+                    "currency": "@cur/.",  # an attribute step that is not the last never matches
+                    "quantity": "*",  # a literal step name, not a wildcard
+                },
+            },
+        }
+    )
+    feed = tmp_path / "delta.xml"
+    feed.write_bytes(
+        b'<feed xmlns="urn:a" xmlns:b="urn:b"><item cur="PLN" sku="S1">'
+        b"<codes><b:ean> 590 </b:ean><ean>second</ean></codes>"
+        b"<name>Mi<b>x</b>ed <!-- c -->text</name><name>second</name>"
+        b'<price b:net="12.50" net="99"/><qty>3</qty></item>'
+        b"<item><codes/><name>  </name><price/></item></feed>"
+    )
+    records = list(reader_for(supplier, str(feed)).records(feed))
+    assert [(r.record_no, r.source_line) for r in records] == [(1, 1), (2, 1)]
+    assert records[0].values == {
+        "supplier_sku": None,
+        "gtin": "590",
+        "name": "Mixed text",
+        "purchase_price": "12.50",
+        "currency": None,
+        "quantity": None,
+    }
+    assert set(records[1].values.values()) == {None}

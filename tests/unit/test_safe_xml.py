@@ -148,3 +148,66 @@ def test_deep_nesting_refused(depth: int) -> None:
 def test_malformed_documents_raise_xml_error(document: bytes, match: str) -> None:
     with pytest.raises(XmlError, match=match):
         _texts(document)
+
+
+def _nested(depth: int) -> bytes:
+    """A document whose innermost element ``p`` is at ``depth`` (the root is depth 1)."""
+    return b"<a>" * (depth - 1) + b"<p>x</p>" + b"</a>" * (depth - 1)
+
+
+def test_default_depth_limit_is_exactly_256_levels() -> None:
+    # At the default limit the depth check is libxml2's own (records-only fast path): pin that it
+    # still accepts 256 levels and refuses 257, like the element-counting path does for smaller limits.
+    assert _texts(_nested(256)) == ["x"]
+    with pytest.raises(UnsafeXmlError, match="deep"):
+        _texts(_nested(257))
+    assert [e.text for e in iterparse(io.BytesIO(_nested(64)), "p", max_depth=64)] == ["x"]
+    with pytest.raises(UnsafeXmlError, match="deeper than 64"):
+        list(iterparse(io.BytesIO(_nested(65)), "p", max_depth=64))
+
+
+@pytest.mark.parametrize("max_depth", [256, 64])
+def test_entity_declarations_refused_before_the_first_record(max_depth: int) -> None:
+    document = b'<!DOCTYPE r [<!ENTITY x "y">]><r><p>1</p><p>2</p></r>'
+    elements = iterparse(io.BytesIO(document), "p", max_depth=max_depth)
+    with pytest.raises(UnsafeXmlError, match="declares entities"):
+        next(elements)
+
+
+def test_entity_declarations_refused_without_any_record() -> None:
+    with pytest.raises(UnsafeXmlError, match="declares entities"):
+        _texts(b'<!DOCTYPE r [<!ENTITY x "y">]><r><q>&x;</q></r>')
+
+
+def test_a_doctype_without_entities_is_accepted() -> None:
+    assert _texts(b"<!DOCTYPE r [<!ELEMENT r ANY>]><r><p>1</p></r>") == ["1"]
+
+
+@pytest.mark.parametrize("max_depth", [256, 64])
+def test_records_before_a_syntax_error_are_delivered_first(max_depth: int) -> None:
+    seen: list[str | None] = []
+
+    def consume() -> None:
+        for element in iterparse(io.BytesIO(b"<r><p>1</p><p>2</p><p>3"), "p", max_depth=max_depth):
+            seen.append(element.text)
+
+    with pytest.raises(XmlError, match="Premature end of data"):
+        consume()
+    assert seen == ["1", "2"]
+
+
+def test_both_paths_give_the_same_records_and_lines_across_read_chunks(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    lines = [b'<?xml version="1.0" encoding="UTF-8"?>', b'<rss xmlns:g="http://base.google.com/ns/1.0"><channel>']
+    for i in range(20_000):  # ~1 MB: many 64 KiB reads, records split across their boundaries
+        lines.append(b"<!-- c --><g:item>\n<g:id>%d</g:id><other>%s</other>\n</g:item>" % (i, b"z" * (i % 50)))
+    lines.append(b"</channel></rss>")
+    feed.write_bytes(b"\n".join(lines))
+    fast = [(e[0].text, e.sourceline) for e in iterparse(feed, "item")]
+    counted = [(e[0].text, e.sourceline) for e in iterparse(feed, "item", max_depth=64)]
+    assert fast == counted
+    assert fast[0] == ("0", 3) and fast[-1] == ("19999", 3 + 3 * 19_999)
+
+
+def test_a_wildcard_record_tag_matches_only_literally() -> None:
+    assert _texts(b"<r><p>1</p><q>2</q></r>", "*") == []

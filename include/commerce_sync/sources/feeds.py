@@ -10,9 +10,10 @@ supplier, the location and, when known, the line.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
@@ -57,50 +58,106 @@ def _path_steps(path: str) -> list[str]:
     return [step for step in path.split("/") if step]
 
 
-def _path_value(
-    record: etree._Element, steps: list[str], memo: dict[etree._Element, dict[str, etree._Element]] | None = None
-) -> str | None:
-    """The text at ``steps`` below ``record`` (local names; a last step ``@name`` reads an attribute).
+def _plain(name: str) -> bool:
+    """True if ``name`` can go into an lxml ``{*}name`` tag filter and match only that local name."""
+    return bool(name) and not any(c in name for c in "{}*")
 
-    ``memo`` (one dict per record) indexes each visited element's children by local name once, so
-    reading many fields of a record does not rescan its children per field.
+
+_Field = Callable[[etree._Element], str | None]
+
+
+def _compile_path(steps: list[str]) -> _Field:
+    """A field path, compiled once per reader, as a function of the record giving the field's text.
+
+    Steps are local names (any namespace; the first matching child is followed), ``.`` stays put and
+    a last step ``@name`` reads an attribute; an ``@name`` step before the last never matches.
     """
-    node = record
-    for i, step in enumerate(steps):
-        if step == ".":
-            continue
-        if step.startswith("@"):
-            if i != len(steps) - 1:
-                return None
-            return _attribute(node, step[1:])
-        if memo is None:
-            child = next((c for c in node if local_name(c) == step), None)
-        else:
-            kids = memo.get(node)
-            if kids is None:
-                kids = {}
-                for c in node:
-                    if isinstance(c.tag, str):
-                        kids.setdefault(c.tag.rpartition("}")[2], c)
-                memo[node] = kids
-            child = kids.get(step)
-        if child is None:
+    attribute = steps[-1][1:] if steps and steps[-1].startswith("@") else None
+    body = steps[:-1] if attribute is not None else steps
+    if any(step.startswith("@") for step in body):
+        return _never
+    names = [step for step in body if step != "."]
+    if not all(_plain(name) for name in names):
+        return functools.partial(_walk_by_local_name, names=names, attribute=attribute)
+    tags = [f"{{*}}{name}" for name in names]  # lxml's filter: this local name in any namespace or none
+    if attribute is None and len(tags) == 1:
+        return functools.partial(_child_text, tag=tags[0])
+    return functools.partial(_walk, tags=tags, attribute=attribute)
+
+
+def _never(record: etree._Element) -> str | None:
+    return None
+
+
+def _child_text(record: etree._Element, tag: str) -> str | None:
+    """The most common path: the text of the first child with one local name (inlined for speed)."""
+    node = next(record.iterchildren(tag), None)
+    if node is None:
+        return None
+    text = "".join(node.itertext()) if len(node) else node.text
+    if text is None:
+        return None
+    return text.strip() or None
+
+
+def _walk(record: etree._Element, tags: list[str], attribute: str | None) -> str | None:
+    node: etree._Element | None = record
+    for tag in tags:
+        assert node is not None
+        node = next(node.iterchildren(tag), None)
+        if node is None:
             return None
-        node = child
-    return _clean("".join(node.itertext()))
+    assert node is not None
+    return _text(node) if attribute is None else _attribute(node, attribute)
+
+
+def _walk_by_local_name(record: etree._Element, names: list[str], attribute: str | None) -> str | None:
+    """A path with a step lxml's tag filter would read as a wildcard (``*``, braces): compared literally."""
+    node: etree._Element | None = record
+    for name in names:
+        assert node is not None
+        node = next((child for child in node if local_name(child) == name), None)
+        if node is None:
+            return None
+    assert node is not None
+    return _text(node) if attribute is None else _attribute(node, attribute)
+
+
+def _text(node: etree._Element) -> str | None:
+    """All text below ``node`` (its descendants' text and tails), stripped; empty becomes None."""
+    if len(node):
+        return _clean("".join(node.itertext()))
+    return _clean(node.text)
+
+
+_AMOUNT = _compile_path(["PRICE_AMOUNT"])
+_CURRENCY = _compile_path(["PRICE_CURRENCY"])
+_LOWER_BOUND = _compile_path(["LOWER_BOUND"])
+_HEADER_CURRENCY = _compile_path(["CATALOG", "CURRENCY"])
+_SUPPLIER_AID = _compile_path(["SUPPLIER_AID"])
+_SUPPLIER_PID = _compile_path(["SUPPLIER_PID"])
+_DESCRIPTION_SHORT = _compile_path(["DESCRIPTION_SHORT"])
 
 
 def _attribute(node: etree._Element, wanted: str) -> str | None:
-    for key, value in node.attrib.items():
-        if str(key).rpartition("}")[2] == wanted:
+    suffix = "}" + wanted
+    for key, value in node.items():
+        if key == wanted or key.endswith(suffix):  # the local name is ``wanted``, in any namespace
             return _clean(str(value))
     return None
 
 
-def _children(node: etree._Element | None, *names: str) -> list[etree._Element]:
-    if node is None:
-        return []
-    return [child for child in node if local_name(child) in names]
+def _any_ns(*names: str) -> tuple[str, ...]:
+    """lxml tag filters matching each (plain) local name in any namespace or none."""
+    assert all(_plain(name) for name in names)
+    return tuple(f"{{*}}{name}" for name in names)
+
+
+_GTIN_TAGS = _any_ns("INTERNATIONAL_PID", "INTERNATIONAL_AID")
+_EAN_TAG = _any_ns("EAN")
+_PRICE_BLOCK_TAGS = _any_ns("ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
+_PRICE_TAGS = _any_ns("ARTICLE_PRICE", "PRODUCT_PRICE")
+_DETAILS_TAGS = _any_ns("ARTICLE_DETAILS", "PRODUCT_DETAILS")
 
 
 class FeedReader(ABC):
@@ -140,7 +197,7 @@ class XmlFeedReader(FeedReader):
         super().__init__(supplier, location)
         assert supplier.xml is not None  # the config model guarantees it for format "xml"
         self.mapping: XmlMapping = supplier.xml
-        self.paths = {name: _path_steps(path) for name, path in self.mapping.fields.items()}
+        self.paths = {name: _compile_path(_path_steps(path)) for name, path in self.mapping.fields.items()}
 
     def records(self, path: Path) -> Iterator[RawRecord]:
         """Yield one record per ``record_tag`` element, streamed with the safe parser."""
@@ -148,8 +205,7 @@ class XmlFeedReader(FeedReader):
         try:
             for element in iterparse(path, self.mapping.record_tag):
                 record_no += 1
-                memo: dict[etree._Element, dict[str, etree._Element]] = {}
-                values = {name: _path_value(element, steps, memo) for name, steps in self.paths.items()}
+                values = {name: path(element) for name, path in self.paths.items()}
                 if self.mapping.price_unit == "cent":
                     values["purchase_price"] = _cents_to_units(
                         values.get("purchase_price"), self.mapping.decimal_separator
@@ -240,33 +296,33 @@ class BmecatFeedReader(FeedReader):
         super().__init__(supplier, location)
         assert supplier.bmecat is not None  # the config model fills defaults for format "bmecat"
         self.mapping: BmecatMapping = supplier.bmecat
-        self.stock_steps = _path_steps(self.mapping.stock_path) if self.mapping.stock_path else None
+        self.stock_path = _compile_path(_path_steps(self.mapping.stock_path)) if self.mapping.stock_path else None
         self.gtin_types = {t.lower() for t in self.mapping.gtin_types}
         self.transaction: str | None = None
 
     def _gtin(self, details: etree._Element | None) -> str | None:
-        for element in _children(details, "INTERNATIONAL_PID", "INTERNATIONAL_AID"):
+        if details is None:
+            return None
+        for element in details.iterchildren(*_GTIN_TAGS):
             if (_attribute(element, "type") or "").lower() in self.gtin_types:
                 return _clean(element.text)
-        ean = _children(details, "EAN")
-        return _clean(ean[0].text) if ean else None
+        ean = next(details.iterchildren(*_EAN_TAG), None)
+        return _clean(ean.text) if ean is not None else None
 
     def _price(self, record: etree._Element) -> tuple[str | None, str | None]:
         prices = [
-            price
-            for block in _children(record, "ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
-            for price in _children(block, "ARTICLE_PRICE", "PRODUCT_PRICE")
+            price for block in record.iterchildren(*_PRICE_BLOCK_TAGS) for price in block.iterchildren(*_PRICE_TAGS)
         ]
         for wanted in self.mapping.price_types:
             candidates = [p for p in prices if _attribute(p, "price_type") == wanted]
             if candidates:
                 best = min(candidates, key=self._lower_bound)
-                return _path_value(best, ["PRICE_AMOUNT"]), _path_value(best, ["PRICE_CURRENCY"])
+                return _AMOUNT(best), _CURRENCY(best)
         return None, None
 
     @staticmethod
     def _lower_bound(price: etree._Element) -> float:
-        bound = _path_value(price, ["LOWER_BOUND"])
+        bound = _LOWER_BOUND(price)
         try:
             return float(bound) if bound else 1.0
         except ValueError:
@@ -280,7 +336,7 @@ class BmecatFeedReader(FeedReader):
             for element in iterparse(path, ("HEADER", *self.RECORD_TAGS)):
                 name = local_name(element)
                 if name == "HEADER":
-                    header_currency = _path_value(element, ["CATALOG", "CURRENCY"])
+                    header_currency = _HEADER_CURRENCY(element)
                     continue
                 parent = element.getparent()
                 transaction = local_name(parent) if parent is not None else ""
@@ -289,17 +345,15 @@ class BmecatFeedReader(FeedReader):
                 self.transaction = transaction
                 self.partial = transaction in self.PARTIAL_TRANSACTIONS
                 record_no += 1
-                memo: dict[etree._Element, dict[str, etree._Element]] = {}
-                details = next(iter(_children(element, "ARTICLE_DETAILS", "PRODUCT_DETAILS")), None)
+                details = next(element.iterchildren(*_DETAILS_TAGS), None)
                 price, currency = self._price(element)
-                quantity = _path_value(element, self.stock_steps, memo) if self.stock_steps else None
+                quantity = self.stock_path(element) if self.stock_path else None
                 if (_attribute(element, "mode") or "").lower() == "delete":
                     quantity = "0"
                 values = {
-                    "supplier_sku": _path_value(element, ["SUPPLIER_AID"], memo)
-                    or _path_value(element, ["SUPPLIER_PID"], memo),
+                    "supplier_sku": _SUPPLIER_AID(element) or _SUPPLIER_PID(element),
                     "gtin": self._gtin(details),
-                    "name": _path_value(details, ["DESCRIPTION_SHORT"], memo) if details is not None else None,
+                    "name": _DESCRIPTION_SHORT(details) if details is not None else None,
                     "purchase_price": price,
                     "currency": currency or header_currency,
                     "quantity": quantity,

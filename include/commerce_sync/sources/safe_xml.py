@@ -7,7 +7,8 @@ Supplier feeds come from outside, so every XML document is treated as hostile:
 * a document whose internal DTD declares entities is refused outright, and so is any entity
   reference left in a record (e.g. one declared in an external DTD we did not load);
 * DTDs are never fetched (``load_dtd=False, no_network=True``);
-* nesting deeper than ``max_depth`` is refused;
+* nesting deeper than ``max_depth`` is refused (by libxml2 itself at the default 256, so Python only
+  sees finished records);
 * records are cleared after use and their finished siblings deleted, so memory stays flat however
   large the feed grows.
 
@@ -17,6 +18,7 @@ passes its settings explicitly.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO
@@ -26,6 +28,10 @@ from lxml import etree
 from commerce_sync.errors import CommerceSyncError
 
 DEFAULT_MAX_DEPTH = 256
+# libxml2 refuses deeper nesting by itself unless ``huge_tree`` is set (tests/unit/test_safe_xml.py pins it):
+# up to this limit the fast path leaves the depth check to libxml2.
+LIBXML2_MAX_DEPTH = 256
+_CHUNK = 64 * 1024
 # Shared by the parser constructor and iterparse so both can never drift apart.
 SAFE_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": False}
 
@@ -97,29 +103,13 @@ def iterparse(
     """
     if isinstance(source, Path):
         source = str(source)
-    tags = frozenset([tag] if isinstance(tag, str) else tag)
-    # Start events are needed to track depth and to inspect the DOCTYPE before any content.
-    events = etree.iterparse(source, events=("start", "end"), remove_comments=True, **SAFE_OPTIONS)
-    depth = 0
+    tags = [tag] if isinstance(tag, str) else list(tag)
     try:
-        for event, element in events:
-            if event == "start":
-                depth += 1
-                if depth == 1:
-                    _refuse_entity_declarations(element)
-                if depth > max_depth:
-                    raise UnsafeXmlError(f"elements nest deeper than {max_depth} levels", element.sourceline)
-                continue
-            depth -= 1
-            if local_name(element) not in tags:
-                continue
-            _refuse_entity_references(element)
-            yield element
-            element.clear(keep_tail=True)
-            parent = element.getparent()
-            if parent is not None:
-                while element.getprevious() is not None:
-                    del parent[0]
+        # A name with braces or ``*`` would be a wildcard in lxml's tag filter: compared literally instead.
+        if max_depth >= LIBXML2_MAX_DEPTH and all(name and not any(c in name for c in "{}*") for name in tags):
+            yield from _iterparse_records(source, tags)
+        else:
+            yield from _iterparse_counting_depth(source, frozenset(tags), max_depth)
     except etree.XMLSyntaxError as exc:
         message = exc.msg or str(exc)
         line = exc.lineno if exc.lineno else None
@@ -128,3 +118,97 @@ def iterparse(
         if message.startswith("no element found"):
             raise XmlError("the document is empty: no XML element found", None) from None
         raise XmlError(message, line) from None
+
+
+def _release(element: etree._Element) -> None:
+    """Clear a finished record and delete its earlier siblings, so the tree never grows."""
+    element.clear(keep_tail=True)
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]
+
+
+def _iterparse_records(source: str | IO[bytes], tags: list[str]) -> Iterator[etree._Element]:
+    """The fast path: lxml hands over only finished records (``tag=`` filter, one event per record).
+
+    Nesting is limited by libxml2 itself (without ``huge_tree`` it refuses depth > 256, reported as
+    "Excessive depth"), so no Python callback runs for the other elements. The DOCTYPE is checked
+    before any content reaches the record parser: a probe parser is fed the same bytes until it
+    reports the root element's start, exactly where the counting path checks it.
+    """
+    parser = etree.XMLPullParser(
+        events=("end",), tag=[f"{{*}}{name}" for name in tags], remove_comments=True, **SAFE_OPTIONS
+    )
+    probe: etree.XMLPullParser | None = etree.XMLPullParser(events=("start",), remove_comments=True, **SAFE_OPTIONS)
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source
+        fed = 0
+        while True:
+            data = stream.read(_CHUNK)
+            if probe is not None:
+                probe = _probe_root(probe, data)
+            if not data:
+                break
+            fed += len(data)
+            try:
+                parser.feed(data)
+            finally:  # records finished before a syntax error are still delivered, as iterparse does
+                yield from _finished_records(parser)
+        if fed == 0:
+            raise XmlError("the document is empty: no XML element found", None)
+        try:
+            parser.close()
+        finally:
+            yield from _finished_records(parser)
+
+
+def _probe_root(probe: etree.XMLPullParser, data: bytes) -> etree.XMLPullParser | None:
+    """Feed ``data`` to the probe; refuse entity declarations once the root has started.
+
+    Returns the probe while the root start is still to come, else None (checked, or the document
+    is broken before its root: the record parser then reports the same error itself).
+    """
+    if not data:
+        return None
+    try:
+        probe.feed(data)
+    except etree.XMLSyntaxError:
+        pass
+    else:
+        for _event, root in probe.read_events():
+            _refuse_entity_declarations(root)
+            return None
+        return probe
+    for _event, root in probe.read_events():  # the root may have started before the error
+        _refuse_entity_declarations(root)
+    return None
+
+
+def _finished_records(parser: etree.XMLPullParser) -> Iterator[etree._Element]:
+    for _event, element in parser.read_events():
+        _refuse_entity_references(element)
+        yield element
+        _release(element)
+
+
+def _iterparse_counting_depth(
+    source: str | IO[bytes], tags: frozenset[str], max_depth: int
+) -> Iterator[etree._Element]:
+    """The exact path for a limit below libxml2's own: start and end events for every element."""
+    events = etree.iterparse(source, events=("start", "end"), remove_comments=True, **SAFE_OPTIONS)
+    depth = 0
+    for event, element in events:
+        if event == "start":
+            depth += 1
+            if depth == 1:
+                _refuse_entity_declarations(element)
+            if depth > max_depth:
+                raise UnsafeXmlError(f"elements nest deeper than {max_depth} levels", element.sourceline)
+            continue
+        depth -= 1
+        if local_name(element) not in tags:
+            continue
+        _refuse_entity_references(element)
+        yield element
+        _release(element)

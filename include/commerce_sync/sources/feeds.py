@@ -91,13 +91,12 @@ def _never(record: etree._Element) -> str | None:
 
 def _child_text(record: etree._Element, tag: str) -> str | None:
     """The most common path: the text of the first child with one local name (inlined for speed)."""
-    node = next(record.iterchildren(tag), None)
-    if node is None:
-        return None
-    text = "".join(node.itertext()) if len(node) else node.text
-    if text is None:
-        return None
-    return text.strip() or None
+    for node in record.iterchildren(tag):  # only the first match is read
+        text = "".join(node.itertext()) if len(node) else node.text
+        if text is None:
+            return None
+        return text.strip() or None
+    return None
 
 
 def _walk(record: etree._Element, tags: list[str], attribute: str | None) -> str | None:

@@ -114,7 +114,8 @@ def iterparse(
         message = exc.msg or str(exc)
         line = exc.lineno if exc.lineno else None
         if "Excessive depth" in message:
-            raise UnsafeXmlError(f"elements nest too deep ({message})", line) from None
+            # libxml2's own limit (the fast path's depth check): the same words as the counting path.
+            raise UnsafeXmlError(f"elements nest deeper than {LIBXML2_MAX_DEPTH} levels", line) from None
         if message.startswith("no element found"):
             raise XmlError("the document is empty: no XML element found", None) from None
         raise XmlError(message, line) from None

@@ -229,6 +229,18 @@ def test_state_survives_restart_and_reset(tmp_path: Path) -> None:
         assert _stats(server)["price_commands"] == 0
 
 
+EDITED_LISTING = {"sku": "SKU-000005", "price": "56.78", "currency": "PLN", "quantity": 9}
+
+
+def _last_updated(server: SandboxServer, sku: str) -> str:
+    """The listing's lastUpdatedDate as the Listings Items search shows it."""
+    found = server.amazon.search_listings(
+        server.amazon.seller_id,
+        {"marketplaceIds": [server.amazon.marketplace_id], "identifiers": [sku], "identifiersType": ["SKU"]},
+    )
+    return str(found["items"][0]["summaries"][0]["lastUpdatedDate"])
+
+
 def test_ebay_and_amazon_state_survives_restart(tmp_path: Path) -> None:
     """A restarted sandbox (every `make demo`) still shows what was published, as a marketplace would."""
     state = tmp_path / "allegro.json"
@@ -239,42 +251,18 @@ def test_ebay_and_amazon_state_survives_restart(tmp_path: Path) -> None:
         )
         assert status == 200
         server.ebay.edit_offer(offer["offerId"], price="12.34")
-        server.amazon.edit_listing("SKU-000005", price="56.78", quantity=9)
-        amazon_updated = server.amazon.search_listings(
-            server.amazon.seller_id,
-            {
-                "marketplaceIds": [server.amazon.marketplace_id],
-                "identifiers": ["SKU-000005"],
-                "identifiersType": ["SKU"],
-            },
-        )["items"][0]["summaries"][0]["lastUpdatedDate"]
+        server.amazon.edit_listing("SKU-000005", price=EDITED_LISTING["price"], quantity=EDITED_LISTING["quantity"])
+        amazon_updated = _last_updated(server, "SKU-000005")
         stats = (dict(server.ebay.stats), dict(server.amazon.stats))
     assert (tmp_path / "ebay_state.json").exists() and (tmp_path / "amazon_state.json").exists()
     with SandboxServer(tmp_path / "feeds", state, catalog_n=N) as server:
         again = server.ebay.offer(offer["offerId"])
         assert again is not None
         assert (again["availableQuantity"], again["pricingSummary"]["price"]["value"]) == (7, "12.34")
-        assert server.amazon.listing("SKU-000005") == {
-            "sku": "SKU-000005",
-            "price": "56.78",
-            "currency": "PLN",
-            "quantity": 9,
-        }
-        found = server.amazon.search_listings(
-            server.amazon.seller_id,
-            {
-                "marketplaceIds": [server.amazon.marketplace_id],
-                "identifiers": ["SKU-000005"],
-                "identifiersType": ["SKU"],
-            },
-        )["items"][0]["summaries"][0]["lastUpdatedDate"]
+        assert server.amazon.listing("SKU-000005") == EDITED_LISTING
+        found = _last_updated(server, "SKU-000005")
         assert found == amazon_updated
         assert server.ebay.stats["revisions"] == stats[0]["revisions"] == 1  # the bulk update; a direct edit is not one
         assert server.amazon.stats["revisions"] == stats[1]["revisions"]
     with SandboxServer(tmp_path / "other" / "feeds", tmp_path / "other" / "allegro.json", catalog_n=N) as fresh:
-        assert fresh.amazon.listing("SKU-000005") != {
-            "sku": "SKU-000005",
-            "price": "56.78",
-            "currency": "PLN",
-            "quantity": 9,
-        }
+        assert fresh.amazon.listing("SKU-000005") != EDITED_LISTING

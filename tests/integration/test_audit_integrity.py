@@ -220,6 +220,20 @@ def test_change_digest_is_independent_of_insertion_order(hub_dsn: str) -> None:
         assert changes.change_digest(conn, str(uuid.uuid4()))[0] == 0
 
 
+def test_change_digest_is_the_same_at_any_work_mem_and_leaves_the_callers_setting(hub_dsn: str) -> None:
+    transfer = uuid.uuid4()
+    with connect(hub_dsn) as conn:
+        for i in range(3000):  # ~300 kB of row text: more than 64 kB, less than the digest's own sort memory
+            _insert_change(conn, transfer, f"SKU-{i:05d}")
+        conn.execute("SET LOCAL work_mem = '64kB'")
+        expected = changes.change_digest(conn, str(transfer))
+        assert conn.execute("SHOW work_mem").fetchone() == ("64kB",)
+        conn.execute("SET LOCAL work_mem = '256MB'")  # a larger setting is never lowered
+        assert changes.change_digest(conn, str(transfer)) == expected
+        assert conn.execute("SHOW work_mem").fetchone() == ("256MB",)
+    assert expected[0] == 3000
+
+
 # --- change rows written by the transfers ------------------------------------------------------------
 
 

@@ -27,9 +27,24 @@ FROM (SELECT {_ROW_TEXT} AS row_text FROM audit.change AS c WHERE c.transfer_id 
 """
 
 
+# The digest sorts every row's text (about 400 bytes for a priced offer): at PostgreSQL's default
+# work_mem (4 MB) a run of ~8,000 changes already spills that sort to a temporary file. The memory is
+# raised for this one statement only (SET LOCAL semantics), never lowered below what the server allows.
+_SORT_MEMORY = "64MB"
+_RAISE_WORK_MEM = """
+SELECT current_setting('work_mem'),
+       set_config('work_mem', CASE WHEN pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%(mem)s)
+                                   THEN %(mem)s ELSE current_setting('work_mem') END, true)
+"""
+
+
 def change_digest(conn: psycopg.Connection, transfer_id: str) -> tuple[int, str]:
     """Count and sha256 of the change rows of ``transfer_id`` (as visible in this transaction)."""
+    setting = conn.execute(_RAISE_WORK_MEM, {"mem": _SORT_MEMORY}).fetchone()
+    assert setting is not None
     row = conn.execute(_SUMMARY, (transfer_id,)).fetchone()
+    # Back to the caller's setting (a failure above aborts the transaction, which undoes it too).
+    conn.execute("SELECT set_config('work_mem', %s, true)", (setting[0],))
     assert row is not None
     return int(row[0]), str(row[1])
 

@@ -116,59 +116,63 @@ SELECT currency, count(*), min(sku) FROM (
 ) AS m GROUP BY currency ORDER BY currency
 """
 
+# Each step is a LATERAL subquery fenced with OFFSET 0, so it is evaluated once per row. As plain CTEs
+# the planner inlined every step into each reference to it: the final price expression repeated the
+# rounding, cost and floor arithmetic some twenty times per row (2.5x the time of the whole statement).
 _COMPUTE = """
 CREATE TEMP TABLE computed_offer ON COMMIT DROP AS
-WITH costed AS (
-    SELECT b.*, r.version AS rule_version, r.margin_pct, r.margin_amount, r.commission_pct, r.fixed_fee,
-           r.min_margin_pct, r.rounding, r.min_price, r.max_price,
-           b.supply_contributes AND b.supply_cost > b.erp_cost AS supplier_cost,
+SELECT %(channel)s::text AS channel, b.sku, %(currency)s::char(3) AS currency,
+       sl.sellable AS quantity,
+       CASE WHEN sl.sellable > 0 THEN 'in_stock' ELSE 'out_of_stock' END AS availability,
+       k.cost::numeric(14, 4) AS cost,
+       p.floor_price::numeric(14, 2) AS floor_price,
+       (CASE WHEN cp.candidate >= p.floor_price THEN cp.candidate
+             WHEN r.rounding = '0.99' THEN ceil(p.floor_price + 0.01) - 0.01
+             WHEN r.rounding = '0.05' THEN ceil(p.floor_price * 20) / 20
+             ELSE p.floor_price END)::numeric(14, 2) AS price,
+       cp.candidate < p.floor_price AS floor_applied,
+       cp.max_price_applied,
+       b.rule_id, r.version AS rule_version, b.rule_level,
+       CASE WHEN k.supplier_cost THEN 'supplier' ELSE 'erp' END AS cost_source,
+       k.rate::numeric(18, 8) AS exchange_rate,
+       b.product_version, b.product_transfer_id
+FROM pricing_base AS b
+JOIN pricing_rule_param AS r ON r.rule_id = b.rule_id
+CROSS JOIN LATERAL (
+    SELECT s.supplier_cost, CASE WHEN s.supplier_cost THEN b.supply_cost ELSE b.erp_cost END AS cost,
+           CASE WHEN s.supplier_cost THEN b.supply_rate ELSE b.erp_rate END AS rate,
            CASE WHEN %(gross)s THEN 1 + b.vat_rate ELSE 1 END AS tax
-    FROM pricing_base AS b
-    JOIN pricing_rule_param AS r ON r.rule_id = b.rule_id
-), priced AS (
-    SELECT c.*,
-           CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END AS cost,
-           CASE WHEN c.supplier_cost THEN c.supply_rate ELSE c.erp_rate END AS rate,
-           ((CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END) * (1 + c.margin_pct / 100)
-             + c.margin_amount + c.fixed_fee) * (1 + c.commission_pct / 100) * c.tax AS raw_price,
-           greatest(ceil(((CASE WHEN c.supplier_cost THEN c.supply_cost ELSE c.erp_cost END)
-                          * (1 + c.min_margin_pct / 100) + c.fixed_fee) * (1 + c.commission_pct / 100) * c.tax * 100)
-                    / 100,
-                    coalesce(c.min_price, 0)) AS floor_price
-    FROM costed AS c
-), rounded AS (
-    SELECT p.*,
-           CASE p.rounding WHEN '0.99' THEN round(p.raw_price + 0.01) - 0.01
+    FROM (SELECT b.supply_contributes AND b.supply_cost > b.erp_cost AS supplier_cost) AS s
+    OFFSET 0
+) AS k
+CROSS JOIN LATERAL (
+    SELECT (k.cost * (1 + r.margin_pct / 100) + r.margin_amount + r.fixed_fee) * (1 + r.commission_pct / 100) * k.tax
+               AS raw_price,
+           greatest(ceil((k.cost * (1 + r.min_margin_pct / 100) + r.fixed_fee) * (1 + r.commission_pct / 100) * k.tax
+                         * 100) / 100,
+                    coalesce(r.min_price, 0)) AS floor_price
+    OFFSET 0
+) AS p
+CROSS JOIN LATERAL (
+    SELECT CASE r.rounding WHEN '0.99' THEN round(p.raw_price + 0.01) - 0.01
                            WHEN '0.05' THEN round(p.raw_price * 20) / 20
                            ELSE round(p.raw_price, 2) END AS rounded_price
-    FROM priced AS p
-    WHERE p.cost > 0
-), capped AS (
-    SELECT r.*, coalesce(r.rounded_price > r.max_price, false) AS max_price_applied,
-           CASE WHEN r.rounded_price > r.max_price THEN r.max_price ELSE r.rounded_price END AS candidate,
-           CASE WHEN r.active
-                THEN least(coalesce(%(max_listed)s::integer, 2147483647),
-                           greatest(0, r.available - %(buffer)s::integer
-                                       - ceil(greatest(r.available, 0) * %(buffer_pct)s::numeric / 100)))
-                ELSE 0 END AS sellable
-    FROM rounded AS r
-)
-SELECT %(channel)s::text AS channel, c.sku, %(currency)s::char(3) AS currency,
-       c.sellable::integer AS quantity,
-       CASE WHEN c.sellable > 0 THEN 'in_stock' ELSE 'out_of_stock' END AS availability,
-       c.cost::numeric(14, 4) AS cost,
-       c.floor_price::numeric(14, 2) AS floor_price,
-       (CASE WHEN c.candidate >= c.floor_price THEN c.candidate
-             WHEN c.rounding = '0.99' THEN ceil(c.floor_price + 0.01) - 0.01
-             WHEN c.rounding = '0.05' THEN ceil(c.floor_price * 20) / 20
-             ELSE c.floor_price END)::numeric(14, 2) AS price,
-       c.candidate < c.floor_price AS floor_applied,
-       c.max_price_applied,
-       c.rule_id, c.rule_version, c.rule_level,
-       CASE WHEN c.supplier_cost THEN 'supplier' ELSE 'erp' END AS cost_source,
-       c.rate::numeric(18, 8) AS exchange_rate,
-       c.product_version, c.product_transfer_id
-FROM capped AS c
+    OFFSET 0
+) AS rd
+CROSS JOIN LATERAL (
+    SELECT coalesce(rd.rounded_price > r.max_price, false) AS max_price_applied,
+           CASE WHEN rd.rounded_price > r.max_price THEN r.max_price ELSE rd.rounded_price END AS candidate
+    OFFSET 0
+) AS cp
+CROSS JOIN LATERAL (
+    SELECT (CASE WHEN b.active
+                 THEN least(coalesce(%(max_listed)s::integer, 2147483647),
+                            greatest(0, b.available - %(buffer)s::integer
+                                        - ceil(greatest(b.available, 0) * %(buffer_pct)s::numeric / 100)))
+                 ELSE 0 END)::integer AS sellable
+    OFFSET 0
+) AS sl
+WHERE k.cost > 0
 """
 
 _CHANGES = f"""

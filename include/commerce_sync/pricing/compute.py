@@ -270,23 +270,25 @@ ON CONFLICT (channel, sku) DO UPDATE SET
 """
 
 # One row per changed field: what goes to the outbox (API channels) and to audit.change (all
-# channels). The idempotency key is computed once here so both carry the same one.
+# channels), with what the audit row records about the offer, read in one scan of offer_change. The
+# idempotency key is computed once here so both carry the same one.
 FIELD_CHANGES = """
 CREATE TEMP TABLE field_change ON COMMIT DROP AS
 SELECT f.*,
        encode(sha256(convert_to(concat_ws('|', f.channel, f.sku, f.field, f.new_version, f.payload::text),
                                 'UTF8')), 'hex') AS idempotency_key
 FROM (
-    SELECT channel, sku, 'price'::text AS field, new_version,
-           jsonb_build_object('amount', price::text, 'currency', currency) AS payload,
-           old_price::text AS old_value, price::text AS new_value
-    FROM offer_change
-    WHERE old_price IS DISTINCT FROM price OR old_currency IS DISTINCT FROM currency
-    UNION ALL
-    SELECT channel, sku, 'quantity', new_version, jsonb_build_object('value', quantity),
-           old_quantity::text, quantity::text
-    FROM offer_change
-    WHERE old_quantity IS DISTINCT FROM quantity
+    SELECT c.channel, c.sku, v.field, c.new_version, v.payload, v.old_value, v.new_value, c.rule_id,
+           c.rule_version, c.currency, c.cost, c.floor_applied, c.rule_level, c.cost_source, c.exchange_rate,
+           c.held, c.product_version, c.product_transfer_id
+    FROM offer_change AS c
+    CROSS JOIN LATERAL (VALUES
+        ('price', c.old_price IS DISTINCT FROM c.price OR c.old_currency IS DISTINCT FROM c.currency,
+         jsonb_build_object('amount', c.price::text, 'currency', c.currency), c.old_price::text, c.price::text),
+        ('quantity', c.old_quantity IS DISTINCT FROM c.quantity,
+         jsonb_build_object('value', c.quantity), c.old_quantity::text, c.quantity::text)
+    ) AS v (field, changed, payload, old_value, new_value)
+    WHERE v.changed
 ) AS f
 """
 
@@ -295,16 +297,15 @@ FROM (
 RECORD_CHANGES = """
 INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, rule_id, rule_version,
                           source_ref)
-SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, o.rule_id,
-       o.rule_version,
+SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, f.rule_id,
+       f.rule_version,
        jsonb_build_object('offer_version', f.new_version,
                           'idempotency_key', CASE WHEN %(outbox)s THEN f.idempotency_key END,
-                          'currency', o.currency, 'cost', o.cost::text, 'floor_applied', o.floor_applied,
-                          'rule_level', o.rule_level, 'cost_source', o.cost_source,
-                          'exchange_rate', o.exchange_rate::text, 'held', o.held,
-                          'product_version', o.product_version, 'product_transfer_id', o.product_transfer_id)
+                          'currency', f.currency, 'cost', f.cost::text, 'floor_applied', f.floor_applied,
+                          'rule_level', f.rule_level, 'cost_source', f.cost_source,
+                          'exchange_rate', f.exchange_rate::text, 'held', f.held,
+                          'product_version', f.product_version, 'product_transfer_id', f.product_transfer_id)
 FROM field_change AS f
-JOIN offer_change AS o ON o.channel = f.channel AND o.sku = f.sku
 """
 
 SUPERSEDE_OUTBOX = """

@@ -12,7 +12,7 @@ import pytest
 from commerce_sync.audit import ledger
 from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule, RuleOverride
 from commerce_sync.db import connect
-from commerce_sync.errors import DataError
+from commerce_sync.errors import DataError, TransientError
 from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
 from commerce_sync.pricing.rules import (
     channel_quantity,
@@ -118,6 +118,33 @@ def test_price_change_enqueues_one_row_and_supersedes_unsent(hub_dsn: str) -> No
             "SELECT field, status, offer_version FROM hub.outbox WHERE sku = 'SKU-00003' ORDER BY id"
         ).fetchall()
     assert rows == [("price", "superseded", 1), ("quantity", "pending", 1), ("price", "pending", 2)]
+
+
+def test_offer_update_that_misses_a_row_fails_the_run_and_writes_nothing(hub_dsn: str) -> None:
+    seed_products(hub_dsn, 10)
+    compute_channel_offers(hub_dsn, ALLEGRO, RULE, RUN)
+    with connect(hub_dsn) as conn:
+        before = conn.execute("SELECT count(*) FROM hub.outbox").fetchone()
+        conn.execute(
+            "UPDATE hub.product SET purchase_price = purchase_price * 2 WHERE sku IN ('SKU-00004', 'SKU-00005')"
+        )
+    with connect(hub_dsn) as conn:
+        # Stands in for a row removed by a writer that does not take the channel lock: its update is skipped.
+        conn.execute(
+            """CREATE FUNCTION public.skip_offer() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN IF OLD.sku = 'SKU-00004' THEN RETURN NULL; END IF; RETURN NEW; END $$;
+               CREATE TRIGGER skip_offer BEFORE UPDATE ON hub.channel_offer
+               FOR EACH ROW EXECUTE FUNCTION public.skip_offer()"""
+        )
+    with pytest.raises(TransientError, match=r"1 changed offers were deleted .* Run the task again"):
+        compute_channel_offers(hub_dsn, ALLEGRO, RULE, RUN)
+    with connect(hub_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM hub.outbox").fetchone() == before
+        assert conn.execute("SELECT version FROM hub.channel_offer WHERE sku = 'SKU-00005'").fetchone() == (1,)
+        assert conn.execute("SELECT status FROM audit.transfer ORDER BY seq DESC LIMIT 1").fetchone() == ("failed",)
+        conn.execute("DROP TRIGGER skip_offer ON hub.channel_offer")
+    retry = compute_channel_offers(hub_dsn, ALLEGRO, RULE, RUN)
+    assert retry.offers_changed == 2
 
 
 def test_feed_channel_gets_no_outbox_rows(hub_dsn: str) -> None:

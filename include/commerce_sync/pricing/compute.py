@@ -41,7 +41,7 @@ from psycopg import ClientCursor
 from commerce_sync.audit import changes, ledger
 from commerce_sync.config import Channel, PricingRule, RuleOverride
 from commerce_sync.db import connect
-from commerce_sync.errors import DataError
+from commerce_sync.errors import DataError, TransientError
 from commerce_sync.pricing.rates import effective_rates
 from commerce_sync.quality import breakers
 
@@ -253,20 +253,28 @@ FROM hub.channel_offer AS o
 WHERE c.held AND o.channel = c.channel AND o.sku = c.sku
 """
 
-_APPLY = """
-INSERT INTO hub.channel_offer AS t
+# Changed offers that exist are updated through the key, new ones inserted: under the channel lock
+# nothing else adds or removes a channel's offers, so the two sets are exact. (An upsert through
+# ON CONFLICT costs a speculative insertion and a tuple lock per row: about 1.5x the time.)
+_UPDATE_OFFERS = """
+UPDATE hub.channel_offer AS t SET
+    price = c.price, currency = c.currency, quantity = c.quantity, availability = c.availability, cost = c.cost,
+    floor_price = c.floor_price, floor_applied = c.floor_applied, max_price_applied = c.max_price_applied,
+    rule_id = c.rule_id, rule_version = c.rule_version, rule_level = c.rule_level, cost_source = c.cost_source,
+    exchange_rate = c.exchange_rate, row_hash = c.row_hash, version = c.new_version, computed_at = now(),
+    transfer_id = %(transfer_id)s
+FROM offer_change AS c
+WHERE c.old_row_hash IS NOT NULL AND t.channel = c.channel AND t.sku = c.sku
+"""
+
+_INSERT_OFFERS = """
+INSERT INTO hub.channel_offer
     (channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied, max_price_applied,
      rule_id, rule_version, rule_level, cost_source, exchange_rate, row_hash, version, computed_at, transfer_id)
 SELECT channel, sku, price, currency, quantity, availability, cost, floor_price, floor_applied, max_price_applied,
        rule_id, rule_version, rule_level, cost_source, exchange_rate, row_hash, new_version, now(), %(transfer_id)s
 FROM offer_change
-ON CONFLICT (channel, sku) DO UPDATE SET
-    price = EXCLUDED.price, currency = EXCLUDED.currency, quantity = EXCLUDED.quantity,
-    availability = EXCLUDED.availability, cost = EXCLUDED.cost, floor_price = EXCLUDED.floor_price,
-    floor_applied = EXCLUDED.floor_applied, max_price_applied = EXCLUDED.max_price_applied,
-    rule_id = EXCLUDED.rule_id, rule_version = EXCLUDED.rule_version, rule_level = EXCLUDED.rule_level,
-    cost_source = EXCLUDED.cost_source, exchange_rate = EXCLUDED.exchange_rate, row_hash = EXCLUDED.row_hash,
-    version = EXCLUDED.version, computed_at = EXCLUDED.computed_at, transfer_id = EXCLUDED.transfer_id
+WHERE old_row_hash IS NULL
 """
 
 # One row per changed field: what goes to the outbox (API channels) and to audit.change (all
@@ -596,7 +604,15 @@ def compute_channel_offers(
             "FROM offer_change"
         ).fetchone() or (0, 0, 0)
         offers_before = total_offers()
-        conn.execute(_APPLY, params)
+        updated = conn.execute(_UPDATE_OFFERS, params).rowcount
+        if new_offers:
+            conn.execute(_INSERT_OFFERS, params)
+        if updated != changed - new_offers:
+            raise TransientError(
+                f"channel {channel.id!r}: {changed - new_offers - updated} changed offers were deleted from "
+                "hub.channel_offer during the run by a writer that does not take the channel lock; nothing was "
+                "written. Run the task again."
+            )
         conn.execute(FIELD_CHANGES)
         if not incremental:
             conn.execute("ANALYZE field_change")

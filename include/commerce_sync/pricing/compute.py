@@ -255,7 +255,7 @@ WHERE c.held AND o.channel = c.channel AND o.sku = c.sku
 
 # Changed offers that exist are updated through the key, new ones inserted: under the channel lock
 # nothing else adds or removes a channel's offers, so the two sets are exact. (An upsert through
-# ON CONFLICT costs a speculative insertion and a tuple lock per row: about 1.5x the time.)
+# ON CONFLICT costs a speculative insertion and a tuple lock per row: about 1.3x the time.)
 _UPDATE_OFFERS = """
 UPDATE hub.channel_offer AS t SET
     price = c.price, currency = c.currency, quantity = c.quantity, availability = c.availability, cost = c.cost,

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from commerce_sync.sandbox.catalog import products
 from commerce_sync.sandbox.faults import Faults
 from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
-from commerce_sync.sandbox.state import save_state
+from commerce_sync.sandbox.state import load_state, save_state
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_OFFERS_PER_COMMAND = 1000
@@ -160,8 +160,8 @@ class AllegroSimulator:
     # ------------------------------------------------------------------ state
     def _load(self) -> None:
         with self._lock:
-            if self.state_path.exists():
-                state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            state = load_state(self.state_path)
+            if state is not None:
                 self._offers = {offer["id"]: offer for offer in state["offers"]}
                 self._commands = {"price": {}, "quantity": {}, **state.get("commands", {})}
                 self._stats = {**_empty_stats(), **state.get("stats", {})}

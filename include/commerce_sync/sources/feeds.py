@@ -21,7 +21,7 @@ from lxml import etree
 
 from commerce_sync.config import BmecatMapping, CsvMapping, Supplier, XmlMapping
 from commerce_sync.errors import FeedError
-from commerce_sync.sources.safe_xml import XmlError, iterparse, local_name
+from commerce_sync.sources.safe_xml import XmlError, any_namespace, iterparse, local_name, plain_name
 
 
 class RawRecord(NamedTuple):
@@ -58,11 +58,6 @@ def _path_steps(path: str) -> list[str]:
     return [step for step in path.split("/") if step]
 
 
-def _plain(name: str) -> bool:
-    """True if ``name`` can go into an lxml ``{*}name`` tag filter and match only that local name."""
-    return bool(name) and not any(c in name for c in "{}*")
-
-
 _Field = Callable[[etree._Element], str | None]
 
 
@@ -77,9 +72,9 @@ def _compile_path(steps: list[str]) -> _Field:
     if any(step.startswith("@") for step in body):
         return _never
     names = [step for step in body if step != "."]
-    if not all(_plain(name) for name in names):
+    if not all(plain_name(name) for name in names):
         return functools.partial(_walk_by_local_name, names=names, attribute=attribute)
-    tags = [f"{{*}}{name}" for name in names]  # lxml's filter: this local name in any namespace or none
+    tags = any_namespace(*names)
     if attribute is None and len(tags) == 1:
         return functools.partial(_child_text, tag=tags[0])
     return functools.partial(_walk, tags=tags, attribute=attribute)
@@ -146,17 +141,11 @@ def _attribute(node: etree._Element, wanted: str) -> str | None:
     return None
 
 
-def _any_ns(*names: str) -> tuple[str, ...]:
-    """lxml tag filters matching each (plain) local name in any namespace or none."""
-    assert all(_plain(name) for name in names)
-    return tuple(f"{{*}}{name}" for name in names)
-
-
-_GTIN_TAGS = _any_ns("INTERNATIONAL_PID", "INTERNATIONAL_AID")
-_EAN_TAG = _any_ns("EAN")
-_PRICE_BLOCK_TAGS = _any_ns("ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
-_PRICE_TAGS = _any_ns("ARTICLE_PRICE", "PRODUCT_PRICE")
-_DETAILS_TAGS = _any_ns("ARTICLE_DETAILS", "PRODUCT_DETAILS")
+_GTIN_TAGS = any_namespace("INTERNATIONAL_PID", "INTERNATIONAL_AID")
+_EAN_TAG = any_namespace("EAN")
+_PRICE_BLOCK_TAGS = any_namespace("ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
+_PRICE_TAGS = any_namespace("ARTICLE_PRICE", "PRODUCT_PRICE")
+_DETAILS_TAGS = any_namespace("ARTICLE_DETAILS", "PRODUCT_DETAILS")
 
 
 class FeedReader(ABC):

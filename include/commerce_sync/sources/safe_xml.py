@@ -105,8 +105,8 @@ def iterparse(
         source = str(source)
     tags = [tag] if isinstance(tag, str) else list(tag)
     try:
-        # A name with braces or ``*`` would be a wildcard in lxml's tag filter: compared literally instead.
-        if max_depth >= LIBXML2_MAX_DEPTH and all(name and not any(c in name for c in "{}*") for name in tags):
+        # A name that is not plain would be a wildcard in lxml's tag filter: compared literally instead.
+        if max_depth >= LIBXML2_MAX_DEPTH and all(plain_name(name) for name in tags):
             yield from _iterparse_records(source, tags)
         else:
             yield from _iterparse_counting_depth(source, frozenset(tags), max_depth)
@@ -119,6 +119,18 @@ def iterparse(
         if message.startswith("no element found"):
             raise XmlError("the document is empty: no XML element found", None) from None
         raise XmlError(message, line) from None
+
+
+def plain_name(name: str) -> bool:
+    """True if ``name`` can go into an lxml tag filter as ``{*}name`` and match only that local name
+    (braces or ``*`` would make it a wildcard)."""
+    return bool(name) and not any(c in name for c in "{}*")
+
+
+def any_namespace(*names: str) -> list[str]:
+    """lxml tag filters matching each plain local name in any namespace or none."""
+    assert all(plain_name(name) for name in names)
+    return [f"{{*}}{name}" for name in names]
 
 
 def _release(element: etree._Element) -> None:
@@ -138,9 +150,7 @@ def _iterparse_records(source: str | IO[bytes], tags: list[str]) -> Iterator[etr
     before any content reaches the record parser: a probe parser is fed the same bytes until it
     reports the root element's start, exactly where the counting path checks it.
     """
-    parser = etree.XMLPullParser(
-        events=("end",), tag=[f"{{*}}{name}" for name in tags], remove_comments=True, **SAFE_OPTIONS
-    )
+    parser = etree.XMLPullParser(events=("end",), tag=any_namespace(*tags), remove_comments=True, **SAFE_OPTIONS)
     probe: etree.XMLPullParser | None = etree.XMLPullParser(events=("start",), remove_comments=True, **SAFE_OPTIONS)
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(source, "rb")) if isinstance(source, str) else source

@@ -9,7 +9,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule, RuleOverride
 from commerce_sync.db import connect
 from commerce_sync.errors import DataError, TransientError
@@ -106,6 +106,21 @@ def test_recompute_without_input_change_changes_nothing(hub_dsn: str) -> None:
     assert [s[0] for s in statuses] == [50, 0]
 
 
+def assert_change_digests(dsn: str) -> None:
+    """Every ledger row's change count and digest is what the change rows in the table give.
+
+    Pricing and approvals take them from what their insert returned; this reads the rows back.
+    """
+    with connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT transfer_id::text, changes_count, changes_sha256 FROM audit.transfer "
+            "WHERE changes_count IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        assert rows
+        for transfer_id, count, digest in rows:
+            assert changes.change_digest(conn, transfer_id) == (count, digest), transfer_id
+
+
 def test_price_change_enqueues_one_row_and_supersedes_unsent(hub_dsn: str) -> None:
     seed_products(hub_dsn, 10)
     compute_channel_offers(hub_dsn, ALLEGRO, RULE, RUN)
@@ -118,6 +133,7 @@ def test_price_change_enqueues_one_row_and_supersedes_unsent(hub_dsn: str) -> No
             "SELECT field, status, offer_version FROM hub.outbox WHERE sku = 'SKU-00003' ORDER BY id"
         ).fetchall()
     assert rows == [("price", "superseded", 1), ("quantity", "pending", 1), ("price", "pending", 2)]
+    assert_change_digests(hub_dsn)
 
 
 def test_offer_update_that_misses_a_row_fails_the_run_and_writes_nothing(hub_dsn: str) -> None:

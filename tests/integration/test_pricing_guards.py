@@ -25,7 +25,7 @@ from commerce_sync.pricing.explain import explain_offer, format_explanation
 from commerce_sync.pricing.proposals import ApprovalAnswer, apply_approval, decide_proposal, pending_summary
 from commerce_sync.pricing.rates import configured_rates, effective_rates, load_rates, read_rates_csv
 from commerce_sync.quality.breakers import Override
-from tests.integration.test_pricing_compute import RULE, RUN, insert_supply, seed_products
+from tests.integration.test_pricing_compute import RULE, RUN, assert_change_digests, insert_supply, seed_products
 
 pytestmark = pytest.mark.integration
 D = Decimal
@@ -226,6 +226,7 @@ def test_cap_holds_large_moves_and_approval_publishes_them(hub_dsn: str, tmp_pat
     # deciding again (a retried task) changes nothing; the rules now agree with what is live
     assert decide_proposal(hub_dsn, proposal, approved=True, by="bob", at=at, run=RUN).decision == "already approved"
     assert compute_channel_offers(hub_dsn, CAPPED, RULE, RUN, full=True).offers_changed == 0
+    assert_change_digests(hub_dsn)
 
 
 def test_rejection_publishes_nothing_held_and_is_not_reproposed(hub_dsn: str, tmp_path: Path) -> None:
@@ -270,6 +271,7 @@ def test_rejection_publishes_nothing_held_and_is_not_reproposed(hub_dsn: str, tm
         fresh.proposal_id,
     )
     assert "SKU-00002" in items and "SKU-00001" not in items
+    assert_change_digests(hub_dsn)
 
 
 # ---------------------------------------------------------------- explain

@@ -9,21 +9,30 @@ array per row, ordered bytewise (``COLLATE "C"``), so it does not depend on inse
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 
 from commerce_sync.audit import ledger
 
-# The columns a change row is identified by in the digest (not change_id / recorded_at).
-_ROW_TEXT = (
+# The columns a change row (aliased ``c``) is identified by in the digest (not change_id / recorded_at).
+ROW_TEXT = (
     "jsonb_build_array(c.dataset, c.sku, c.channel, c.supplier, c.field, c.old_value, c.new_value, "
     "c.rule_id, c.rule_version, c.source_ref)::text"
 )
 
+# Count and digest over a relation ``r`` holding one ``row_text`` (ROW_TEXT) per change row. A writer
+# may aggregate the rows its INSERT ... RETURNING gives back instead of reading them again: the values
+# returned are the values stored, so the digest is the same (run it under sort_memory).
+DIGEST = (
+    "count(*), encode(sha256(convert_to(coalesce(string_agg(r.row_text, E'\\n' ORDER BY r.row_text "
+    "COLLATE \"C\"), ''), 'UTF8')), 'hex')"
+)
+
 _SUMMARY = f"""
-SELECT count(*),
-       encode(sha256(convert_to(coalesce(string_agg(r.row_text, E'\\n' ORDER BY r.row_text COLLATE "C"), ''),
-                                'UTF8')), 'hex')
-FROM (SELECT {_ROW_TEXT} AS row_text FROM audit.change AS c WHERE c.transfer_id = %s) AS r
+SELECT {DIGEST}
+FROM (SELECT {ROW_TEXT} AS row_text FROM audit.change AS c WHERE c.transfer_id = %s) AS r
 """
 
 
@@ -38,13 +47,21 @@ SELECT current_setting('work_mem'),
 """
 
 
-def change_digest(conn: psycopg.Connection, transfer_id: str) -> tuple[int, str]:
-    """Count and sha256 of the change rows of ``transfer_id`` (as visible in this transaction)."""
+@contextmanager
+def sort_memory(conn: psycopg.Connection) -> Iterator[None]:
+    """Run the statements inside with work_mem raised for a digest's sort, then restore the caller's."""
     setting = conn.execute(_RAISE_WORK_MEM, {"mem": _SORT_MEMORY}).fetchone()
     assert setting is not None
-    row = conn.execute(_SUMMARY, (transfer_id,)).fetchone()
-    # Back to the caller's setting (a failure above aborts the transaction, which undoes it too).
+    yield
+    # Back to the caller's setting. (A failure inside aborts the transaction, which undoes it too:
+    # no statement could run here then.)
     conn.execute("SELECT set_config('work_mem', %s, true)", (setting[0],))
+
+
+def change_digest(conn: psycopg.Connection, transfer_id: str) -> tuple[int, str]:
+    """Count and sha256 of the change rows of ``transfer_id`` (as visible in this transaction)."""
+    with sort_memory(conn):
+        row = conn.execute(_SUMMARY, (transfer_id,)).fetchone()
     assert row is not None
     return int(row[0]), str(row[1])
 

@@ -190,9 +190,19 @@ LEFT JOIN hub.channel_offer AS o ON o.channel = c.channel AND o.sku = c.sku
 WHERE o.sku IS NULL OR o.row_hash IS DISTINCT FROM h.row_hash
 """
 
-_BREAKER_COUNTS = """
-SELECT count(*) FILTER (WHERE move_pct > %(move_pct)s), count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0)
+# Everything the guards and the ledger row need from offer_change, in one scan. A NULL limit (no
+# breakers, no cap) counts nothing. changed/floors/new_offers hold until a move is held (see _apply_cap).
+_CHANGE_STATS = """
+SELECT count(*) FILTER (WHERE move_pct > %(breaker_move_pct)s) AS moves,
+       count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0) AS stockouts,
+       count(*) FILTER (WHERE move_pct > %(cap_move_pct)s) AS large_moves,
+       count(*) AS changed, count(*) FILTER (WHERE floor_applied) AS floors,
+       count(*) FILTER (WHERE old_row_hash IS NULL) AS new_offers
 FROM offer_change
+"""
+
+_WRITE_COUNTS = """
+SELECT count(*), count(*) FILTER (WHERE floor_applied), count(*) FILTER (WHERE old_row_hash IS NULL) FROM offer_change
 """
 
 _LARGEST_MOVES = """
@@ -210,7 +220,7 @@ WHERE c.old_price IS NOT NULL AND EXISTS (
 """
 
 _HOLD_LARGE = """
-UPDATE offer_change SET held = true WHERE move_pct > %(move_pct)s
+UPDATE offer_change SET held = true WHERE move_pct > %(move_pct)s AND NOT held
 """
 
 # Pending items of re-evaluated SKUs whose proposed price is no longer what the rules compute.
@@ -281,11 +291,11 @@ FROM offer_change
 WHERE old_row_hash IS NULL
 """
 
-# One row per changed field: what goes to the outbox (API channels) and to audit.change (all
-# channels), with what the audit row records about the offer, read in one scan of offer_change. The
-# idempotency key is computed once here so both carry the same one.
-FIELD_CHANGES = """
-CREATE TEMP TABLE field_change ON COMMIT DROP AS
+# The changed fields are written in one statement (WRITE_FIELD_CHANGES), from one row per changed
+# field (price, quantity), read in one scan of offer_change and carrying what the audit row records
+# about the offer. The idempotency key is computed once there, so the outbox row and the audit row
+# carry the same one.
+_FIELD_ROWS = """
 SELECT f.*,
        encode(sha256(convert_to(concat_ws('|', f.channel, f.sku, f.field, f.new_version, f.payload::text),
                                 'UTF8')), 'hex') AS idempotency_key
@@ -304,37 +314,61 @@ FROM (
 ) AS f
 """
 
-# The channel's price/quantity changes with the rule that produced them and the offer version
-# (and, for outbox channels, the idempotency key of the outbox row that carries the change).
-RECORD_CHANGES = """
-INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, rule_id, rule_version,
-                          source_ref)
-SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, f.rule_id,
-       f.rule_version,
-       jsonb_build_object('offer_version', f.new_version,
-                          'idempotency_key', CASE WHEN %(outbox)s THEN f.idempotency_key END,
-                          'currency', f.currency, 'cost', f.cost::text, 'floor_applied', f.floor_applied,
-                          'rule_level', f.rule_level, 'cost_source', f.cost_source,
-                          'exchange_rate', f.exchange_rate::text, 'held', f.held,
-                          'product_version', f.product_version, 'product_transfer_id', f.product_transfer_id)
-FROM field_change AS f
+# 1. audit.change: the channel's price/quantity changes with the rule that produced them and the
+#    offer version (and, for outbox channels, the idempotency key of the outbox row that carries the
+#    change). Their count and digest are taken from what the insert returns, so the rows are not read
+#    back (the digest is the one audit.changes.change_digest computes from the table).
+# 2. For outbox channels, older unsent outbox rows of the same field are superseded. The sub-statements
+#    share one snapshot, so this never sees the rows enqueued by 3.
+# 3. The outbox rows: a plain INSERT. The key covers a new offer version, and versions only grow under
+#    the channel lock, so a duplicate cannot arise. If it ever did, the unique index refuses the whole
+#    run instead of silently dropping a change (and the check costs one index descent, not two as
+#    ON CONFLICT would).
+WRITE_FIELD_CHANGES = f"""
+WITH f AS MATERIALIZED ({_FIELD_ROWS}),
+recorded AS (
+    INSERT INTO audit.change AS c (transfer_id, dataset, sku, channel, field, old_value, new_value, rule_id,
+                                   rule_version, source_ref)
+    SELECT %(transfer_id)s, 'channel_offer', f.sku, f.channel, f.field, f.old_value, f.new_value, f.rule_id,
+           f.rule_version,
+           jsonb_build_object('offer_version', f.new_version,
+                              'idempotency_key', CASE WHEN %(outbox)s THEN f.idempotency_key END,
+                              'currency', f.currency, 'cost', f.cost::text, 'floor_applied', f.floor_applied,
+                              'rule_level', f.rule_level, 'cost_source', f.cost_source,
+                              'exchange_rate', f.exchange_rate::text, 'held', f.held,
+                              'product_version', f.product_version, 'product_transfer_id', f.product_transfer_id)
+    FROM f
+    RETURNING {changes.ROW_TEXT} AS row_text
+), superseded AS (
+    UPDATE hub.outbox AS o SET status = 'superseded'
+    FROM f
+    WHERE %(outbox)s AND o.status = 'pending' AND o.channel = f.channel AND o.sku = f.sku AND o.field = f.field
+      AND o.offer_version < f.new_version
+    RETURNING 1
+), enqueued AS (
+    INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
+    SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
+    FROM f
+    WHERE %(outbox)s
+    RETURNING 1
+)
+SELECT {changes.DIGEST}, (SELECT count(*) FROM superseded), (SELECT count(*) FROM enqueued)
+FROM recorded AS r
 """
 
-SUPERSEDE_OUTBOX = """
-UPDATE hub.outbox AS o SET status = 'superseded'
-FROM field_change AS f
-WHERE o.status = 'pending' AND o.channel = f.channel AND o.sku = f.sku AND o.field = f.field
-  AND o.offer_version < f.new_version
-"""
 
-# A plain INSERT: the key covers a new offer version, and versions only grow under the channel lock,
-# so a duplicate cannot arise. If it ever did, the unique index refuses the whole run instead of
-# silently dropping a change (and the check costs one index descent, not two as ON CONFLICT would).
-ENQUEUE = """
-INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
-SELECT f.channel, f.sku, f.field, f.payload, f.new_version, f.idempotency_key, %(transfer_id)s
-FROM field_change AS f
-"""
+def write_field_changes(conn: psycopg.Connection, transfer: ledger.Transfer, *, outbox: bool) -> tuple[int, int]:
+    """Write offer_change's changed fields to audit.change and (``outbox``) hub.outbox.
+
+    Sets ``transfer.changes_count`` / ``changes_sha256`` from the change rows written (the transfer
+    must write no other change rows). Returns (outbox rows superseded, outbox rows added).
+    """
+    with changes.sort_memory(conn):
+        row = conn.execute(WRITE_FIELD_CHANGES, {"transfer_id": str(transfer.transfer_id), "outbox": outbox}).fetchone()
+    assert row is not None
+    transfer.changes_count, transfer.changes_sha256 = int(row[0]), str(row[1])
+    return int(row[2]), int(row[3])
+
 
 _SAVE_STATE = """
 INSERT INTO hub.pricing_state (channel, config_sha256, inputs_seen_until, computed_at, transfer_id, offer_count)
@@ -452,18 +486,46 @@ class _OfferCount:
         return self._value
 
 
+@dataclass(frozen=True)
+class _ChangeStats:
+    """One scan of offer_change before the guards (see _CHANGE_STATS)."""
+
+    moves: int
+    stockouts: int
+    large_moves: int
+    changed: int
+    floors: int
+    new_offers: int
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection, channel: Channel) -> _ChangeStats:
+        limits, cap = channel.breakers, channel.change_cap
+        row = conn.execute(
+            _CHANGE_STATS,
+            {
+                "breaker_move_pct": limits.price_move_pct if limits else None,
+                "cap_move_pct": cap.move_pct if cap else None,
+            },
+        ).fetchone()
+        assert row is not None
+        return cls(*(int(v) for v in row))
+
+
 def _breaker_decision(
-    conn: psycopg.Connection, channel: Channel, override: breakers.Override | None, count: _OfferCount
+    conn: psycopg.Connection,
+    channel: Channel,
+    override: breakers.Override | None,
+    count: _OfferCount,
+    stats: _ChangeStats,
 ) -> breakers.Decision | None:
     limits = channel.breakers
     if limits is None:
         return None
-    params = {"move_pct": limits.price_move_pct}
-    row = conn.execute(_BREAKER_COUNTS, params).fetchone()
-    moves, stockouts = row if row else (0, 0)
-    largest = ", ".join(
-        f"{sku} {old}->{new} ({pct}%)" for sku, old, new, pct in conn.execute(_LARGEST_MOVES, params).fetchall()
-    )
+    moves, stockouts = stats.moves, stats.stockouts
+    largest = ""
+    if moves:
+        rows = conn.execute(_LARGEST_MOVES, {"move_pct": limits.price_move_pct}).fetchall()
+        largest = ", ".join(f"{sku} {old}->{new} ({pct}%)" for sku, old, new, pct in rows)
     total = count() if moves else 0
     share = float(moves) * 100 / total if total >= limits.min_offers and total else 0.0
     measures = [
@@ -488,19 +550,23 @@ def _breaker_decision(
 
 
 def _apply_cap(
-    conn: psycopg.Connection, channel: Channel, transfer_id: str, count: _OfferCount
+    conn: psycopg.Connection, channel: Channel, transfer_id: str, count: _OfferCount, large: int
 ) -> tuple[int, str | None]:
-    """Hold large moves when the cap is exceeded; return (held moves, new proposal id or None)."""
-    conn.execute(_HOLD_KNOWN)
+    """Hold large moves when the cap is exceeded; return (held moves, new proposal id or None).
+
+    ``large`` is the number of moves above the cap's ``move_pct`` (from _ChangeStats).
+    """
+    held = conn.execute(_HOLD_KNOWN).rowcount
     cap = channel.change_cap
-    if cap is not None:
-        row = conn.execute("SELECT count(*) FROM offer_change WHERE move_pct > %s", (cap.move_pct,)).fetchone()
-        large = int(row[0]) if row else 0
-        if large > cap.max_count or (large and Decimal(large) * 100 / max(count(), 1) > cap.max_share_pct):
-            conn.execute(_HOLD_LARGE, {"move_pct": cap.move_pct})
+    if cap is not None and (
+        large > cap.max_count or (large and Decimal(large) * 100 / max(count(), 1) > cap.max_share_pct)
+    ):
+        held += conn.execute(_HOLD_LARGE, {"move_pct": cap.move_pct}).rowcount
     params = {"channel": channel.id}
     conn.execute(_SUPERSEDE_ITEMS, params)
     conn.execute(_CLOSE_EMPTY_PROPOSALS, params)
+    if not held:  # a new proposal item is always a held move
+        return 0, None
     proposal_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO hub.price_proposal (proposal_id, channel, items, created_transfer_id) VALUES (%s, %s, 0, %s)",
@@ -511,11 +577,8 @@ def _apply_cap(
         conn.execute("UPDATE hub.price_proposal SET items = %s WHERE proposal_id = %s", (new_items, proposal_id))
     else:
         conn.execute("DELETE FROM hub.price_proposal WHERE proposal_id = %s", (proposal_id,))
-    held_row = conn.execute("SELECT count(*) FROM offer_change WHERE held").fetchone()
-    held = int(held_row[0]) if held_row else 0
-    if held:
-        conn.execute(_KEEP_LIVE_PRICE)
-        conn.execute("DELETE FROM offer_change WHERE held AND row_hash = old_row_hash")
+    conn.execute(_KEEP_LIVE_PRICE)
+    conn.execute("DELETE FROM offer_change WHERE held AND row_hash = old_row_hash")
     return held, proposal_id if new_items else None
 
 
@@ -556,7 +619,6 @@ def compute_channel_offers(
         "max_listed": channel.max_listed_quantity,
         "default_rule": rule.id,
         "transfer_id": tid,
-        "outbox": outbox,
     }
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
         lock_channel(conn, channel.id)
@@ -598,15 +660,15 @@ def compute_channel_offers(
             # rows are estimated well enough from the table's size, and ANALYZE would cost more.
             conn.execute("ANALYZE offer_change")
         total_offers = _OfferCount(conn, channel.id, state[2] if state is not None and not full else None)
-        decision = _breaker_decision(conn, channel, override, total_offers)
+        stats = _ChangeStats.read(conn, channel)
+        decision = _breaker_decision(conn, channel, override, total_offers, stats)
         if decision is not None:
             decision.record(transfer)
             decision.enforce()
-        held, proposal_id = _apply_cap(conn, channel, tid, total_offers)
-        changed, floors, new_offers = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE floor_applied), count(*) FILTER (WHERE old_row_hash IS NULL) "
-            "FROM offer_change"
-        ).fetchone() or (0, 0, 0)
+        held, proposal_id = _apply_cap(conn, channel, tid, total_offers, stats.large_moves)
+        changed, floors, new_offers = stats.changed, stats.floors, stats.new_offers
+        if held:  # held rows took the live price (and its floor flag); unchanged ones were dropped
+            changed, floors, new_offers = conn.execute(_WRITE_COUNTS).fetchone() or (0, 0, 0)
         offers_before = total_offers()
         updated = conn.execute(_UPDATE_OFFERS, params).rowcount
         if new_offers:
@@ -617,14 +679,7 @@ def compute_channel_offers(
                 "hub.channel_offer during the run by a writer that does not take the channel lock; nothing was "
                 "written. Run the task again."
             )
-        conn.execute(FIELD_CHANGES)
-        if not incremental:
-            conn.execute("ANALYZE field_change")
-        conn.execute(RECORD_CHANGES, params)
-        outbox_rows = superseded = 0
-        if outbox:
-            superseded = conn.execute(SUPERSEDE_OUTBOX).rowcount
-            outbox_rows = conn.execute(ENQUEUE, params).rowcount
+        superseded, outbox_rows = write_field_changes(conn, transfer, outbox=outbox)
         conn.execute(
             _SAVE_STATE,
             {
@@ -653,7 +708,6 @@ def compute_channel_offers(
                 "proposal_id": proposal_id,
             }
         )
-        changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "success")
     return OfferComputation(
         channel.id, tid, evaluated, changed, floors, outbox_rows, superseded, mode, held, proposal_id

@@ -28,12 +28,9 @@ from commerce_sync.csv_export import write_csv
 from commerce_sync.db import connect
 from commerce_sync.pricing.compute import (
     DATASET,
-    ENQUEUE,
-    FIELD_CHANGES,
-    RECORD_CHANGES,
     ROW_HASH,
-    SUPERSEDE_OUTBOX,
     lock_channel,
+    write_field_changes,
 )
 
 CSV_HEADER = (
@@ -210,12 +207,7 @@ def decide_proposal(
         if approved:
             conn.execute(_HELD_CHANGE, params)
             applied = conn.execute(_APPLY_HELD, params).rowcount
-            conn.execute(FIELD_CHANGES)
-            conn.execute("ANALYZE field_change")
-            conn.execute(RECORD_CHANGES, params)
-            if params["outbox"]:
-                conn.execute(SUPERSEDE_OUTBOX)
-                conn.execute(ENQUEUE, params)
+            write_field_changes(conn, transfer, outbox=bool(params["outbox"]))
             conn.execute(
                 """UPDATE hub.price_proposal_item AS i SET status = 'applied' FROM offer_change AS c
                    WHERE i.proposal_id = %(proposal_id)s AND i.sku = c.sku AND i.status = 'pending'""",
@@ -251,7 +243,8 @@ def decide_proposal(
                 "rejected": rejected,
             }
         }
-        changes.summarise(conn, transfer)
+        if not approved:  # no change rows: the count (0) and digest of none
+            changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "success")
     return ProposalDecision(proposal_id, channel, decision, applied, stale, rejected, tid, transfer.details)
 

@@ -191,7 +191,8 @@ WHERE o.sku IS NULL OR o.row_hash IS DISTINCT FROM h.row_hash
 """
 
 # Everything the guards and the ledger row need from offer_change, in one scan. A NULL limit (no
-# breakers, no cap) counts nothing. changed/floors/new_offers hold until a move is held (see _apply_cap).
+# breakers, no cap) counts nothing. Read again after moves were held (see _apply_cap), which changes the
+# rows' floor flags and drops the ones left unchanged.
 _CHANGE_STATS = """
 SELECT count(*) FILTER (WHERE move_pct > %(breaker_move_pct)s) AS moves,
        count(*) FILTER (WHERE old_quantity > 0 AND quantity = 0) AS stockouts,
@@ -199,10 +200,6 @@ SELECT count(*) FILTER (WHERE move_pct > %(breaker_move_pct)s) AS moves,
        count(*) AS changed, count(*) FILTER (WHERE floor_applied) AS floors,
        count(*) FILTER (WHERE old_row_hash IS NULL) AS new_offers
 FROM offer_change
-"""
-
-_WRITE_COUNTS = """
-SELECT count(*), count(*) FILTER (WHERE floor_applied), count(*) FILTER (WHERE old_row_hash IS NULL) FROM offer_change
 """
 
 _LARGEST_MOVES = """
@@ -490,7 +487,7 @@ class _OfferCount:
 
 @dataclass(frozen=True)
 class _ChangeStats:
-    """One scan of offer_change before the guards (see _CHANGE_STATS)."""
+    """One scan of offer_change (see _CHANGE_STATS)."""
 
     moves: int
     stockouts: int
@@ -668,9 +665,9 @@ def compute_channel_offers(
             decision.record(transfer)
             decision.enforce()
         held, proposal_id = _apply_cap(conn, channel, tid, total_offers, stats.large_moves)
-        changed, floors, new_offers = stats.changed, stats.floors, stats.new_offers
         if held:  # held rows took the live price (and its floor flag); unchanged ones were dropped
-            changed, floors, new_offers = conn.execute(_WRITE_COUNTS).fetchone() or (0, 0, 0)
+            stats = _ChangeStats.read(conn, channel)
+        changed, floors, new_offers = stats.changed, stats.floors, stats.new_offers
         offers_before = total_offers()
         updated = conn.execute(_UPDATE_OFFERS, params).rowcount
         if new_offers:

@@ -1,12 +1,13 @@
 """
-### Hub → marketplaces (eBay, Amazon SP-API): publish price and quantity changes
+### Hub → marketplaces (Allegro, eBay, Amazon SP-API, and every registered marketplace kind): publish price and quantity changes
 
-Triggered when channel offers change. One mapped task per enabled marketplace channel (Allegro is
-published by `hub_to_allegro_offers`): refresh the SKU → offer id map, then send the pending outbox
-rows (eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status; Amazon: a
-`JSON_LISTINGS_FEED` of ≤ 25,000 PATCH messages, ≤ 5 submissions per 5 minutes, per-SKU errors from
-the processing report). Channels run in
-parallel and independently: one channel down fails only its own task.
+Triggered when channel offers change. One mapped task per enabled marketplace channel (every channel
+whose kind can publish, from the channel registry): refresh the SKU → offer id map where the
+marketplace has its own offer ids, then send the pending outbox rows in requests of the API's size
+(Allegro: batch price/quantity change commands of ≤ 1,000 offers with deterministic command ids;
+eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status; Amazon: a `JSON_LISTINGS_FEED`
+of ≤ 25,000 PATCH messages, ≤ 5 submissions per 5 minutes, per-SKU errors from the processing report).
+Channels run in parallel and independently: one channel down fails only its own task.
 
 **Runbook**
 - The task log and the ledger row (`details.backlog`, `details.backlog_after`) show each channel's
@@ -15,9 +16,12 @@ parallel and independently: one channel down fails only its own task.
   and the rows stay pending. Nothing is lost; the next run (or the retry) drains the backlog.
 - *Up for retry, 429*: throttled; `Retry-After` is honoured (seconds or HTTP-date).
 - *Failed, "channel refused"*: credentials (the connection named in channels.yaml) or a rejected
-  payload; fix and clear the task. Re-sending is safe: updates carry absolute values.
-- Per-SKU refusals stay in `hub.outbox` (status `failed`, the channel's message); offers failing the
-  pre-publish check (below floor, foreign currency) are in `hub.quarantine` (dataset `channel_offer`).
+  payload; fix and clear the task. Re-sending is safe: updates carry absolute values, and Allegro
+  commands carry ids derived from the outbox rows, so Allegro applies a re-sent command once.
+- Per-SKU refusals stay in `hub.outbox` (status `failed`, the channel's message; e.g. no offer on the
+  marketplace for a SKU); offers failing the pre-publish check (below floor, foreign currency) are in
+  `hub.quarantine` (dataset `channel_offer`).
+- Upgrading: this DAG replaced `hub_to_allegro_offers` (Allegro's own DAG); see the README.
 """
 
 from __future__ import annotations
@@ -36,25 +40,24 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["commerce-sync", "channel:ebay", "channel:amazon", "publish"],
+    tags=["commerce-sync", "marketplaces", "publish"],
     doc_md=__doc__,
 )
 def hub_to_marketplaces() -> None:
     @task
     def list_channels() -> list[str]:
-        from commerce_sync.channels.publish import SUPPORTED_KINDS
+        from commerce_sync import registry
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return [
-                c.id for c in load_config().channels if c.enabled and c.kind in SUPPORTED_KINDS and c.kind != "allegro"
-            ]
+            return registry.channels_that(load_config().channels, "publish", family="marketplace")
 
     @task(
         inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_OFFER],
         outlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
     )
     def publish_offers(channel_id: str) -> dict[str, Any]:
+        from commerce_sync import registry
         from commerce_sync.channels.publish import publish_channel
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_output, report_transfer
@@ -62,7 +65,7 @@ def hub_to_marketplaces() -> None:
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             # Each mapped instance writes to one marketplace, known only at run time.
-            report_output(assets.MARKETPLACE_OFFERS[channel.kind])
+            report_output(registry.get(channel.kind).asset(channel))
             result = publish_channel(hub_dsn(), channel, run_context())
         for transfer_id in result["transfer_ids"]:
             report_transfer(transfer_id)

@@ -1,7 +1,8 @@
 """
 ### Marketplaces → hub: read-back reconciliation of published offers
 
-Hourly, one mapped task per enabled marketplace channel (Allegro, eBay, Amazon): read the channel's
+Hourly, one mapped task per enabled marketplace channel whose kind can read back (Allegro, eBay,
+Amazon, and any registered kind that can): read the channel's
 current offers and compare them with what the hub last sent (the newest `sent` outbox row per SKU and
 field; SKUs with a change in flight are skipped). Differences — an offer edited directly on the marketplace,
 or a change the channel silently did not apply — are logged, written to a CSV report under
@@ -38,23 +39,24 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["commerce-sync", "channel:allegro", "channel:ebay", "channel:amazon", "reconcile"],
+    tags=["commerce-sync", "marketplaces", "reconcile"],
     doc_md=__doc__,
 )
 def marketplaces_to_hub_reconciliation() -> None:
     @task
     def list_channels() -> list[str]:
-        from commerce_sync.channels.publish import RECONCILABLE_KINDS
+        from commerce_sync import registry
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return [c.id for c in load_config().channels if c.enabled and c.kind in RECONCILABLE_KINDS]
+            return registry.channels_that(load_config().channels, "read_back", family="marketplace")
 
     @task(
         inlets=[assets.HUB_OUTBOX],
         outlets=[assets.HUB_CHANNEL_RECONCILIATION, assets.HUB_OUTBOX],
     )
     def reconcile_offers(channel_id: str) -> dict[str, Any]:
+        from commerce_sync import registry
         from commerce_sync.channels.publish import reconcile_channel
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_input, report_transfer
@@ -63,7 +65,7 @@ def marketplaces_to_hub_reconciliation() -> None:
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             # Each mapped instance reads one marketplace, known only at run time.
-            report_input(assets.MARKETPLACE_OFFERS[channel.kind])
+            report_input(registry.get(channel.kind).asset(channel))
             result = reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
         for transfer_id in result["transfer_ids"]:
             report_transfer(transfer_id)

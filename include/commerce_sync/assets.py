@@ -65,17 +65,26 @@ HUB_SUPPLIER_PRICE_CHANGE = hub_table("supplier_price_change")
 # built at run time by :func:`supplier_feed` and reported with ``commerce_sync.lineage.report_input``.
 ERP_PRODUCTS = Asset(name=f"{ERP_DATABASE}.erp.products", uri=f"postgres://{ERP_HOST}/{ERP_DATABASE}/erp/products")
 
-# Channels.
-HUB_OUTBOX_ALLEGRO = Asset(name="allegro.sale.offers", uri=f"{ALLEGRO_API}/sale/offers")
-ALLEGRO_OFFERS = HUB_OUTBOX_ALLEGRO
+# Channels: each registered kind names the asset its channels write (commerce_sync.registry).
+ALLEGRO_OFFERS = Asset(name="allegro.sale.offers", uri=f"{ALLEGRO_API}/sale/offers")
 EBAY_OFFERS = Asset(name="ebay.sell.inventory.offer", uri="https://api.ebay.com/sell/inventory/v1/offer")
 AMAZON_LISTINGS = Asset(
     name="amazon.listings.items", uri="https://sellingpartnerapi-eu.amazon.com/listings/2021-08-01/items"
 )
-MARKETPLACE_OFFERS = {"allegro": ALLEGRO_OFFERS, "ebay": EBAY_OFFERS, "amazon": AMAZON_LISTINGS}
-"""The offers a marketplace channel kind shows, for tasks mapped over channels (reported at run time)."""
 HUB_CHANNEL_RECONCILIATION = hub_table("channel_reconciliation")
-FEED_GOOGLE = Asset(name="feed.google_merchant", uri=f"file://{DATA_HOST}/feeds/google_merchant.xml")
+
+
+def feed_file(channel_id: str, path: str) -> Asset:
+    """The Asset of one feed channel's published file (``feed.<channel id>``).
+
+    Args:
+        channel_id: the feed channel's id in channels.yaml.
+        path: the channel's ``feed.path``; a relative path lives under the data directory (logical host
+            ``commerce-sync-data``), an absolute one on the worker's file system.
+    """
+    if path.startswith("/"):
+        return Asset(name=f"feed.{channel_id}", uri=f"file://{path}")
+    return Asset(name=f"feed.{channel_id}", uri=f"file://{DATA_HOST}/{path}")
 
 
 def supplier_feed(supplier_id: str, transport_type: str, location: str, conn_id: str | None = None) -> Asset:

@@ -377,8 +377,8 @@ class PricingFile(Model):
 
 
 # ---------------------------------------------------------------- channels
-class GoogleFeedSettings(Model):
-    """Where and how the Google Merchant Center feed is written."""
+class FeedSettings(Model):
+    """Where and how a catalog feed file (Google Merchant, Meta catalog, Ceneo) is written."""
 
     path: str = Field(description="output file; relative paths are under the data directory")
     title: str
@@ -416,7 +416,11 @@ class Channel(Model):
     """A place we publish offers to."""
 
     id: Identifier
-    kind: Literal["allegro", "amazon", "ebay", "google_merchant_feed", "meta_catalog_feed", "ceneo_feed"]
+    kind: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="a registered channel kind: allegro, ebay, amazon, google_merchant_feed, meta_catalog_feed, "
+        "ceneo_feed, or one a plugin registers (commerce_sync.registry)",
+    )
     enabled: bool = True
     currency: Currency = "PLN"
     accepted_currencies: list[Currency] = Field(
@@ -435,27 +439,38 @@ class Channel(Model):
     breakers: OfferBreakers | None = None
     change_cap: ChangeCap | None = None
     conn_id: str | None = None
-    batch_size: int = Field(default=1000, ge=1, le=1000)
-    feed: GoogleFeedSettings | None = None
+    batch_size: int | None = Field(
+        default=None, ge=1, description="items per marketplace request, at most the API's limit (default: the limit)"
+    )
+    feed: FeedSettings | None = None
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="options of the channel's kind, validated by the kind's settings model"
+    )
 
     @model_validator(mode="after")
     def _kind_settings(self) -> Channel:
-        if self.kind in MARKETPLACE_KINDS and not self.conn_id:
+        from commerce_sync import registry
+
+        try:
+            spec = registry.get(self.kind)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if spec.needs_connection and not self.conn_id:
             raise ValueError(f"an {self.kind} channel needs conn_id (the Airflow connection with its API)")
-        if self.kind in FEED_KINDS and self.feed is None:
+        if spec.family == "feed" and self.feed is None:
             raise ValueError(f"a {self.kind} channel needs a 'feed' section")
+        if spec.family != "feed" and self.feed is not None:
+            raise ValueError(f"a {self.kind} channel is not a feed: remove its 'feed' section")
+        if spec.settings is not None:
+            spec.settings.model_validate(self.settings)
+        elif self.settings:
+            raise ValueError(f"kind {self.kind} takes no settings (got {sorted(self.settings)})")
         return self
 
     @property
     def currencies(self) -> frozenset[str]:
         """Currencies an offer of this channel may carry."""
         return frozenset(self.accepted_currencies or [self.currency])
-
-
-MARKETPLACE_KINDS = frozenset({"allegro", "amazon", "ebay"})
-"""Channel kinds published through the outbox to an API."""
-FEED_KINDS = frozenset({"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"})
-"""Channel kinds published as a generated file."""
 
 
 class ChannelsFile(Model):

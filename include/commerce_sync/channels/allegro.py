@@ -13,28 +13,20 @@ sends the same id, and Allegro answers with the original command instead of appl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
-import psycopg
 import requests
 
-from commerce_sync.audit import ledger
-from commerce_sync.channels import prepublish
-from commerce_sync.channels.base import ChannelRequestError, OAuthClient, encode_json
-from commerce_sync.channels.outbox import lock_pending as _lock_pending
-from commerce_sync.channels.outbox import mark_published as _mark_published
-from commerce_sync.channels.outbox import record_outcomes as _record_outcomes
-from commerce_sync.channels.outbox import supersede as _supersede
+from commerce_sync import registry
+from commerce_sync.channels.base import ChannelRequestError, OAuthClient
+from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
-from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
@@ -202,327 +194,128 @@ class AllegroClient(OAuthClient):
             delay = min(delay * 2, 2.0)
 
 
-# ====================================================================== publisher
-@dataclass
-class PublishResult:
-    """What one publish run did."""
-
-    claimed: int = 0
-    sent: int = 0
-    failed: int = 0
-    commands: list[str] = field(default_factory=list)
-    superseded: int = 0
-    quarantined: int = 0
-
-
-@dataclass(frozen=True)
-class _Row:
-    id: int
-    sku: str
-    field: CommandKind
-    key: str
-    offer_version: int
-    offer_id: str | None
-    group: tuple[str, ...] | None
-    problem: str | None
-
-
-def sync_listings(dsn: str, channel_id: str, client: AllegroClient, transfer: ledger.Transfer) -> int:
-    """Learn which Allegro offer sells which SKU (``external.id``) into ``hub.channel_listing``.
-
-    Offers without ``external.id`` cannot be matched and are counted as rejected; listings whose
-    offer no longer exists are removed. The upsert and the ledger row share one transaction.
-
-    Returns:
-        The number of listings for the channel after the sync.
-    """
-    pairs: dict[str, str] = {}
-    duplicates: list[str] = []
-    unmatched = 0
-    read = 0
-    for offer in client.list_offers():
-        read += 1
-        sku = (offer.get("external") or {}).get("id")
-        offer_id = offer.get("id")
-        if not sku or not offer_id:
-            unmatched += 1
-            continue
-        if sku in pairs and pairs[sku] != str(offer_id):
-            # Two offers for one SKU: keep the lowest id so the choice is stable between runs.
-            duplicates.append(sku)
-            offer_id = min(pairs[sku], str(offer_id))
-        pairs[str(sku)] = str(offer_id)
-    digest = hashlib.sha256()
-    for sku in sorted(pairs):
-        digest.update(f"{sku}\t{pairs[sku]}\n".encode())
-    with connect(dsn) as conn:
-        conn.execute("CREATE TEMP TABLE listing_in (sku text PRIMARY KEY, offer_id text NOT NULL) ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy("COPY listing_in (sku, offer_id) FROM STDIN") as copy:
-            for sku, offer_id in pairs.items():
-                copy.write_row((sku, offer_id))
-        # Deleting every pair that no longer holds (not only vanished SKUs) frees offer ids that
-        # moved to another SKU, which the UNIQUE (channel, offer_id) constraint would otherwise refuse.
-        deleted = conn.execute(
-            "DELETE FROM hub.channel_listing l WHERE l.channel = %s "
-            "AND NOT EXISTS (SELECT 1 FROM listing_in i WHERE i.sku = l.sku AND i.offer_id = l.offer_id) "
-            "RETURNING l.sku",
-            (channel_id,),
-        ).fetchall()
-        removed = sum(sku not in pairs for (sku,) in deleted)
-        upserted = conn.execute(
-            "INSERT INTO hub.channel_listing (channel, sku, offer_id, transfer_id) "
-            "SELECT %s, sku, offer_id, %s FROM listing_in ORDER BY sku "
-            "ON CONFLICT (channel, sku) DO UPDATE SET offer_id = excluded.offer_id, "
-            "updated_at = now(), transfer_id = excluded.transfer_id "
-            "WHERE hub.channel_listing.offer_id IS DISTINCT FROM excluded.offer_id",
-            (channel_id, transfer.transfer_id),
-        ).rowcount
-        transfer.rows_read = read
-        transfer.rows_written = len(pairs)
-        transfer.rows_rejected = unmatched
-        transfer.rows_changed = upserted + removed
-        transfer.payload_sha256 = digest.hexdigest()
-        transfer.details = {
-            **transfer.details,
-            "listings": len(pairs),
-            "removed": removed,
-            "without_external_id": unmatched,
-            "duplicate_skus": sorted(set(duplicates))[:100],
-        }
-        ledger.append(conn, transfer, "success")
-    return len(pairs)
-
-
-def _group_of(field_name: str, payload: Any) -> tuple[tuple[str, ...] | None, str | None]:
-    """The command group of an outbox payload, or a problem saying why it cannot be sent."""
-    if not isinstance(payload, dict):
-        return None, "payload is not a JSON object"
-    if field_name == "price":
-        try:
-            amount = Decimal(str(payload["amount"])).quantize(_CENT)
-        except (KeyError, InvalidOperation):
-            return None, f"price payload {payload} has no valid amount"
-        currency = payload.get("currency")
-        if amount <= 0 or not isinstance(currency, str) or len(currency) != 3:
-            return None, f"price payload {payload} needs a positive amount and a 3-letter currency"
-        return ("price", f"{amount}", currency), None
-    value = payload.get("value")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        return None, f"quantity payload {payload} needs a non-negative integer value"
-    return ("quantity", str(value)), None
-
-
+# ====================================================================== marketplace
 def command_id_for(rows: Sequence[tuple[str, str]]) -> uuid.UUID:
     """Deterministic command id of (idempotency_key, offer_id) pairs: UUID5 of the sorted pairs."""
     name = "\n".join(f"{key}={offer_id}" for key, offer_id in sorted(rows))
     return uuid.uuid5(COMMAND_NAMESPACE, name)
 
 
-def _plan(
-    conn: psycopg.Connection, channel_id: str, currencies: Iterable[str] | None
-) -> tuple[list[_Row], dict[int, list[prepublish.Rejection]]]:
-    rows = conn.execute(
-        "SELECT o.id, o.sku, o.field, o.idempotency_key, o.offer_version, o.payload, l.offer_id, "
-        "co.floor_price, co.currency "
-        "FROM hub.outbox o LEFT JOIN hub.channel_listing l ON l.channel = o.channel AND l.sku = o.sku "
-        "LEFT JOIN hub.channel_offer co ON co.channel = o.channel AND co.sku = o.sku "
-        "WHERE o.channel = %s AND o.status = 'pending' ORDER BY o.id",
-        (channel_id,),
-    ).fetchall()
-    planned = []
-    rejected: dict[int, list[prepublish.Rejection]] = {}
-    for row_id, sku, field_name, key, version, payload, offer_id, floor_price, offer_currency in rows:
-        group, problem = _group_of(field_name, payload)
-        if problem is None and field_name == "price" and group is not None:
-            # The pre-publish check: a floor violation or a foreign currency never reaches Allegro.
-            problems = prepublish.check_price_change(
-                channel_id,
-                sku,
-                amount=group[1],
-                currency=group[2],
-                floor_price=floor_price,
-                offer_currency=offer_currency,
-                currencies=currencies,
-            )
-            if problems:
-                rejected[row_id] = problems
-                problem = prepublish.refusal(problems)
-        if offer_id is None and problem is None:
-            problem = f"no Allegro offer for SKU {sku}; run sync_listings / create the offer"
-        planned.append(_Row(row_id, sku, field_name, key, version, offer_id, group, problem))
-    return planned, rejected
+def _command_group(item: Item) -> tuple[str, ...]:
+    """What one command sets: a price (amount, currency) or a quantity; offers sharing it share a command."""
+    if item.field == "price":
+        return ("price", f"{item.amount}", item.currency)
+    return ("quantity", str(item.quantity))
 
 
-def _chunks(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
-    """Rows grouped by command value, in outbox order, cut into chunks of at most batch_size.
+class AllegroMarketplace(Marketplace):
+    """Allegro as the publisher sees it: batch change commands with deterministic ids.
 
-    Cutting in outbox order keeps chunk boundaries stable when earlier chunks were already sent,
-    so a retry rebuilds the same commands (and command ids).
+    A command sets one value (a price, or a quantity) on up to 1,000 offers, so rows are grouped by
+    the value they set rather than by SKU. Allegro processes commands asynchronously: a window of
+    commands is sent, then awaited together. Each command's id is a UUID5 of the outbox rows it
+    carries, so a retry after a crash re-sends the same command and Allegro applies it once.
     """
-    groups: dict[tuple[str, ...], list[_Row]] = {}
-    for row in rows:
-        assert row.group is not None
-        groups.setdefault(row.group, []).append(row)
-    for group in sorted(groups):
-        members = groups[group]
-        for start in range(0, len(members), batch_size):
-            yield members[start : start + batch_size]
 
+    kind = "allegro"
+    title = "Allegro"
+    max_items_per_request = MAX_OFFERS_PER_COMMAND
+    pipeline_window = PIPELINE_WINDOW
+    request_noun = "command"
+    client: AllegroClient
 
-def publish_outbox(
-    dsn: str,
-    channel_id: str,
-    client: AllegroClient,
-    transfer: ledger.Transfer,
-    batch_size: int = MAX_OFFERS_PER_COMMAND,
-    poll_timeout: float = 60,
-    currencies: Iterable[str] | None = None,
-) -> PublishResult:
-    """Send the channel's pending outbox rows to Allegro as batched, idempotent change commands.
+    def __init__(self, client: AllegroClient, poll_timeout: float = 60.0) -> None:
+        super().__init__(client)
+        self.poll_timeout = poll_timeout
 
-    Only the newest pending version per (sku, field) is sent; older ones become ``superseded``.
-    Rows whose SKU has no Allegro offer, or whose payload is unusable, become ``failed``; so do
-    price rows that fail the pre-publish check (below ``floor_price``, or a currency outside
-    ``currencies`` — default: the offer's computed currency), which are also quarantined. Price
-    rows are grouped by (amount, currency), quantity rows by value, in commands of at most
-    ``batch_size`` offers. Each command's outbox rows are locked (``FOR UPDATE SKIP LOCKED``),
-    sent, awaited and updated in one transaction, committed before the next command.
+    @classmethod
+    def from_connection(cls, info: ConnectionInfo) -> AllegroMarketplace:
+        return cls(AllegroClient.from_connection(info))
 
-    The caller records the transfer (``ledger.recording``); this fills its counters.
+    def batches(self, items: list[Item], batch_size: int) -> Iterator[list[Item]]:
+        """Items grouped by command value, in outbox order, cut into commands of at most ``batch_size`` offers.
 
-    Raises:
-        TransientError: Allegro is unreachable or a command did not finish within ``poll_timeout``
-            (rows of unfinished commands stay pending and are re-sent with the same command id).
-        ChannelError: Allegro refused a command as a whole.
-    """
-    if not 1 <= batch_size <= MAX_OFFERS_PER_COMMAND:
-        raise ValueError(f"batch_size must be 1..{MAX_OFFERS_PER_COMMAND}")
-    result = PublishResult()
-    digest = hashlib.sha256()
+        Cutting in outbox order keeps command boundaries stable when earlier commands were already
+        sent, so a retry rebuilds the same commands (and command ids).
+        """
+        groups: dict[tuple[str, ...], list[Item]] = {}
+        for item in sorted(items, key=lambda item: item.id):
+            groups.setdefault(_command_group(item), []).append(item)
+        for group in sorted(groups):
+            members = groups[group]
+            for start in range(0, len(members), batch_size):
+                yield members[start : start + batch_size]
 
-    def account() -> None:
-        transfer.rows_read = result.claimed
-        transfer.rows_written = result.sent
-        transfer.rows_rejected = result.failed
-        transfer.rows_changed = result.sent
-        transfer.payload_sha256 = digest.hexdigest() if result.commands else None
-        transfer.details = {
-            **transfer.details,
-            "commands": list(result.commands),
-            "superseded": result.superseded,
-            "quarantined": result.quarantined,
-        }
-
-    with connect(dsn) as conn:
-        with conn.transaction():
-            result.superseded = _supersede(conn, channel_id)
-            planned, rejected = _plan(conn, channel_id, currencies)
-        unsendable = [row for row in planned if row.problem is not None]
-        if unsendable:
-            with conn.transaction():
-                locked = _lock_pending(conn, [row.id for row in unsendable])
-                outcomes = [(r.id, "failed", None, r.problem) for r in unsendable if r.id in locked]
-                if outcomes:
-                    _record_outcomes(conn, outcomes, None, transfer.transfer_id)
-                result.quarantined += prepublish.quarantine_rejections(
-                    conn,
-                    channel_id,
-                    transfer.transfer_id,
-                    [problem for row_id, problems in rejected.items() if row_id in locked for problem in problems],
-                )
-                result.claimed += len(outcomes)
-                result.failed += len(outcomes)
-        account()
-        chunks = list(_chunks([row for row in planned if row.problem is None], batch_size))
-        # Commands are sent a window at a time and then awaited together: Allegro processes them
-        # asynchronously, so waiting for each before sending the next would serialise the latency.
-        for start in range(0, len(chunks), PIPELINE_WINDOW):
-            window = chunks[start : start + PIPELINE_WINDOW]
-            with conn.transaction():
-                locked = _lock_pending(conn, [row.id for chunk in window for row in chunk])
-                in_flight = []
-                for chunk in window:
-                    rows = [row for row in chunk if row.id in locked]
-                    if rows:  # else another publisher holds or already sent them
-                        in_flight.append(_send_chunk(client, rows, result, digest))
-                for kind, command_id, rows in in_flight:
-                    _collect_chunk(conn, channel_id, client, transfer, kind, command_id, rows, poll_timeout, result)
-            account()
-    account()
-    return result
-
-
-def _send_chunk(
-    client: AllegroClient, rows: list[_Row], result: PublishResult, digest: Any
-) -> tuple[CommandKind, str, list[_Row]]:
-    """Send one command for ``rows``; its id is derived from their idempotency keys."""
-    kind = rows[0].field
-    group = rows[0].group
-    assert group is not None
-    offer_ids = [row.offer_id for row in rows if row.offer_id is not None]
-    if kind == "price":
-        body = price_command_body(offer_ids, group[1], group[2])
-    else:
-        body = quantity_command_body(offer_ids, int(group[1]))
-    command_id = str(command_id_for([(row.key, row.offer_id or "") for row in rows]))
-    result.claimed += len(rows)
-    digest.update(encode_json(body))
-    try:
-        client.send_command(kind, command_id, body)
-    except ChannelRequestError as exc:
-        # A 409 for our own id means the command exists already (an earlier, interrupted run):
-        # read its outcome instead of applying anything again.
-        if exc.status != 409:
-            raise
-        log.info("allegro: command %s already known to Allegro; reading its result", command_id)
-    return kind, command_id, rows
-
-
-def _collect_chunk(
-    conn: psycopg.Connection,
-    channel_id: str,
-    client: AllegroClient,
-    transfer: ledger.Transfer,
-    kind: CommandKind,
-    command_id: str,
-    rows: list[_Row],
-    poll_timeout: float,
-    result: PublishResult,
-) -> None:
-    """Await one sent command and record each offer's outcome in the outbox."""
-    client.wait_for_command(kind, command_id, timeout=poll_timeout)
-    tasks = {str((task.get("offer") or {}).get("id")): task for task in client.command_tasks(kind, command_id)}
-    outcomes: list[tuple[int, str, Any, str | None]] = []
-    for row in rows:
-        task = tasks.get(row.offer_id or "")
-        if task is None:
-            outcomes.append((row.id, "failed", None, f"Allegro reported no task for offer {row.offer_id}"))
-        elif task.get("status") == "SUCCESS":
-            outcomes.append((row.id, "sent", task, None))
+    def build(self, items: list[Item]) -> Request:
+        offer_ids = [item.offer_id for item in items if item.offer_id is not None]
+        first = items[0]
+        if first.field == "price":
+            body = price_command_body(offer_ids, first.amount, first.currency)
         else:
-            message = task.get("message") or f"task status {task.get('status')}"
-            outcomes.append((row.id, "failed", task, f"offer {row.offer_id} (SKU {row.sku}): {message}"))
-    _record_outcomes(conn, outcomes, command_id, transfer.transfer_id)
-    _mark_published(conn, channel_id, sorted({row.sku for row in rows}))
-    sent = sum(outcome[1] == "sent" for outcome in outcomes)
-    result.sent += sent
-    result.failed += len(outcomes) - sent
-    result.commands.append(command_id)
-    log.info("allegro: %s command %s: %d sent, %d failed", kind, command_id, sent, len(outcomes) - sent)
+            body = quantity_command_body(offer_ids, first.quantity)
+        command_id = str(command_id_for([(item.key, item.offer_id or "") for item in items]))
+        return Request(items, body, command_id, {"kind": first.field})
+
+    def send(self, request: Request) -> None:
+        assert request.request_id is not None
+        try:
+            self.client.send_command(request.context["kind"], request.request_id, request.body)
+        except ChannelRequestError as exc:
+            # A 409 for our own id means the command exists already (an earlier, interrupted run):
+            # read its outcome instead of applying anything again.
+            if exc.status != 409:
+                raise
+            log.info("allegro: command %s already known to Allegro; reading its result", request.request_id)
+
+    def collect(self, request: Request, sent: Any) -> list[Outcome]:
+        kind, command_id = request.context["kind"], request.request_id
+        assert command_id is not None
+        self.client.wait_for_command(kind, command_id, timeout=self.poll_timeout)
+        tasks = {str((task.get("offer") or {}).get("id")): task for task in self.client.command_tasks(kind, command_id)}
+        outcomes: list[Outcome] = []
+        for item in request.items:
+            task = tasks.get(item.offer_id or "")
+            if task is None:
+                outcomes.append(Outcome(item.id, "failed", None, f"Allegro reported no task for offer {item.offer_id}"))
+            elif task.get("status") == "SUCCESS":
+                outcomes.append(Outcome(item.id, "sent", task))
+            else:
+                message = task.get("message") or f"task status {task.get('status')}"
+                outcomes.append(Outcome(item.id, "failed", task, f"offer {item.offer_id} (SKU {item.sku}): {message}"))
+        return outcomes
+
+    def listings(self) -> Iterator[tuple[str | None, str | None]]:
+        """(SKU, offer id) of every offer: the SKU is the offer's ``external.id``."""
+        for offer in self.client.list_offers():
+            offer_id = offer.get("id")
+            yield (offer.get("external") or {}).get("id"), str(offer_id) if offer_id else None
+
+    def read_offers(self, skus: list[str] | None) -> Iterator[ChannelOffer]:
+        """The seller's offers as the reconciliation compares them (SKU from ``external.id``)."""
+        for offer in self.client.list_offers():
+            sku = (offer.get("external") or {}).get("id")
+            if not sku:
+                continue
+            price = ((offer.get("sellingMode") or {}).get("price")) or {}
+            amount = price.get("amount")
+            available = (offer.get("stock") or {}).get("available")
+            yield ChannelOffer(
+                str(sku),
+                Decimal(str(amount)) if amount is not None else None,
+                price.get("currency"),
+                int(available) if available is not None else None,
+            )
 
 
-def read_offers(client: AllegroClient) -> Iterator[ChannelOffer]:
-    """The seller's offers as the reconciliation compares them (SKU from ``external.id``)."""
-    for offer in client.list_offers():
-        sku = (offer.get("external") or {}).get("id")
-        if not sku:
-            continue
-        price = ((offer.get("sellingMode") or {}).get("price")) or {}
-        amount = price.get("amount")
-        available = (offer.get("stock") or {}).get("available")
-        yield ChannelOffer(
-            str(sku),
-            Decimal(str(amount)) if amount is not None else None,
-            price.get("currency"),
-            int(available) if available is not None else None,
-        )
+registry.register(
+    registry.ChannelKind(
+        name="allegro",
+        family="marketplace",
+        title="Allegro",
+        capabilities=frozenset({"publish", "read_back"}),
+        outbox_fields=("price", "quantity"),
+        marketplace=AllegroMarketplace.from_connection,
+        needs_connection=True,
+        asset=registry.fixed_asset("ALLEGRO_OFFERS"),
+    )
+)

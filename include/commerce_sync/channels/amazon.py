@@ -19,12 +19,10 @@ one by one with ``getListingsItem``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,12 +30,11 @@ from urllib.parse import quote, urlencode
 
 import requests
 
-from commerce_sync.audit import ledger
-from commerce_sync.channels import outbox, prepublish
+from commerce_sync import registry
 from commerce_sync.channels.base import ChannelRequestError, OAuthClient, TokenBucket
+from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
-from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
 
 log = logging.getLogger(__name__)
@@ -298,12 +295,6 @@ def offer_of(item: Mapping[str, Any], marketplace_id: str | None = None) -> Chan
     return ChannelOffer(str(item.get("sku")), price, currency, quantity)
 
 
-def read_offers(client: AmazonClient, skus: Iterable[str] | None = None) -> Iterator[ChannelOffer]:
-    """The seller's offers as the reconciliation compares them (all listings, or only ``skus``)."""
-    for item in client.list_listings(skus):
-        yield offer_of(item, client.marketplace_id)
-
-
 def listings_feed(seller_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
     """A JSON_LISTINGS_FEED document (schema v2)."""
     return {"header": {"sellerId": seller_id, "version": "2.0", "issueLocale": "en_US"}, "messages": messages}
@@ -317,19 +308,19 @@ def validate_feed(document: Mapping[str, Any], schema_path: Path = SCHEMA) -> No
     jsonschema.validate(document, schema)
 
 
-def _message(message_id: int, sku: str, product_type: str, marketplace: str, rows: list[_Row]) -> dict[str, Any]:
-    patches = []
+def _message(message_id: int, sku: str, product_type: str, marketplace: str, rows: list[Item]) -> dict[str, Any]:
+    patches: list[dict[str, Any]] = []
     for row in rows:
+        value: dict[str, Any]
         if row.field == "price":
-            amount = Decimal(str(row.payload["amount"])).quantize(Decimal("0.01"))
             value = {
                 "marketplace_id": marketplace,
-                "currency": row.payload["currency"],
-                "our_price": [{"schedule": [{"value_with_tax": float(amount)}]}],
+                "currency": row.currency,
+                "our_price": [{"schedule": [{"value_with_tax": float(row.amount)}]}],
             }
             patches.append({"op": "replace", "path": "/attributes/purchasable_offer", "value": [value]})
         else:
-            value = {"fulfillment_channel_code": "DEFAULT", "quantity": int(row.payload["value"])}
+            value = {"fulfillment_channel_code": "DEFAULT", "quantity": row.quantity}
             patches.append({"op": "replace", "path": "/attributes/fulfillment_availability", "value": [value]})
     return {
         "messageId": message_id,
@@ -340,136 +331,89 @@ def _message(message_id: int, sku: str, product_type: str, marketplace: str, row
     }
 
 
-@dataclass
-class _Row:
-    id: int
-    sku: str
-    field: str
-    payload: dict[str, Any]
+class AmazonMarketplace(Marketplace):
+    """Amazon as the publisher sees it: one ``JSON_LISTINGS_FEED`` of up to 25,000 PATCH messages per request.
 
+    Listings are addressed by our SKU (no offer id to learn). A feed is processed asynchronously:
+    ``createFeedDocument`` → upload → ``createFeed`` (5 per 5 minutes) → poll ``getFeed`` → processing
+    report, whose ERROR issues name the failed messages; a message id maps back to a SKU's rows.
+    Read-back asks the Listings Items API for the SKUs the hub published, 20 per request, because a
+    search pages through at most 1,000 results.
+    """
 
-@dataclass
-class PublishResult:
-    """What one publish run did."""
+    kind = "amazon"
+    title = "Amazon"
+    max_items_per_request = MAX_MESSAGES
+    needs_offer_id = False
+    reads_back_by_sku = True
+    request_noun = "feed"
+    client: AmazonClient
 
-    claimed: int = 0
-    sent: int = 0
-    failed: int = 0
-    superseded: int = 0
-    quarantined: int = 0
-    feeds: list[str] = field(default_factory=list)
-    rejected_skus: list[str] = field(default_factory=list)
+    def __init__(self, client: AmazonClient, poll_timeout: float = 600.0) -> None:
+        super().__init__(client)
+        self.poll_timeout = poll_timeout
 
+    @classmethod
+    def from_connection(cls, info: ConnectionInfo) -> AmazonMarketplace:
+        return cls(AmazonClient.from_connection(info))
 
-def publish_outbox(
-    dsn: str,
-    channel_id: str,
-    client: AmazonClient,
-    transfer: ledger.Transfer,
-    *,
-    seller_id: str,
-    marketplace_id: str,
-    product_type: str = "PRODUCT",
-    currencies: Iterable[str] | None = None,
-    max_messages: int = MAX_MESSAGES,
-    poll_timeout: float = 600.0,
-) -> PublishResult:
-    """Send the channel's pending outbox rows as JSON_LISTINGS_FEED feeds and record per-SKU results."""
-    result = PublishResult()
-    digest = hashlib.sha256()
-    with connect(dsn) as conn:
-        with conn.transaction():
-            result.superseded = outbox.supersede(conn, channel_id)
-        while True:
-            with conn.transaction():
-                rows = conn.execute(
-                    "SELECT o.id, o.sku, o.field, o.payload, co.floor_price, co.currency FROM hub.outbox o "
-                    "LEFT JOIN hub.channel_offer co ON co.channel = o.channel AND co.sku = o.sku "
-                    "WHERE o.channel = %s AND o.status = 'pending' ORDER BY o.sku, o.id "
-                    "FOR UPDATE OF o SKIP LOCKED LIMIT %s",
-                    (channel_id, max_messages * 2),
-                ).fetchall()
-                if not rows:
-                    break
-                by_sku: dict[str, list[_Row]] = {}
-                refused: list[tuple[int, str, Any, str | None]] = []
-                rejections: list[prepublish.Rejection] = []
-                for row_id, sku, field_name, payload, floor_price, offer_currency in rows:
-                    row = _Row(row_id, sku, field_name, payload if isinstance(payload, dict) else {})
-                    if field_name == "price":
-                        problems = prepublish.check_price_change(
-                            channel_id,
-                            sku,
-                            amount=row.payload.get("amount"),
-                            currency=row.payload.get("currency"),
-                            floor_price=floor_price,
-                            offer_currency=offer_currency,
-                            currencies=currencies,
-                        )
-                        if problems:
-                            rejections += problems
-                            refused.append((row_id, "failed", None, prepublish.refusal(problems)))
-                            continue
-                    by_sku.setdefault(sku, []).append(row)
-                outbox.record_outcomes(conn, refused, None, transfer.transfer_id)
-                result.quarantined += prepublish.quarantine_rejections(
-                    conn, channel_id, transfer.transfer_id, rejections
+    def prepare(self) -> None:
+        self.client.account()  # fails early, naming the connection, when the ids are missing
+
+    def build(self, items: list[Item]) -> Request:
+        seller_id, marketplace_id = self.client.account()
+        by_sku: dict[str, list[Item]] = {}
+        for item in items:
+            by_sku.setdefault(item.sku, []).append(item)
+        skus = sorted(by_sku)
+        messages = [
+            _message(number, sku, self.client.product_type, marketplace_id, by_sku[sku])
+            for number, sku in enumerate(skus, 1)
+        ]
+        return Request(items, listings_feed(seller_id, messages), context={"skus": skus})
+
+    def send(self, request: Request) -> str:
+        _, marketplace_id = self.client.account()
+        feed_id = self.client.submit_feed(request.body, [marketplace_id])
+        request.request_id = feed_id
+        return feed_id
+
+    def collect(self, request: Request, sent: str) -> list[Outcome]:
+        feed_id = sent
+        report = self.client.report(self.client.wait_for_feed(feed_id, timeout=self.poll_timeout))
+        errors: dict[int, list[str]] = {}
+        for issue in report.get("issues") or []:
+            if issue.get("severity") == "ERROR":
+                errors.setdefault(int(issue.get("messageId") or 0), []).append(
+                    f"{issue.get('code')}: {issue.get('message')}"
                 )
-                result.claimed += len(rows)
-                result.failed += len(refused)
-                skus = sorted(by_sku)[:max_messages]
-                if skus:
-                    messages = [
-                        _message(number, sku, product_type, marketplace_id, by_sku[sku])
-                        for number, sku in enumerate(skus, 1)
-                    ]
-                    document = listings_feed(seller_id, messages)
-                    digest.update(json.dumps(document, sort_keys=True).encode())
-                    feed_id = client.submit_feed(document, [marketplace_id])
-                    feed = client.wait_for_feed(feed_id, timeout=poll_timeout)
-                    report = client.report(feed)
-                    errors: dict[int, list[str]] = {}
-                    for issue in report.get("issues") or []:
-                        if issue.get("severity") == "ERROR":
-                            errors.setdefault(int(issue.get("messageId") or 0), []).append(
-                                f"{issue.get('code')}: {issue.get('message')}"
-                            )
-                    outcomes: list[tuple[int, str, Any, str | None]] = []
-                    for number, sku in enumerate(skus, 1):
-                        problem = errors.get(number) or errors.get(0)
-                        for row in by_sku[sku]:
-                            if problem:
-                                outcomes.append(
-                                    (row.id, "failed", {"feedId": feed_id}, f"SKU {sku}: {'; '.join(problem)}")
-                                )
-                            else:
-                                outcomes.append((row.id, "sent", {"feedId": feed_id, "messageId": number}, None))
-                        if problem:
-                            result.rejected_skus.append(sku)
-                    outbox.record_outcomes(conn, outcomes, feed_id, transfer.transfer_id)
-                    outbox.mark_published(conn, channel_id, skus)
-                    result.feeds.append(feed_id)
-                    sent = sum(o[1] == "sent" for o in outcomes)
-                    result.sent += sent
-                    result.failed += len(outcomes) - sent
-                    log.info(
-                        "amazon %s: feed %s: %d messages, %d rows sent, %d failed",
-                        channel_id,
-                        feed_id,
-                        len(messages),
-                        sent,
-                        len(outcomes) - sent,
-                    )
-                # Rows of SKUs beyond this feed's message limit are released with the commit and go next round.
-    transfer.rows_read = result.claimed
-    transfer.rows_written = transfer.rows_changed = result.sent
-    transfer.rows_rejected = result.failed
-    transfer.payload_sha256 = digest.hexdigest() if result.feeds else None
-    transfer.details = {
-        **transfer.details,
-        "feeds": result.feeds,
-        "superseded": result.superseded,
-        "quarantined": result.quarantined,
-        "rejected_skus": result.rejected_skus[:100],
-    }
-    return result
+        number_of = {sku: number for number, sku in enumerate(request.context["skus"], 1)}
+        outcomes: list[Outcome] = []
+        for item in request.items:
+            number = number_of[item.sku]
+            problem = errors.get(number) or errors.get(0)
+            if problem:
+                error = f"SKU {item.sku}: {'; '.join(problem)}"
+                outcomes.append(Outcome(item.id, "failed", {"feedId": feed_id}, error))
+            else:
+                outcomes.append(Outcome(item.id, "sent", {"feedId": feed_id, "messageId": number}))
+        return outcomes
+
+    def read_offers(self, skus: list[str] | None) -> Iterator[ChannelOffer]:
+        """The seller's offers as the reconciliation compares them (all listings, or only ``skus``)."""
+        for item in self.client.list_listings(skus):
+            yield offer_of(item, self.client.marketplace_id)
+
+
+registry.register(
+    registry.ChannelKind(
+        name="amazon",
+        family="marketplace",
+        title="Amazon",
+        capabilities=frozenset({"publish", "read_back"}),
+        outbox_fields=("price", "quantity"),
+        marketplace=AmazonMarketplace.from_connection,
+        needs_connection=True,
+        asset=registry.fixed_asset("AMAZON_LISTINGS"),
+    )
+)

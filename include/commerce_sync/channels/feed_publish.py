@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from commerce_sync.config import GoogleFeedSettings
+from commerce_sync.config import FeedSettings
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _is_staging_of(candidate: str, name: str) -> bool:
     return re.fullmatch(rf"\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp", candidate) is not None
 
 
-def publish_copy(local: Path, feed: GoogleFeedSettings) -> str:
+def publish_copy(local: Path, feed: FeedSettings) -> str:
     """Copy the validated feed to ``feed.target`` atomically (own staging name, then rename).
 
     ``sftp://host[:port]/path`` uses paramiko with the credentials of ``feed.target_conn_id``;

@@ -34,19 +34,23 @@ from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import psycopg
 from lxml import etree
 
+from commerce_sync import registry
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
 from commerce_sync.channels.feed_publish import publish_copy
-from commerce_sync.config import Channel, GoogleFeedSettings
+from commerce_sync.config import Channel, FeedSettings
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, DataError
 from commerce_sync.sources import safe_xml
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +147,13 @@ class FeedFormat:
     item_tag: str
     required: tuple[str, ...]
     limits: dict[str, int]
-    header: Callable[[Channel, GoogleFeedSettings], str]
+    header: Callable[[Channel, FeedSettings], str]
     item: ItemTemplate
     footer: str
     field_ns: str | None = None
 
 
-def _rss_header(channel: Channel, feed: GoogleFeedSettings) -> str:
+def _rss_header(channel: Channel, feed: FeedSettings) -> str:
     shop = xml_escape(feed.shop_url.rstrip("/"))
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -212,7 +216,7 @@ def _meta_item(
     )
 
 
-def _ceneo_header(channel: Channel, feed: GoogleFeedSettings) -> str:
+def _ceneo_header(channel: Channel, feed: FeedSettings) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n<offers version="1"><group name="other">\n'
 
 
@@ -275,6 +279,33 @@ FORMATS: dict[str, FeedFormat] = {
     ),
 }
 
+_FEED_TITLES = {
+    "google_merchant_feed": "Google Merchant Center",
+    "meta_catalog_feed": "Meta catalog",
+    "ceneo_feed": "Ceneo",
+}
+
+
+def _feed_asset(channel: Channel) -> Asset:
+    from commerce_sync import assets  # imports Airflow: only when a task asks
+
+    if channel.feed is None:
+        raise ConfigError(f"channel {channel.id!r} has no feed settings")
+    return assets.feed_file(channel.id, channel.feed.path)
+
+
+for _kind, _format in FORMATS.items():
+    registry.register(
+        registry.ChannelKind(
+            name=_kind,
+            family="feed",
+            title=_FEED_TITLES[_kind],
+            capabilities=frozenset({"publish"}),
+            asset=_feed_asset,
+            details={"format": _format},
+        )
+    )
+
 
 @dataclass(frozen=True)
 class FeedResult:
@@ -305,7 +336,7 @@ def render(
     offers: Iterable[Sequence[Any]],
     fmt: FeedFormat,
     channel: Channel,
-    feed: GoogleFeedSettings,
+    feed: FeedSettings,
     handle: IO[bytes],
     *,
     collect_skus: bool = True,
@@ -537,8 +568,9 @@ def write_feed(
         run: the Airflow run (for the ledger).
         crash_after_items: testing aid: raise after this many items, as a crash mid-write would.
     """
-    fmt = FORMATS.get(channel.kind)
-    if fmt is None or channel.feed is None:
+    spec = registry.get(channel.kind)
+    fmt = spec.details.get("format")
+    if not isinstance(fmt, FeedFormat) or channel.feed is None:
         raise ConfigError(f"channel {channel.id!r} (kind {channel.kind}) is not a feed channel with a 'feed' section")
     feed = channel.feed
     target = feed_path(channel, data_dir)

@@ -33,9 +33,8 @@ DAG_ORDER = (
     "erp_to_hub_products",
     "suppliers_to_hub_offers",
     "hub_to_channel_offers",
-    "hub_to_allegro_offers",
     "hub_to_marketplaces",
-    "hub_to_google_feed",
+    "hub_to_catalog_feeds",
     "marketplaces_to_hub_reconciliation",
 )
 
@@ -178,7 +177,8 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
         if r["dataset"] == "offer_update":
             print(
                 f"  {r['target']:<18} marketplace updates applied: {r['rows_written']}, "
-                f"rejected: {r['rows_rejected']}, commands: {len(r['details'].get('commands', []))}"
+                f"rejected: {r['rows_rejected']}, {r['details'].get('request_noun', 'request')}s: "
+                f"{r['details'].get('requests', 0)}"
             )
     for r in rows:
         if r["dataset"] == "channel_reconciliation":

@@ -19,9 +19,9 @@ def decide_from_context(context: Any, response: Any, *, only_rejection: bool) ->
     """Apply an approval ``response`` to the proposals the summary task showed; return the decisions."""
     from dataclasses import asdict
 
+    from commerce_sync import registry
     from commerce_sync.airflow_glue import hub_dsn, operator_errors, run_context
     from commerce_sync.config import load_config
-    from commerce_sync.pricing.compute import OUTBOX_KINDS
     from commerce_sync.pricing.proposals import ApprovalAnswer, apply_approval
 
     summary = context["ti"].xcom_pull(task_ids=SUMMARY_TASK)
@@ -31,7 +31,7 @@ def decide_from_context(context: Any, response: Any, *, only_rejection: bool) ->
     if only_rejection and answer.approved:
         return []
     with operator_errors("held price moves"):
-        outbox = frozenset(c.id for c in load_config().channels if c.kind in OUTBOX_KINDS)
+        outbox = frozenset(c.id for c in load_config().channels if registry.get(c.kind).uses_outbox)
         return [asdict(d) for d in apply_approval(hub_dsn(), answer, run_context(), outbox)]
 
 

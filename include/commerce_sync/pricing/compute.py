@@ -33,11 +33,12 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, get_args
+from typing import Any
 
 import psycopg
 from psycopg import ClientCursor
 
+from commerce_sync import registry
 from commerce_sync.audit import changes, ledger
 from commerce_sync.config import Channel, PricingRule, RuleOverride
 from commerce_sync.db import connect
@@ -48,14 +49,6 @@ from commerce_sync.quality import breakers
 DATASET = "channel_offer"
 FORMULA_VERSION = 2  # bump when the SQL below changes what it computes: forces a full recomputation
 
-
-def outbox_kinds() -> frozenset[str]:
-    """Channel kinds published through the outbox: every kind of the Channel model except feed files."""
-    kinds = get_args(Channel.model_fields["kind"].annotation)
-    return frozenset(k for k in kinds if not str(k).endswith("_feed"))
-
-
-OUTBOX_KINDS = outbox_kinds()
 
 # The price part of an offer, and the whole row. Both the computation and the held-move
 # substitution hash through these, so a row's hash never depends on which path wrote it.
@@ -608,7 +601,7 @@ def compute_channel_offers(
         setup = PricingSetup(rules={**setup.rules, rule.id: rule}, overrides=setup.overrides)
     transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
-    outbox = channel.kind in OUTBOX_KINDS
+    outbox = registry.get(channel.kind).uses_outbox
     params: dict[str, Any] = {
         "channel": channel.id,
         "currency": channel.currency,

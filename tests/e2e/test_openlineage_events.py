@@ -29,7 +29,11 @@ SYNC_DAGS = tuple(d for d in DAG_ORDER if d != "hub_maintenance")
 HUB = "postgres://hub_db:5432"
 ERP = "postgres://erp_db:5432"
 ALLEGRO = ("https://api.allegro.pl", "/sale/offers")
-GOOGLE_FEED = ("file://commerce-sync-data", "/feeds/google_merchant.xml")
+FEEDS = {
+    ("file://commerce-sync-data", "/feeds/google_merchant.xml"),
+    ("file://commerce-sync-data", "/feeds/meta_catalog.xml"),
+    ("file://commerce-sync-data", "/feeds/ceneo.xml"),
+}
 EBAY = ("https://api.ebay.com", "/sell/inventory/v1/offer")
 AMAZON = ("https://sellingpartnerapi-eu.amazon.com", "/listings/2021-08-01/items")
 
@@ -63,16 +67,10 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
         {hub("channel_offer"), hub("outbox")},
     ),
-    ("hub_to_allegro_offers", "list_channels"): (set(), set()),
-    ("hub_to_allegro_offers", "sync_listings"): ({ALLEGRO}, {hub("channel_listing")}),
-    ("hub_to_allegro_offers", "publish_deltas"): (
-        {hub("outbox"), hub("channel_listing")},
-        {ALLEGRO, hub("outbox")},
-    ),
     ("hub_to_marketplaces", "list_channels"): (set(), set()),
     ("hub_to_marketplaces", "publish_offers"): None,
-    ("hub_to_google_feed", "list_channels"): (set(), set()),
-    ("hub_to_google_feed", "write_feed"): ({hub("channel_offer"), hub("product")}, {GOOGLE_FEED}),
+    ("hub_to_catalog_feeds", "list_channels"): (set(), set()),
+    ("hub_to_catalog_feeds", "write_feed"): None,
     ("marketplaces_to_hub_reconciliation", "list_channels"): (set(), set()),
     ("marketplaces_to_hub_reconciliation", "reconcile_offers"): None,
 }
@@ -85,10 +83,8 @@ TRANSFER_TASKS = {
     ("hub_to_channel_offers", "load_exchange_rates"),
     ("hub_to_channel_offers", "check_hub_catalog"),
     ("hub_to_channel_offers", "compute_offers"),
-    ("hub_to_allegro_offers", "sync_listings"),
-    ("hub_to_allegro_offers", "publish_deltas"),
     ("hub_to_marketplaces", "publish_offers"),
-    ("hub_to_google_feed", "write_feed"),
+    ("hub_to_catalog_feeds", "write_feed"),
     ("marketplaces_to_hub_reconciliation", "reconcile_offers"),
 }
 
@@ -150,16 +146,23 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
                 assert len(got[0] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
                 assert got[0] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox")}, (key, got)
                 assert got[1] == {hub("channel_reconciliation"), hub("outbox")}, (key, got)
+            elif key[1] == "write_feed":  # one feed file per mapped writer: the file it wrote
+                assert got[0] == {hub("channel_offer"), hub("product")}, (key, got)
+                assert len(got[1]) == 1 and got[1] <= FEEDS, (key, got)
             else:  # one marketplace per mapped publisher
                 assert got[0] == {hub("outbox"), hub("channel_offer")}, (key, got)
-                assert len(got[1] & {EBAY, AMAZON}) == 1, (key, got)
-                assert got[1] - {EBAY, AMAZON} == {hub("outbox"), hub("channel_listing")}, (key, got)
+                assert len(got[1] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
+                assert got[1] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox"), hub("channel_listing")}, (key, got)
     feeds = [next(iter(_names(e["inputs"]))) for e in completes[("suppliers_to_hub_offers", "sync_supplier_feed")]]
     assert sorted(feeds) == sorted(SUPPLIER_FEEDS), "each supplier's task names its own feed"
-    marketplaces = [_names(e["outputs"]) & {EBAY, AMAZON} for e in completes[("hub_to_marketplaces", "publish_offers")]]
-    assert sorted(map(sorted, marketplaces)) == sorted([[AMAZON], [EBAY]]), (
+    marketplaces = [
+        _names(e["outputs"]) & {ALLEGRO, EBAY, AMAZON} for e in completes[("hub_to_marketplaces", "publish_offers")]
+    ]
+    assert sorted(map(sorted, marketplaces)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), (
         "each marketplace publisher names its channel"
     )
+    files = [_names(e["outputs"]) for e in completes[("hub_to_catalog_feeds", "write_feed")]]
+    assert sorted(map(sorted, files)) == sorted([[f] for f in FEEDS]), "each feed writer names the file it wrote"
     read_back = [
         _names(e["inputs"]) & {ALLEGRO, EBAY, AMAZON}
         for e in completes[("marketplaces_to_hub_reconciliation", "reconcile_offers")]

@@ -26,7 +26,7 @@ from commerce_sync.devtools.demo import DAG_ORDER
 from tests.e2e.sandbox_world import World, sandbox_world
 
 pytestmark = pytest.mark.e2e
-PUBLISHING = ("hub_to_channel_offers", "hub_to_allegro_offers", "hub_to_google_feed")
+PUBLISHING = ("hub_to_channel_offers", "hub_to_marketplaces", "hub_to_catalog_feeds")
 
 
 @pytest.fixture(scope="module")

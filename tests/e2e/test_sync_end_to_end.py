@@ -199,7 +199,7 @@ def test_published_offers_trace_back_to_their_sources(world: dict) -> None:
         assert set(trace["published"]["fields"]) == {"price", "quantity"}
         for field in trace["published"]["fields"].values():
             assert field["request_id"] and field["idempotency_key"] and field["rule_id"], (sku, field)
-            assert transfers[field["sent_transfer_id"]]["dag_id"] == "hub_to_allegro_offers"
+            assert transfers[field["sent_transfer_id"]]["dag_id"] == "hub_to_marketplaces"
         product = trace["product"]
         assert product["version"] >= 1 and product["erp_updated_at"], (sku, product)
         assert transfers[product["transfer_id"]]["dag_id"] == "erp_to_hub_products"

@@ -17,8 +17,10 @@ import pytest
 import requests
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels.allegro import AllegroClient, PublishResult, publish_outbox, sync_listings
+from commerce_sync.channels.allegro import AllegroClient, AllegroMarketplace
+from commerce_sync.channels.marketplace import PublishResult, publish_outbox, sync_listings
 from commerce_sync.channels.base import ChannelRequestError, HttpClient
+from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import TransientError
 from commerce_sync.sandbox.allegro_sim import initial_offers
@@ -85,13 +87,27 @@ def _queue(dsn: str, sku: str, field: str, payload: dict[str, Any], version: int
 def _sync(dsn: str, client: AllegroClient) -> int:
     transfer = ledger.Transfer(source="hub", target=CHANNEL, dataset="channel_listing")
     with ledger.recording(dsn, transfer):
-        return sync_listings(dsn, CHANNEL, client, transfer)
+        return sync_listings(dsn, CHANNEL, AllegroMarketplace(client), transfer)
 
 
-def _publish(dsn: str, client: AllegroClient, **kwargs: Any) -> tuple[PublishResult, ledger.Transfer]:
+def channel_config(currencies: list[str] | None = None) -> Channel:
+    return Channel(
+        id=CHANNEL, kind="allegro", conn_id="allegro_sandbox", pricing_rule="r", accepted_currencies=currencies or []
+    )
+
+
+def _publish(
+    dsn: str,
+    client: AllegroClient,
+    currencies: list[str] | None = None,
+    batch_size: int | None = None,
+    **market: Any,
+) -> tuple[PublishResult, ledger.Transfer]:
     transfer = ledger.Transfer(source="hub", target=CHANNEL, dataset="offer")
     with ledger.recording(dsn, transfer):
-        result = publish_outbox(dsn, CHANNEL, client, transfer, **kwargs)
+        result = publish_outbox(
+            dsn, channel_config(currencies), AllegroMarketplace(client, **market), transfer, batch_size=batch_size
+        )
     return result, transfer
 
 
@@ -167,7 +183,7 @@ def test_publish_end_to_end(hub: str, client: AllegroClient, sandbox: SandboxSer
     _queue_standard(hub)
     result, transfer = _publish(hub, client)
     assert (result.claimed, result.sent, result.failed) == (7, 6, 1)
-    assert len(result.commands) == 4  # prices 49.50 and 99.99, quantities 5 and 7
+    assert len(result.request_ids) == 4  # prices 49.50 and 99.99, quantities 5 and 7
     assert (_price(sandbox, a), _price(sandbox, b), _price(sandbox, c)) == ("99.99", "99.99", "49.50")
     assert (_quantity(sandbox, a), _quantity(sandbox, b), _quantity(sandbox, c)) == (5, 7, 5)
     assert _stats(sandbox) == {"price_commands": 2, "quantity_commands": 2, "offers_changed": 6}
@@ -179,7 +195,7 @@ def test_publish_end_to_end(hub: str, client: AllegroClient, sandbox: SandboxSer
             assert "no Allegro offer for SKU SKU-NOLISTING" in error
         else:
             assert (status, error, attempts, has_sent_at) == ("sent", None, 1, True)
-            assert request_id in result.commands
+            assert request_id in result.request_ids
             assert response["status"] == "SUCCESS"
     with psycopg.connect(hub) as conn:
         published: dict[str, int] = dict(
@@ -195,10 +211,10 @@ def test_publish_end_to_end(hub: str, client: AllegroClient, sandbox: SandboxSer
     assert row is not None
     assert row[:5] == ("success", 7, 6, 1, 6)
     assert len(row[5]) == 64
-    assert row[6]["commands"] == result.commands
+    assert row[6]["request_ids"] == result.request_ids
 
     again, _ = _publish(hub, client)
-    assert (again.claimed, again.sent, again.failed, again.commands) == (0, 0, 0, [])
+    assert (again.claimed, again.sent, again.failed, again.request_ids) == (0, 0, 0, [])
     assert _stats(sandbox) == {"price_commands": 2, "quantity_commands": 2, "offers_changed": 6}
 
 
@@ -235,7 +251,7 @@ def test_crash_after_send_repeats_nothing(hub: str, client: AllegroClient, sandb
     with psycopg.connect(hub) as conn:
         conn.execute("UPDATE hub.outbox SET status = 'pending' WHERE status = 'sent'")
     second, _ = _publish(hub, client)
-    assert second.commands == first.commands  # same command ids ...
+    assert second.request_ids == first.request_ids  # same command ids ...
     assert _stats(sandbox) == stats  # ... which Allegro does not apply again
     assert _price(sandbox, a) == "1.23"  # so the seller's later change is not overwritten
     assert (second.claimed, second.sent) == (6, 6)
@@ -247,7 +263,7 @@ def test_small_batches_split_commands(hub: str, client: AllegroClient, sandbox: 
     for sku in SKUS:
         _queue(hub, sku, "price", {"amount": "15.00", "currency": "PLN"})
     result, _ = _publish(hub, client, batch_size=2)
-    assert len(result.commands) == 2 and result.sent == 3
+    assert len(result.request_ids) == 2 and result.sent == 3
     assert {_price(sandbox, sku) for sku in SKUS} == {"15.00"}
 
 

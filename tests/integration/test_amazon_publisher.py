@@ -19,6 +19,7 @@ import requests
 from commerce_sync.audit import ledger
 from commerce_sync.channels import amazon
 from commerce_sync.channels.base import ChannelRequestError, TokenBucket
+from commerce_sync.channels.marketplace import Item, PublishResult, publish_outbox
 from commerce_sync.channels.publish import publish_channel, reconcile_channel
 from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
@@ -121,23 +122,26 @@ def _queue(dsn: str, sku: str, field: str, payload: dict[str, Any], version: int
         )
 
 
-def _publish(dsn: str, api: amazon.AmazonClient, **options: Any) -> tuple[amazon.PublishResult, ledger.Transfer]:
+def _publish(dsn: str, api: amazon.AmazonClient, **options: Any) -> tuple[PublishResult, ledger.Transfer]:
+    api.seller_id, api.marketplace_id = SELLER, MARKETPLACE  # what the connection's extra gives the client
     transfer = ledger.Transfer(source="hub", target=f"channel:{CHANNEL}", dataset="offer_update")
+    channel = Channel(id=CHANNEL, kind="amazon", conn_id="amazon_sandbox", pricing_rule="r")
     with ledger.recording(dsn, transfer):
-        result = amazon.publish_outbox(
-            dsn, CHANNEL, api, transfer, seller_id=SELLER, marketplace_id=MARKETPLACE, **options
-        )
+        result = publish_outbox(dsn, channel, amazon.AmazonMarketplace(api, **options), transfer)
     return result, transfer
 
 
 def test_feed_document_satisfies_amazons_published_schema() -> None:
     if not amazon.SCHEMA.exists():
         pytest.skip(f"Amazon's listings feed schema is not present at {amazon.SCHEMA} (../shared/contracts)")
-    rows = [
-        amazon._Row(1, "SKU-1", "price", {"amount": "19.99", "currency": "PLN"}),
-        amazon._Row(2, "SKU-1", "quantity", {"value": 4}),
+    items = [
+        Item(1, "SKU-1", "price", "k1", 1, {"amount": "19.99", "currency": "PLN"}, None),
+        Item(2, "SKU-1", "quantity", "k2", 1, {"value": 4}, None),
     ]
-    document = amazon.listings_feed(SELLER, [amazon._message(1, "SKU-1", "PRODUCT", MARKETPLACE, rows)])
+    api = amazon.AmazonClient(
+        "http://127.0.0.1:9", "id", "secret", "refresh", seller_id=SELLER, marketplace_id=MARKETPLACE
+    )
+    document = amazon.AmazonMarketplace(api).build(items).body
     amazon.validate_feed(document)
     document["messages"][0]["operationType"] = "UPSERT"
     import jsonschema
@@ -156,7 +160,7 @@ def test_publish_records_per_sku_errors_from_the_processing_report(
     _queue(hub, c, "price", {"amount": "11.00", "currency": "PLN"})  # below the floor of 12
     sandbox.amazon.faults.arm(reject={b: "The price is outside the allowed range for this product"})
     result, transfer = _publish(hub, client)
-    assert len(result.feeds) == 1
+    assert len(result.request_ids) == 1
     assert (result.sent, result.failed, result.quarantined) == (2, 2, 1)
     assert sandbox.amazon.listing(a) == {"sku": a, "price": "25.00", "currency": "PLN", "quantity": 3}
     with psycopg.connect(hub) as conn:
@@ -164,8 +168,8 @@ def test_publish_records_per_sku_errors_from_the_processing_report(
         request_ids = {r[0] for r in conn.execute("SELECT request_id FROM hub.outbox WHERE status = 'sent'")}
     assert f"SKU {b}: 90000: The price is outside" in rows[f"{CHANNEL}:{b}:price:v1"]
     assert "below the floor" in rows[f"{CHANNEL}:{c}:price:v1"]
-    assert request_ids == {result.feeds[0]}
-    assert transfer.details["rejected_skus"] == [b]
+    assert request_ids == {result.request_ids[0]}
+    assert transfer.details["rejected_skus"] == [b, c]  # refused by Amazon, and by the pre-publish check
 
 
 def test_lost_answer_and_submission_rate_limit(
@@ -218,7 +222,7 @@ def test_search_by_sku_reads_more_than_twenty_and_skips_unknown_skus(tmp_path: P
         api = _client(server.amazon_url, clock, seller_id=SELLER, marketplace_id=MARKETPLACE)
         wanted = [f"SKU-{i:06d}" for i in range(1, 46)] + ["SKU-999999"]
         try:
-            offers = list(amazon.read_offers(api, wanted))
+            offers = list(amazon.AmazonMarketplace(api).read_offers(wanted))
         finally:
             api.close()
         assert server.amazon.stats["searches"] == 3  # 46 SKUs, 20 identifiers per request
@@ -282,7 +286,7 @@ def test_get_listing_and_wrong_marketplace(reader: amazon.AmazonClient, sandbox:
     found = reader.get_listing(SKUS[0])
     assert found is not None and found["sku"] == SKUS[0]
     assert reader.get_listing("SKU,WITH,COMMAS") is None  # 404: no listing
-    assert [o.sku for o in amazon.read_offers(reader, ["SKU,WITH,COMMAS", SKUS[1]])] == [SKUS[1]]
+    assert [o.sku for o in amazon.AmazonMarketplace(reader).read_offers(["SKU,WITH,COMMAS", SKUS[1]])] == [SKUS[1]]
     assert sandbox.amazon.stats["item_reads"] == 3  # the comma SKU was read alone, not split
     reader.marketplace_id = "ATVPDKIKX0DER"
     with pytest.raises(ChannelRequestError, match="answered 400: InvalidInput: marketplaceIds ATVPDKIKX0DER"):

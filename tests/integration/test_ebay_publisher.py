@@ -13,6 +13,8 @@ import pytest
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import ebay
+from commerce_sync.channels.marketplace import PublishResult, publish_outbox, sync_listings
+from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.sandbox.ebay_sim import OFFER_ID_BASE
 from commerce_sync.sandbox.server import SandboxServer
@@ -76,13 +78,19 @@ def _queue(dsn: str, sku: str, field: str, payload: dict[str, Any], version: int
 def _sync(dsn: str, api: ebay.EbayClient) -> int:
     transfer = ledger.Transfer(source=f"channel:{CHANNEL}", target="hub", dataset="channel_listing")
     with ledger.recording(dsn, transfer):
-        return ebay.sync_listings(dsn, CHANNEL, api, transfer)
+        return sync_listings(dsn, CHANNEL, ebay.EbayMarketplace(api), transfer)
 
 
-def _publish(dsn: str, api: ebay.EbayClient) -> tuple[ebay.PublishResult, ledger.Transfer]:
+def _publish(dsn: str, api: ebay.EbayClient) -> tuple[PublishResult, ledger.Transfer]:
     transfer = ledger.Transfer(source="hub", target=f"channel:{CHANNEL}", dataset="offer_update")
+    channel = Channel(id=CHANNEL, kind="ebay", conn_id="ebay_sandbox", pricing_rule="r")
     with ledger.recording(dsn, transfer):
-        return ebay.publish_outbox(dsn, CHANNEL, api, transfer), transfer
+        return publish_outbox(dsn, channel, ebay.EbayMarketplace(api), transfer), transfer
+
+
+def _listings(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT sku, offer_id FROM hub.channel_listing WHERE channel = %s", (CHANNEL,)))
 
 
 def _offer(server: SandboxServer, sku: str) -> dict[str, Any]:
@@ -103,7 +111,7 @@ def test_publish_in_calls_of_at_most_25_items(hub: str, client: ebay.EbayClient,
         _queue(hub, sku, "price", {"amount": f"{30 + number}.50", "currency": "PLN"})
         _queue(hub, sku, "quantity", {"value": number})
     result, transfer = _publish(hub, client)
-    assert (result.calls, result.sent, result.failed) == (2, 60, 0), _statuses(hub)
+    assert (result.requests, result.sent, result.failed) == (2, 60, 0), _statuses(hub)
     assert sandbox.ebay.stats["bulk_calls"] == 2 and sandbox.ebay.stats["items"] == 30
     offer = _offer(sandbox, SKUS[7])
     assert offer["pricingSummary"]["price"] == {"value": "37.50", "currency": "PLN"}
@@ -115,7 +123,7 @@ def test_publish_in_calls_of_at_most_25_items(hub: str, client: ebay.EbayClient,
         ).fetchone()
     assert published == (30,)
     again, _ = _publish(hub, client)
-    assert (again.calls, again.claimed) == (0, 0)
+    assert (again.requests, again.claimed) == (0, 0)
 
 
 def test_per_item_rejections_and_dropped_answers(hub: str, client: ebay.EbayClient, sandbox: SandboxServer) -> None:
@@ -140,10 +148,32 @@ def test_per_item_rejections_and_dropped_answers(hub: str, client: ebay.EbayClie
 
 
 def test_token_refresh_and_no_secret_shown(client: ebay.EbayClient, sandbox: SandboxServer) -> None:
-    first = list(ebay.read_offers(client))
+    first = list(ebay.EbayMarketplace(client).read_offers(None))
     sandbox.ebay.expire_tokens()
-    assert len(list(ebay.read_offers(client))) == len(first) == N
+    assert len(list(ebay.EbayMarketplace(client).read_offers(None))) == len(first) == N
     shown = repr(client) + repr(vars(client))
     assert "demo-ebay-secret" not in repr(client) and "refresh-token" not in repr(client)
     assert "v^1.1" not in repr(client)
     assert shown  # vars() holds the name-mangled private fields, which repr never prints
+
+
+def test_offer_id_moving_between_two_remaining_skus(hub: str, client: ebay.EbayClient) -> None:
+    """The stored pairs no longer hold (eBay's offer ids moved between two SKUs that both remain): the
+    sync must drop every stale pair before writing, or UNIQUE (channel, offer_id) refuses the update."""
+    a, b = SKUS[:2]
+    _sync(hub, client)
+    truth = _listings(hub)
+    with psycopg.connect(hub) as conn:  # the hub's view: a and b hold each other's offer id
+        conn.execute("DELETE FROM hub.channel_listing WHERE channel = %s AND sku IN (%s, %s)", (CHANNEL, a, b))
+        conn.execute(
+            "INSERT INTO hub.channel_listing (channel, sku, offer_id, transfer_id) VALUES (%s, %s, %s, %s), "
+            "(%s, %s, %s, %s)",
+            (CHANNEL, a, truth[b], SETUP, CHANNEL, b, truth[a], SETUP),
+        )
+    assert _sync(hub, client) == N
+    assert _listings(hub) == truth
+    with psycopg.connect(hub) as conn:
+        changed = conn.execute(
+            "SELECT rows_changed, status FROM audit.transfer WHERE dataset = 'channel_listing' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert changed == (2, "success")

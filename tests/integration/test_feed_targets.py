@@ -22,7 +22,7 @@ import pytest
 from commerce_sync.audit import ledger
 from commerce_sync.channels import feed_publish
 from commerce_sync.channels.feed_publish import publish_copy
-from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule
+from commerce_sync.config import Channel, FeedSettings, PricingRule
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
 from commerce_sync.pricing.compute import compute_channel_offers
@@ -61,8 +61,8 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, server: SandboxSftpServer, *
     monkeypatch.setenv("AIRFLOW_CONN_FEED_SFTP", json.dumps(values | changes))
 
 
-def settings(server: SandboxSftpServer, path: str = "/published/google.xml") -> GoogleFeedSettings:
-    return GoogleFeedSettings(
+def settings(server: SandboxSftpServer, path: str = "/published/google.xml") -> FeedSettings:
+    return FeedSettings(
         path="google.xml",
         title="t",
         shop_url="https://shop.example.com",
@@ -249,7 +249,7 @@ def test_sandbox_server_writes_stay_under_root_and_rename_does_not_overwrite(
 
 def test_object_storage_target_uses_own_staging_and_removes_it_on_failure(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    feed = GoogleFeedSettings(
+    feed = FeedSettings(
         path="google.xml", title="t", shop_url="https://shop.example.com", target=f"file://{store}/out/google.xml"
     )
     old_fixed_staging = store / "out" / "google.xml.tmp"  # what an older version used: must not matter

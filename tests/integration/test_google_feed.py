@@ -10,8 +10,8 @@ import pytest
 from lxml import etree
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels.google_feed import G_NS, write_google_feed
-from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule
+from commerce_sync.channels.feeds import G_NS, write_feed
+from commerce_sync.config import Channel, FeedSettings, PricingRule
 from commerce_sync.db import connect
 from commerce_sync.pricing.compute import compute_channel_offers
 from tests.integration.test_pricing_compute import seed_products
@@ -24,7 +24,7 @@ CHANNEL = Channel(
     id="google",
     kind="google_merchant_feed",
     pricing_rule="g-rule",
-    feed=GoogleFeedSettings(path="feeds/google.xml", title="Demo & <Shop>", shop_url="https://shop.example.com"),
+    feed=FeedSettings(path="feeds/google.xml", title="Demo & <Shop>", shop_url="https://shop.example.com"),
 )
 
 
@@ -48,7 +48,7 @@ def test_feed_holds_whole_catalog_and_skips_unchanged_rewrite(hub_dsn: str, tmp_
         )
         conn.execute("UPDATE hub.stock SET quantity = 0, reserved = 0 WHERE sku = 'SKU-00002'")
     compute_channel_offers(hub_dsn, CHANNEL, RULE, COMPUTE_RUN)
-    first = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    first = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     assert first.rewritten and first.item_count == 30 and first.items_changed == 30
     items = _items(Path(first.path))
     assert len(items) == 30
@@ -64,7 +64,7 @@ def test_feed_holds_whole_catalog_and_skips_unchanged_rewrite(hub_dsn: str, tmp_
     assert raw.count("xmlns:g=") == 1
 
     mtime = Path(first.path).stat().st_mtime_ns
-    second = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    second = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     assert not second.rewritten and second.items_changed == 0 and second.sha256 == first.sha256
     assert Path(first.path).stat().st_mtime_ns == mtime
     assert not [p for p in Path(first.path).parent.iterdir() if p.name.endswith(".tmp")]
@@ -72,7 +72,7 @@ def test_feed_holds_whole_catalog_and_skips_unchanged_rewrite(hub_dsn: str, tmp_
     with connect(hub_dsn) as conn:
         conn.execute("UPDATE hub.product SET purchase_price = purchase_price * 3 WHERE sku = 'SKU-00007'")
     compute_channel_offers(hub_dsn, CHANNEL, RULE, COMPUTE_RUN)
-    third = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    third = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     assert third.rewritten and third.items_changed == 1
     with connect(hub_dsn) as conn:
         rows = conn.execute(
@@ -87,7 +87,7 @@ def test_crash_mid_write_keeps_previous_feed_and_leaves_no_temp(hub_dsn: str, tm
 
     seed_products(hub_dsn, 30)
     compute_channel_offers(hub_dsn, CHANNEL, RULE, COMPUTE_RUN)
-    first = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    first = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     before = Path(first.path).read_bytes()
     with connect(hub_dsn) as conn:
         conn.execute("UPDATE hub.product SET purchase_price = purchase_price * 2")
@@ -135,7 +135,7 @@ def test_prepublish_rejections_are_quarantined_not_written(hub_dsn: str, tmp_pat
             "ALTER TABLE hub.channel_offer DROP CONSTRAINT IF EXISTS channel_offer_check; "
             "UPDATE hub.channel_offer SET floor_price = price + 1 WHERE sku = 'SKU-00006'"
         )
-    result = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    result = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     assert (result.item_count, result.skipped) == (27, 3)
     items = _items(Path(result.path))
     assert {"SKU-00003", "SKU-00004", "SKU-00006"}.isdisjoint(items)
@@ -148,7 +148,7 @@ def test_prepublish_rejections_are_quarantined_not_written(hub_dsn: str, tmp_pat
         ("SKU-00004", "description_max_length"),
         ("SKU-00006", "price_at_least_floor"),
     ]
-    write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)  # idempotent: nothing quarantined twice
+    write_feed(hub_dsn, CHANNEL, tmp_path, RUN)  # idempotent: nothing quarantined twice
     with connect(hub_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM hub.quarantine").fetchone() == (3,)
 
@@ -161,7 +161,7 @@ def test_meta_and_ceneo_feeds_parse_back_and_publish_to_object_store(hub_dsn: st
         id="other",
         kind=kind,
         pricing_rule="g-rule",
-        feed=GoogleFeedSettings(
+        feed=FeedSettings(
             path="feeds/other.xml",
             title="Demo",
             shop_url="https://shop.example.com",
@@ -232,7 +232,7 @@ def _render(kind: str, rows: list[tuple], tmp_path: Path):
         id="shop",
         kind=kind,
         pricing_rule="g-rule",
-        feed=GoogleFeedSettings(path="f.xml", title="T & <t>", shop_url="https://shop.example.com/a&b/"),
+        feed=FeedSettings(path="f.xml", title="T & <t>", shop_url="https://shop.example.com/a&b/"),
     )
     path = tmp_path / f"{kind}.xml"
     with path.open("wb") as handle:
@@ -409,7 +409,7 @@ def test_hub_texts_with_backslashes_tabs_and_newlines_reach_the_feed(hub_dsn: st
     compute_channel_offers(hub_dsn, CHANNEL, RULE, COMPUTE_RUN)
     with connect(hub_dsn) as conn:  # price exactly at the floor is published
         conn.execute("UPDATE hub.channel_offer SET floor_price = price WHERE sku = 'SKU-00000'")
-    result = write_google_feed(hub_dsn, CHANNEL, tmp_path, RUN)
+    result = write_feed(hub_dsn, CHANNEL, tmp_path, RUN)
     assert (result.item_count, result.skipped) == (3, 0)
     items = _items(Path(result.path))
     assert items["SKU-00001"]["description"] == description

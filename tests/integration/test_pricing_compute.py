@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import Channel, GoogleFeedSettings, PricingRule, RuleOverride
+from commerce_sync.config import Channel, FeedSettings, PricingRule, RuleOverride
 from commerce_sync.db import connect
 from commerce_sync.errors import DataError, TransientError
 from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
@@ -33,7 +33,7 @@ GOOGLE = Channel(
     kind="google_merchant_feed",
     pricing_rule="test-rule",
     prices_include_vat=False,
-    feed=GoogleFeedSettings(path="g.xml", title="t", shop_url="https://shop.example.com"),
+    feed=FeedSettings(path="g.xml", title="t", shop_url="https://shop.example.com"),
 )
 
 

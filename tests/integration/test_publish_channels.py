@@ -108,7 +108,7 @@ def test_publish_channel_amazon_uses_connection_extras(
             (sku, uuid.uuid4()),
         )
     result = publish_channel(hub, channel, RUN)
-    assert result["sent"] == 1 and len(result["feeds"]) == 1
+    assert result["sent"] == 1 and len(result["request_ids"]) == 1  # one feed
     assert result["backlog_after"]["pending"] == 0
     listing = sandbox.amazon.listing(sku)
     assert listing is not None and listing["quantity"] == 8

@@ -14,9 +14,10 @@ import pytest
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import allegro
-from commerce_sync.channels.publish import RECONCILABLE_KINDS, SUPPORTED_KINDS, reconcile_channel
+from commerce_sync import registry
+from commerce_sync.channels.publish import reconcile_channel
 from commerce_sync.channels.reconcile import ReconcileResult, reconcile
-from commerce_sync.config import Channel, GoogleFeedSettings
+from commerce_sync.config import Channel, FeedSettings
 from commerce_sync.errors import ConfigError
 from commerce_sync.sandbox.server import SandboxServer
 from tests.integration.test_allegro_publisher import (  # noqa: F401 - fixtures client, hub, sandbox
@@ -42,7 +43,7 @@ def _channel(policy: str) -> Channel:
 def _reconcile(dsn: str, api: allegro.AllegroClient, policy: str, report_dir: Path) -> ReconcileResult:
     transfer = ledger.Transfer(source="channel:allegro", target="hub", dataset="channel_reconciliation")
     with ledger.recording(dsn, transfer):
-        return reconcile(dsn, _channel(policy), allegro.read_offers(api), transfer, report_dir)
+        return reconcile(dsn, _channel(policy), allegro.AllegroMarketplace(api).read_offers(None), transfer, report_dir)
 
 
 @pytest.mark.parametrize("policy", ["hub_wins", "channel_wins", "report_only"])
@@ -112,9 +113,10 @@ def test_silently_unapplied_change_is_found(
 
 
 def test_every_marketplace_kind_is_reconcilable_and_a_feed_is_a_clear_config_error(tmp_path: Path) -> None:
-    assert RECONCILABLE_KINDS == SUPPORTED_KINDS == {"allegro", "ebay", "amazon"}
-    settings = GoogleFeedSettings(path="feeds/google.xml", title="t", shop_url="https://shop.example.com")
+    readable = {spec.name for spec in registry.kinds("marketplace", "read_back")}
+    assert readable == {spec.name for spec in registry.kinds("marketplace", "publish")} == {"allegro", "ebay", "amazon"}
+    settings = FeedSettings(path="feeds/google.xml", title="t", shop_url="https://shop.example.com")
     feed = Channel(id="google", kind="google_merchant_feed", pricing_rule="r", feed=settings)
     run = ledger.RunContext(run_id="test", dag_id="marketplaces_to_hub_reconciliation", task_id="reconcile_offers")
-    with pytest.raises(ConfigError, match="read-back reconciliation is not available for google_merchant_feed"):
+    with pytest.raises(ConfigError, match="kind 'google_merchant_feed' cannot read back"):
         reconcile_channel("postgresql://unused", feed, run, tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from commerce_sync import cli
 from commerce_sync.audit.trace import format_trace, trace_offer
 from commerce_sync.channels.allegro import AllegroClient
-from commerce_sync.channels.google_feed import write_google_feed
+from commerce_sync.channels.feeds import write_feed
 from commerce_sync.db import connect, drop_database
 from commerce_sync.pricing.compute import compute_channel_offers
 from commerce_sync.sandbox.erp import load_erp
@@ -62,7 +62,7 @@ def world(hub_dsn: str, feed_server: FeedServer, client: AllegroClient, tmp_path
         _sync(hub_dsn, client)
         _publish(hub_dsn, client)
         compute_channel_offers(hub_dsn, GOOGLE, RULE, PRICING_RUN)
-        write_google_feed(hub_dsn, GOOGLE, tmp_path / "data", PRICING_RUN)
+        write_feed(hub_dsn, GOOGLE, tmp_path / "data", PRICING_RUN)
         yield {
             "skus": skus,
             "supplied_sku": skus[0],

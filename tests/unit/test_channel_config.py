@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
-from commerce_sync.config import FEED_KINDS, MARKETPLACE_KINDS, Channel, GoogleFeedSettings
+from commerce_sync import registry
+from commerce_sync.config import Channel, FeedSettings
 
-FEED = GoogleFeedSettings(path="feeds/x.xml", title="t", shop_url="https://shop.example.com")
+FEED = FeedSettings(path="feeds/x.xml", title="t", shop_url="https://shop.example.com")
 
 
-@pytest.mark.parametrize("kind", sorted(MARKETPLACE_KINDS))
+@pytest.mark.parametrize("kind", [spec.name for spec in registry.kinds("marketplace")])
 def test_marketplace_needs_a_connection(kind: str) -> None:
     with pytest.raises(ValidationError, match=f"an {kind} channel needs conn_id"):
         Channel(id="c1", kind=kind, pricing_rule="r")
     assert Channel(id="c1", kind=kind, pricing_rule="r", conn_id="x").reconcile == "hub_wins"
 
 
-@pytest.mark.parametrize("kind", sorted(FEED_KINDS))
+@pytest.mark.parametrize("kind", [spec.name for spec in registry.kinds("feed")])
 def test_feed_needs_feed_settings(kind: str) -> None:
     with pytest.raises(ValidationError, match=f"a {kind} channel needs a 'feed' section"):
         Channel(id="c1", kind=kind, pricing_rule="r")
@@ -35,5 +38,51 @@ def test_currencies_default_to_the_channel_currency() -> None:
 
 def test_feed_target_must_be_a_url() -> None:
     with pytest.raises(ValidationError, match="target"):
-        GoogleFeedSettings(path="x.xml", title="t", shop_url="https://s", target="/srv/feeds/x.xml")
-    assert GoogleFeedSettings(path="x.xml", title="t", shop_url="https://s", target="s3://bucket/x.xml").target
+        FeedSettings(path="x.xml", title="t", shop_url="https://s", target="/srv/feeds/x.xml")
+    assert FeedSettings(path="x.xml", title="t", shop_url="https://s", target="s3://bucket/x.xml").target
+
+
+def test_kinds_come_from_the_registry() -> None:
+    assert {spec.name for spec in registry.kinds("marketplace")} == {"allegro", "ebay", "amazon"}
+    assert {spec.name for spec in registry.kinds("feed")} == {"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"}
+    with pytest.raises(ValidationError, match=r"unknown channel kind 'shopfront' \(registered: allegro, amazon"):
+        Channel(id="c1", kind="shopfront", pricing_rule="r", conn_id="x")
+    with pytest.raises(ValidationError, match="is not a feed: remove its 'feed' section"):
+        Channel(id="c1", kind="ebay", pricing_rule="r", conn_id="x", feed=FEED)
+    with pytest.raises(ValidationError, match="kind ebay takes no settings"):
+        Channel(id="c1", kind="ebay", pricing_rule="r", conn_id="x", settings={"speed": "fast"})
+
+
+def test_a_kind_registered_from_outside_validates_its_settings() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        region: str
+
+    spec = registry.ChannelKind(
+        name="test_outside_feed",
+        family="feed",
+        title="Outside",
+        capabilities=frozenset({"publish"}),
+        asset=registry.fixed_asset("HUB_OUTBOX"),
+        settings=Options,
+    )
+    registry.register(spec)
+    try:
+        assert Channel(id="c1", kind="test_outside_feed", pricing_rule="r", feed=FEED, settings={"region": "eu"})
+        with pytest.raises(ValidationError, match="region"):
+            Channel(id="c1", kind="test_outside_feed", pricing_rule="r", feed=FEED, settings={})
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register(dataclasses.replace(spec, title="Other"))
+    finally:
+        registry.unregister("test_outside_feed")
+    with pytest.raises(ValueError, match="outbox_fields must be those or empty"):
+        registry.ChannelKind(
+            name="half",
+            family="feed",
+            title="Half",
+            capabilities=frozenset({"publish"}),
+            asset=registry.fixed_asset("HUB_OUTBOX"),
+            outbox_fields=("quantity",),
+        )

@@ -18,7 +18,12 @@ from commerce_sync import assets, lineage
         (assets.HUB_PRODUCT, "postgres://hub_db:5432", "commerce_hub.hub.product"),
         (assets.HUB_CHANNEL_OFFER, "postgres://hub_db:5432", "commerce_hub.hub.channel_offer"),
         (assets.ERP_PRODUCTS, "postgres://erp_db:5432", "commerce_erp.erp.products"),
-        (assets.FEED_GOOGLE, "file://commerce-sync-data", "/feeds/google_merchant.xml"),
+        (
+            assets.feed_file("google", "feeds/google_merchant.xml"),
+            "file://commerce-sync-data",
+            "/feeds/google_merchant.xml",
+        ),
+        (assets.feed_file("meta", "/srv/feeds/meta.xml"), "file", "/srv/feeds/meta.xml"),
         (assets.ALLEGRO_OFFERS, "https://api.allegro.pl", "/sale/offers"),
         (
             assets.supplier_feed("acme", "http", "/feeds/acme.xml", "supplier_acme"),

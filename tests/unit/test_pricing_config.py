@@ -12,7 +12,6 @@ import yaml
 
 from commerce_sync.config import load_config
 from commerce_sync.errors import ConfigError
-from commerce_sync.pricing.compute import outbox_kinds
 
 SHIPPED = Path(__file__).resolve().parents[2] / "include" / "config"
 
@@ -83,7 +82,9 @@ def test_invalid_pricing_config_is_named(
         load_config(target)
 
 
-def test_outbox_kinds_come_from_the_channel_model() -> None:
-    kinds = outbox_kinds()
-    assert "allegro" in kinds
-    assert not any(k.endswith("_feed") for k in kinds)
+def test_outbox_kinds_come_from_the_channel_registry() -> None:
+    from commerce_sync import registry
+
+    kinds = {spec.name for spec in registry.kinds() if spec.uses_outbox}
+    assert kinds == {spec.name for spec in registry.kinds("marketplace")} == {"allegro", "ebay", "amazon"}
+    assert not any(spec.uses_outbox for spec in registry.kinds("feed"))

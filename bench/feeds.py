@@ -44,9 +44,9 @@ DESCRIPTION_ESCAPED = "Solidny produkt do domu & ogrodu, <gwarancja> 24 miesiąc
 
 
 def _channel(kind: str, path: str) -> Any:
-    from commerce_sync.config import Channel, GoogleFeedSettings
+    from commerce_sync.config import Channel, FeedSettings
 
-    feed = GoogleFeedSettings(path=path, title="Bench & <feed>", shop_url="https://shop.example.com")
+    feed = FeedSettings(path=path, title="Bench & <feed>", shop_url="https://shop.example.com")
     return Channel(id="bench", kind=kind, pricing_rule="bench", feed=feed)
 
 

@@ -1,5 +1,5 @@
 """
-### Hub → marketplaces (Allegro, eBay, Amazon SP-API, and every registered marketplace kind): publish price and quantity changes
+### Hub → marketplaces (Allegro, eBay, Amazon SP-API, any registered kind): publish price and quantity
 
 Triggered when channel offers change. One mapped task per enabled marketplace channel (every channel
 whose kind can publish, from the channel registry): refresh the SKU → offer id map where the

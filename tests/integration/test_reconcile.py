@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from commerce_sync import registry
 from commerce_sync.audit import ledger
 from commerce_sync.channels import allegro
-from commerce_sync import registry
 from commerce_sync.channels.publish import reconcile_channel
 from commerce_sync.channels.reconcile import ReconcileResult, reconcile
 from commerce_sync.config import Channel, FeedSettings

@@ -2,6 +2,8 @@
 
 Mounts the FastAPI app from :mod:`commerce_sync.audit.view` on the api-server under ``/audit``
 and adds *Browse > Audit ledger* to the UI's navigation (shown in an iframe at ``/plugin/audit``).
+The app renders the package's Jinja2 templates (``commerce_sync/audit/templates``) and serves its
+style sheet (``commerce_sync/audit/static``) at ``/audit/static/``; both ship as package data.
 Every page of the app requires an authenticated Airflow user (see the module docstring there).
 Changing this file needs an api-server restart.
 """

@@ -3,8 +3,12 @@
 Starts ``airflow api-server`` (embedded Airflow home, plugins from ``plugins/``) with the ``hub_db``
 connection pointing at a test hub holding a few ledger rows, offers and quarantined rows, then
 drives Debian's chromium with Playwright: log in, open *Browse > Audit ledger*, filter the
-transfers, open one, trace a SKU, verify the chain and download the CSV export. Screenshots go to
-the test's tmp dir; the last one is copied to ``.data/screenshots/audit_view.png``.
+transfers, open one, trace a SKU, verify the chain and download the CSV export. Then hub text
+carrying XSS payloads (``tests/integration/audit_view_hostile.py``) is shown on the list, a
+transfer's page and the SKU trace: it must read as text, and no payload may run (they would set
+page globals or open a dialog; a control injects the same payloads as markup to show they would).
+Screenshots go to the test's tmp dir; the chain verification is copied to
+``.data/screenshots/audit_view.png``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import ledger
+from tests.integration.audit_view_hostile import IMG, SCRIPT, fill_hostile
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +49,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Payloads that leave a trace when they run: a page global, or a dialog (SCRIPT and IMG alert).
+SCRIPT_FLAG = "<script>window.__xssScript = 1</script>"
+IMG_FLAG = '"><img src=x onerror="window.__xssImg = 1">'
+BROWSER_PAYLOADS = (SCRIPT_FLAG, IMG_FLAG, SCRIPT, IMG)
+XSS_STATE = "() => ({script: window.__xssScript ?? null, img: window.__xssImg ?? null})"
 ACME_ID = uuid.UUID("00000000-0000-4000-8000-00000000ac01")
 SKU = "SKU-000001"
 
@@ -195,9 +206,10 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
     timings: dict[str, float] = {"api_server_start_s": round(api_server["startup_s"], 1)}
 
     # Without a session, the plugin refuses: CSV -> 401, pages -> the Airflow login page.
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{base}/audit/transfers.csv", timeout=10)
-    assert refused.value.code == 401
+    for data_path in ("/audit/transfers.csv", "/audit/static/audit.css"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}{data_path}", timeout=10)
+        assert refused.value.code == 401, data_path
 
     browser_started = time.monotonic()
     with sync_playwright() as pw:
@@ -220,6 +232,8 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(f"{base}/audit/**")
             expect(page.locator("header")).to_contain_text("signed in as admin")
+            # The style sheet is served by the plugin's app and applied (the header's blue).
+            expect(page.locator("header")).to_have_css("background-color", "rgb(1, 124, 238)")
 
             # Open the view from the Airflow UI's navigation (Browse > Audit ledger, in an iframe).
             page.goto(f"{base}/")
@@ -288,6 +302,31 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
             anonymous_page.goto(f"{base}/audit/verify")
             anonymous_page.wait_for_url("**/auth/login?next=*")
             anonymous.close()
+
+            # Hostile hub text: shown as text on every page that shows it, never run.
+            hostile = fill_hostile(api_server["hub"], BROWSER_PAYLOADS)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            for url, where, text in [
+                (f"{base}/audit/?source={quote(hostile.source)}", "#transfers", hostile.source),
+                (f"{base}/audit/transfers/{hostile.transfer_id}", "#quarantine", hostile.reason),
+                (f"{base}/audit/transfers/{hostile.transfer_id}", "#details", hostile.detail_value),
+                (f"{base}/audit/trace?channel=allegro&sku={quote(hostile.sku)}", "#trace", hostile.product_name),
+                (f"{base}/audit/trace?channel=allegro&sku={quote(hostile.sku)}", "#trace", hostile.outbox_error),
+            ]:
+                page.goto(url, wait_until="load")  # "load" waits for images: a broken <img> has fired onerror
+                assert page.evaluate(XSS_STATE) == {"script": None, "img": None}, url
+                assert page.locator("main script, main img").count() == 0, url
+                expect(page.locator(where)).to_contain_text(text)
+            shot("hostile_text")
+            assert dialogs == []
+            # Control: the same payloads inserted as markup do run here, so the checks above can fail.
+            page.evaluate(
+                "html => document.body.append(document.createRange().createContextualFragment(html))",
+                "".join(BROWSER_PAYLOADS),
+            )
+            page.wait_for_function("() => window.__xssScript === 1 && window.__xssImg === 1", timeout=10_000)
+            assert dialogs, "the control's alert payloads opened no dialog"
         finally:
             browser.close()
     timings["browser_flow_s"] = round(time.monotonic() - browser_started, 1)

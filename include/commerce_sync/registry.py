@@ -9,10 +9,14 @@ the config model and the publish/reconcile entry points dispatch through :func:`
 never on the kind's name.
 
 Registration is a call (:func:`register`). The built-in kinds register themselves when their module is
-imported; the registry imports those modules the first time it is asked, together with any kind that
-an installed package declares under the ``commerce_sync.channel_kinds`` entry-point group (the entry
-point names a module or a callable that registers). A test or a plugin may also call :func:`register`
-directly.
+imported; the registry imports those modules the first time it is asked, together with
+
+- the modules named in ``COMMERCE_SYNC_CHANNEL_MODULES`` (comma-separated; e.g. a kind kept beside the
+  DAGs on the workers' ``PYTHONPATH``), and
+- any kind an installed package declares under the ``commerce_sync.channel_kinds`` entry-point group
+  (the entry point names a module, or a callable that registers).
+
+A test or a plugin may also call :func:`register` directly.
 
 This module sits in the package's kernel: it imports no channel module statically, so the config model
 can validate a channel's kind without an import cycle.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +60,7 @@ BUILTIN_MODULES = (
 )
 """Modules whose import registers the built-in kinds."""
 ENTRY_POINT_GROUP = "commerce_sync.channel_kinds"
+MODULES_ENV = "COMMERCE_SYNC_CHANNEL_MODULES"
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,11 @@ def _load() -> None:
             return
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(f"{MODULES_ENV}: channel kind module {module!r} cannot be imported: {exc}") from exc
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 loaded = entry.load()

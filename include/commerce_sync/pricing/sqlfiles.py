@@ -4,7 +4,7 @@ Each file holds one statement (or a few sent in one round trip, said in its head
 named for what it does, with a header comment that says what it is for and what its ``{name}``
 placeholders take. Identifiers and fragments are put in with :mod:`psycopg.sql` only
 (``sql_file("row_hash").format(t=sql.Identifier("c"), ...)``); values stay bound parameters
-(``%(name)s``). After substituting its placeholders a file runs (and ``EXPLAIN``\\ s) as it is in psql.
+(``%(name)s``). With its placeholders substituted, a file runs as it is in psql (and under EXPLAIN).
 
 The header comment (the leading ``--`` lines) is not sent to the server; a fragment is put in without
 its surrounding white space.

@@ -13,27 +13,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
 from commerce_sync.audit import ledger
 
 # The columns a change row (aliased ``c``) is identified by in the digest (not change_id / recorded_at).
-ROW_TEXT = (
+ROW_TEXT = sql.SQL(
     "jsonb_build_array(c.dataset, c.sku, c.channel, c.supplier, c.field, c.old_value, c.new_value, "
     "c.rule_id, c.rule_version, c.source_ref)::text"
 )
 
 # Count and digest over a relation ``r`` holding one ``row_text`` (ROW_TEXT) per change row. A writer
 # may aggregate the rows its INSERT ... RETURNING gives back instead of reading them again: the values
-# returned are the values stored, so the digest is the same (run it under sort_memory).
-DIGEST = (
+# returned are the values stored, so the digest is the same (run it under sort_memory). Both are
+# psycopg.sql fragments, composed into statements with ``sql.SQL(...).format(...)``.
+DIGEST = sql.SQL(
     "count(*), encode(sha256(convert_to(coalesce(string_agg(r.row_text, E'\\n' ORDER BY r.row_text "
     "COLLATE \"C\"), ''), 'UTF8')), 'hex')"
 )
 
-_SUMMARY = f"""
-SELECT {DIGEST}
-FROM (SELECT {ROW_TEXT} AS row_text FROM audit.change AS c WHERE c.transfer_id = %s) AS r
-"""
+_SUMMARY = sql.SQL(
+    "SELECT {digest} FROM (SELECT {row_text} AS row_text FROM audit.change AS c WHERE c.transfer_id = %s) AS r"
+).format(digest=DIGEST, row_text=ROW_TEXT)
 
 
 # The digest sorts every row's text (about 400 bytes for a priced offer): at PostgreSQL's default

@@ -18,6 +18,7 @@ from commerce_sync.config import Config
 from commerce_sync.errors import CommerceSyncError
 from commerce_sync.pricing.rates import effective_rates
 from commerce_sync.pricing.rules import channel_quantity, compute_price, convert, effective_cost, select_rule
+from commerce_sync.pricing.sqlfiles import sql_file
 
 
 def _jsonable(value: Any) -> Any:
@@ -36,34 +37,14 @@ def explain_offer(conn: psycopg.Connection, config: Config, channel_id: str, sku
     """Everything that decides ``sku``'s offer on ``channel_id``, as a JSON-ready dict."""
     channel = config.channel(channel_id)
     cur = conn.cursor(row_factory=dict_row)
-    product = cur.execute(
-        "SELECT sku, name, brand, category, purchase_price, currency, vat_rate, active, version, updated_at, "
-        "transfer_id FROM hub.product WHERE sku = %s",
-        (sku,),
-    ).fetchone()
+    keys = {"channel": channel_id, "sku": sku}
+    product = cur.execute(sql_file("explain_product"), keys).fetchone()
     if product is None:
         raise CommerceSyncError(f"SKU {sku!r} is not in hub.product; check the SKU or load the ERP first")
-    stock = cur.execute(
-        "SELECT location, quantity, reserved, updated_at FROM hub.stock WHERE sku = %s ORDER BY location", (sku,)
-    ).fetchall()
-    supply = cur.execute(
-        "SELECT supplier, supplier_sku, purchase_price, currency, chosen_quantity, total_quantity, policy, "
-        "updated_at FROM hub.sku_supply WHERE sku = %s",
-        (sku,),
-    ).fetchone()
-    stored = cur.execute(
-        "SELECT price, currency, quantity, availability, cost, floor_price, floor_applied, max_price_applied, "
-        "rule_id, rule_version, rule_level, cost_source, exchange_rate, version, published_version, computed_at, "
-        "transfer_id FROM hub.channel_offer WHERE channel = %s AND sku = %s",
-        (channel_id, sku),
-    ).fetchone()
-    held = cur.execute(
-        "SELECT i.proposal_id, i.status, i.old_price, i.price, i.move_pct, p.status AS proposal_status, "
-        "p.decided_by, p.decided_at, p.created_at FROM hub.price_proposal_item AS i "
-        "JOIN hub.price_proposal AS p ON p.proposal_id = i.proposal_id "
-        "WHERE i.channel = %s AND i.sku = %s ORDER BY p.created_at DESC LIMIT 5",
-        (channel_id, sku),
-    ).fetchall()
+    stock = cur.execute(sql_file("explain_stock"), keys).fetchall()
+    supply = cur.execute(sql_file("explain_supply"), keys).fetchone()
+    stored = cur.execute(sql_file("explain_stored_offer"), keys).fetchone()
+    held = cur.execute(sql_file("explain_held_moves"), keys).fetchall()
     rates = effective_rates(conn, channel.currency)
 
     rule, level = select_rule(

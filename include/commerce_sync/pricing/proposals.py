@@ -20,18 +20,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from psycopg import sql
 
 from commerce_sync.audit import changes, ledger
 from commerce_sync.csv_export import write_csv
 from commerce_sync.db import connect
 from commerce_sync.pricing.compute import (
     DATASET,
-    ROW_HASH,
     lock_channel,
+    row_hash,
     write_field_changes,
 )
+from commerce_sync.pricing.sqlfiles import sql_file
 
 CSV_HEADER = (
     "proposal_id",
@@ -51,40 +55,11 @@ CSV_HEADER = (
     "cost_source",
 )
 
-_PENDING_ITEMS = """
-SELECT i.proposal_id::text, i.channel, i.sku, p.name, i.old_price, i.price, i.currency, i.move_pct, i.cost,
-       i.floor_price, i.floor_applied, i.rule_id, i.rule_version, i.rule_level, i.cost_source
-FROM hub.price_proposal_item AS i
-JOIN hub.price_proposal AS pr ON pr.proposal_id = i.proposal_id AND pr.status = 'pending'
-LEFT JOIN hub.product AS p ON p.sku = i.sku
-WHERE i.status = 'pending'
-ORDER BY i.move_pct DESC, i.channel, i.sku
-"""
 
-_HELD_CHANGE = f"""
-CREATE TEMP TABLE offer_change ON COMMIT DROP AS
-SELECT i.channel, i.sku, i.price, i.currency, o.quantity, o.availability, i.cost, i.floor_price, i.floor_applied,
-       i.max_price_applied, i.rule_id, i.rule_version, i.rule_level, i.cost_source, i.exchange_rate,
-       i.price_hash, {ROW_HASH.format(price_hash="i.price_hash", t="o")} AS row_hash,
-       o.price AS old_price, o.currency AS old_currency, o.quantity AS old_quantity, o.version + 1 AS new_version,
-       true AS held, p.version AS product_version, p.transfer_id AS product_transfer_id
-FROM hub.price_proposal_item AS i
-JOIN hub.channel_offer AS o ON o.channel = i.channel AND o.sku = i.sku
-JOIN hub.product AS p ON p.sku = i.sku
-WHERE i.proposal_id = %(proposal_id)s AND i.status = 'pending'
-  AND o.price = i.old_price AND o.currency = i.currency
-"""
-
-_APPLY_HELD = """
-UPDATE hub.channel_offer AS t SET
-    price = c.price, currency = c.currency, cost = c.cost, floor_price = c.floor_price,
-    floor_applied = c.floor_applied, max_price_applied = c.max_price_applied, rule_id = c.rule_id,
-    rule_version = c.rule_version, rule_level = c.rule_level, cost_source = c.cost_source,
-    exchange_rate = c.exchange_rate, row_hash = c.row_hash, version = c.new_version, computed_at = now(),
-    transfer_id = %(transfer_id)s
-FROM offer_change AS c
-WHERE t.channel = c.channel AND t.sku = c.sku
-"""
+@cache
+def held_change_statement() -> sql.Composed:
+    """``sql/create_held_change.sql``: the proposed price part (alias i) with the live stock (alias o)."""
+    return sql_file("create_held_change").format(row_hash=row_hash(sql.Identifier("i", "price_hash"), "o"))
 
 
 @dataclass(frozen=True)
@@ -125,7 +100,7 @@ class ProposalSummary:
 def pending_summary(dsn: str, csv_dir: Path, *, top: int = 10) -> ProposalSummary | None:
     """Write the CSV of every pending held move and summarise them; None if nothing is pending."""
     with connect(dsn) as conn:
-        rows = conn.execute(_PENDING_ITEMS).fetchall()
+        rows = conn.execute(sql_file("pending_proposal_items")).fetchall()
     if not rows:
         return None
     ids = sorted({r[0] for r in rows})
@@ -179,9 +154,7 @@ def decide_proposal(
         outbox_channels: ids of channels published through the outbox (default: every channel).
     """
     with connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT channel, status FROM hub.price_proposal WHERE proposal_id = %s", (proposal_id,)
-        ).fetchone()
+        row = conn.execute(sql_file("proposal_status"), {"proposal_id": proposal_id}).fetchone()
         if row is None:
             raise LookupError(f"price proposal {proposal_id} does not exist (hub.price_proposal)")
         channel, status = row
@@ -198,38 +171,19 @@ def decide_proposal(
     applied = stale = rejected = 0
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
         lock_channel(conn, channel)
-        status_row = conn.execute(
-            "SELECT status FROM hub.price_proposal WHERE proposal_id = %s FOR UPDATE", (proposal_id,)
-        ).fetchone()
+        status_row = conn.execute(sql_file("lock_proposal"), params).fetchone()
         if not status_row or status_row[0] != "pending":  # decided concurrently
             conn.rollback()
             return ProposalDecision(proposal_id, channel, f"already {status_row[0] if status_row else 'gone'}")
         if approved:
-            conn.execute(_HELD_CHANGE, params)
-            applied = conn.execute(_APPLY_HELD, params).rowcount
+            conn.execute(held_change_statement(), params)
+            applied = conn.execute(sql_file("apply_held_prices"), params).rowcount
             write_field_changes(conn, transfer, outbox=bool(params["outbox"]))
-            conn.execute(
-                """UPDATE hub.price_proposal_item AS i SET status = 'applied' FROM offer_change AS c
-                   WHERE i.proposal_id = %(proposal_id)s AND i.sku = c.sku AND i.status = 'pending'""",
-                params,
-            )
-            stale = conn.execute(
-                "UPDATE hub.price_proposal_item SET status = 'stale' "
-                "WHERE proposal_id = %(proposal_id)s AND status = 'pending'",
-                params,
-            ).rowcount
+            conn.execute(sql_file("mark_items_applied"), params)
+            stale = conn.execute(sql_file("close_pending_items"), {**params, "status": "stale"}).rowcount
         else:
-            rejected = conn.execute(
-                "UPDATE hub.price_proposal_item SET status = 'rejected' "
-                "WHERE proposal_id = %(proposal_id)s AND status = 'pending'",
-                params,
-            ).rowcount
-        conn.execute(
-            """UPDATE hub.price_proposal SET status = %(decision)s, decided_by = %(by)s, decided_at = %(at)s,
-                      decision_transfer_id = %(transfer_id)s
-               WHERE proposal_id = %(proposal_id)s""",
-            {**params, "decision": decision, "by": by, "at": at},
-        )
+            rejected = conn.execute(sql_file("close_pending_items"), {**params, "status": "rejected"}).rowcount
+        conn.execute(sql_file("record_decision"), {**params, "decision": decision, "by": by, "at": at})
         transfer.rows_read = applied + stale + rejected
         transfer.rows_written = transfer.rows_changed = applied
         transfer.details = {

@@ -22,6 +22,7 @@ from commerce_sync.audit import ledger
 from commerce_sync.config import ExchangeRates
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, DataError
+from commerce_sync.pricing.sqlfiles import sql_file
 
 CSV_COLUMNS = ("currency", "quote", "rate", "valid_on")
 
@@ -77,15 +78,6 @@ def configured_rates(settings: ExchangeRates, data_dir: Path) -> list[Rate]:
     return list(rates.values())
 
 
-_UPSERT = """
-INSERT INTO hub.exchange_rate AS t (currency, quote, valid_on, rate, source, transfer_id)
-VALUES (%(currency)s, %(quote)s, %(valid_on)s, %(rate)s, %(source)s, %(transfer_id)s)
-ON CONFLICT (currency, quote, valid_on) DO UPDATE SET
-    rate = EXCLUDED.rate, source = EXCLUDED.source, updated_at = now(), transfer_id = EXCLUDED.transfer_id
-WHERE (t.rate, t.source) IS DISTINCT FROM (EXCLUDED.rate, EXCLUDED.source)
-"""
-
-
 @dataclass(frozen=True)
 class RatesLoaded:
     """What :func:`load_rates` did: how many rates changed, and its ledger transfer (None: no rates configured)."""
@@ -106,7 +98,7 @@ def load_rates(dsn: str, rates: list[Rate], run: ledger.RunContext) -> RatesLoad
         changed = 0
         for r in rates:
             params = {**r.__dict__, "transfer_id": str(transfer.transfer_id)}
-            changed += conn.execute(_UPSERT, params).rowcount
+            changed += conn.execute(sql_file("upsert_exchange_rate"), params).rowcount
         transfer.rows_read = len(rates)
         transfer.rows_written = transfer.rows_changed = changed
         ledger.append(conn, transfer, "success")
@@ -115,11 +107,7 @@ def load_rates(dsn: str, rates: list[Rate], run: ledger.RunContext) -> RatesLoad
 
 def effective_rates(conn: psycopg.Connection, quote: str) -> dict[str, Decimal]:
     """Currency -> rate into ``quote``: the newest rate valid today (``quote`` itself is 1)."""
-    rows = conn.execute(
-        """SELECT DISTINCT ON (currency) currency, rate FROM hub.exchange_rate
-           WHERE quote = %s AND valid_on <= current_date ORDER BY currency, valid_on DESC""",
-        (quote,),
-    ).fetchall()
+    rows = conn.execute(sql_file("effective_rates"), {"quote": quote}).fetchall()
     rates = {str(c).strip(): Decimal(r) for c, r in rows}
     rates[quote] = Decimal(1)
     return rates

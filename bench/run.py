@@ -1,7 +1,7 @@
 """Benchmark every stage of the real pipeline at N SKUs against the I/O floor and the naive idiom.
 
 Each stage calls the pipeline's own entry point (``sync_erp``, ``sync_supplier``,
-``compute_channel_offers``, ``write_google_feed``, ``sync_listings``/``publish_outbox``,
+``compute_channel_offers``, ``write_feed``, ``sync_listings``/``publish_outbox``,
 ``ledger.append``/``verify``) in a child process of its own (``spawn``), so its peak RSS
 (``VmHWM``) is its own and nothing is inherited between stages. Per stage we record wall time,
 rows/s, the child's CPU time (user+sys), the database's active time on the bench databases
@@ -127,29 +127,32 @@ def _stage_pricing(p: dict[str, Any], parts: _Parts) -> dict[str, Any]:
 
 
 def _stage_feed(p: dict[str, Any], parts: _Parts) -> dict[str, Any]:
-    from commerce_sync.channels.google_feed import write_google_feed
+    from commerce_sync.channels.feeds import write_feed
     from commerce_sync.config import Channel
 
     channel = Channel.model_validate(p["channel"])
-    r = write_google_feed(p["hub"], channel, Path(p["work"]), _run_ctx("feed"))
+    r = write_feed(p["hub"], channel, Path(p["work"]), _run_ctx("feed"))
     size = Path(r.path).stat().st_size
     return {"rows": r.item_count, "changed": r.items_changed, "rewritten": r.rewritten, "bytes": size}
 
 
 def _stage_allegro(p: dict[str, Any], parts: _Parts) -> dict[str, Any]:
     from commerce_sync.audit import ledger
-    from commerce_sync.channels.allegro import AllegroClient, publish_outbox, sync_listings
+    from commerce_sync.channels.allegro import AllegroClient, AllegroMarketplace
+    from commerce_sync.channels.marketplace import publish_outbox, sync_listings
+    from commerce_sync.config import Channel
 
-    client = AllegroClient(p["url"], "demo-client", "demo-secret")
+    market = AllegroMarketplace(AllegroClient(p["url"], "demo-client", "demo-secret"))
+    channel = Channel(id=p["channel_id"], kind="allegro", conn_id="allegro_bench", pricing_rule="bench")
     transfer = ledger.Transfer(source="hub", target=f"channel:{p['channel_id']}", dataset="offer", run=_run_ctx("x"))
     if p["what"] == "listings":
         transfer.dataset = "channel_listing"
         with ledger.recording(p["hub"], transfer):
-            count = sync_listings(p["hub"], p["channel_id"], client, transfer)
+            count = sync_listings(p["hub"], p["channel_id"], market, transfer)
         return {"rows": count, "changed": transfer.rows_changed}
     with ledger.recording(p["hub"], transfer):
-        r = publish_outbox(p["hub"], p["channel_id"], client, transfer, batch_size=1000)
-    return {"rows": r.claimed, "changed": r.sent, "failed": r.failed, "commands": len(r.commands)}
+        r = publish_outbox(p["hub"], channel, market, transfer, batch_size=1000)
+    return {"rows": r.claimed, "changed": r.sent, "failed": r.failed, "commands": r.requests}
 
 
 def _stage_ledger(p: dict[str, Any], parts: _Parts) -> dict[str, Any]:

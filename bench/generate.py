@@ -4,7 +4,7 @@ Nothing depends on the clock or on a random generator's state: every value of pr
 pure function of ``(i, seed)`` (a 64-bit mix), so the same arguments give the same rows and
 byte-identical feed files on any machine, and any row can be recomputed on its own.
 
-* ERP: ``erp.products`` with the sandbox DDL (created by ``commerce_sync.sandbox.erp.load_erp``
+* ERP: ``erp.products`` with the sandbox DDL (created by ``commerce_sync_sandbox.erp.load_erp``
   with ``n=0``), filled with one ``COPY`` (``load_erp`` builds a Python catalog object per row
   and goes through a temp table, which is needlessly slow at 1M). SKUs are ``SKU-0000001``...,
   EANs are valid EAN-13s (prefix 590), ~10 % have zero stock, ~2 % are inactive, ~10 % carry 8 %
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commerce_sync.db import connect
-from commerce_sync.sandbox import erp
-from commerce_sync.sandbox.catalog import ean_for
-from commerce_sync.sandbox.erp import load_erp
+from commerce_sync_sandbox import erp
+from commerce_sync_sandbox.catalog import ean_for
+from commerce_sync_sandbox.erp import load_erp
 
 SEED = 20261101
 SHARES = (0.70, 0.50, 0.60, 0.40)

@@ -533,7 +533,7 @@ def simulator_state(hub: str, channel_id: str, path: Path) -> int:
     """Allegro simulator state with one offer per SKU that has a pending outbox row."""
     import psycopg
 
-    from commerce_sync.sandbox.allegro_sim import OFFER_ID_BASE
+    from commerce_sync_sandbox.allegro_sim import OFFER_ID_BASE
 
     with psycopg.connect(hub) as conn:
         skus = conn.execute(
@@ -560,8 +560,8 @@ def serve_simulator(state_path: str, feeds_dir: str, urls: Any, stop: Any) -> No
     The simulator rewrites its whole state file after every command (O(state) per command); that is
     test-double persistence, not the pipeline, so the benchmark turns it off.
     """
-    from commerce_sync.sandbox import allegro_sim
-    from commerce_sync.sandbox.server import SandboxServer
+    from commerce_sync_sandbox import allegro_sim
+    from commerce_sync_sandbox.server import SandboxServer
 
     allegro_sim.AllegroSimulator._save = lambda self: None  # type: ignore[method-assign]
     server = SandboxServer(Path(feeds_dir), Path(state_path)).start()

@@ -19,12 +19,14 @@ ensure_venv() {
   # Reinstall only when a requirements file changed since the last successful install.
   local stamp="$VENV/.requirements.sha256"
   local want
-  want="$(cat "$REPO/requirements.txt" "$REPO/requirements-dev.txt" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  want="$(cat "$REPO/requirements.txt" "$REPO/requirements-dev.txt" "$REPO/pyproject.toml" "$REPO/dev/pyproject.toml" \
+    | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing pinned dependencies with uv"
     [ -x "$VENV/bin/uv" ] || "$VENV/bin/python" -m pip install --quiet "uv==0.13.9"
     "$VENV/bin/uv" pip sync --quiet -p "$VENV/bin/python" "$REPO/requirements.txt" "$REPO/requirements-dev.txt"
-    "$VENV/bin/uv" pip install --quiet -p "$VENV/bin/python" --no-deps -e "$REPO"
+    # The product package and, beside it, the developer distribution (sandbox, devtools: dev/).
+    "$VENV/bin/uv" pip install --quiet -p "$VENV/bin/python" --no-deps -e "$REPO" -e "$REPO/dev"
     echo "$want" > "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"

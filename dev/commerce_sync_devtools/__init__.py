@@ -1,1 +1,5 @@
-"""Developer tooling: the demo runner and local set-up helpers (not used by the DAGs)."""
+"""Developer tooling: the ``commerce-sync-dev`` command, the demo runner and the DAG runner.
+
+Ships in the ``commerce-sync-dev`` distribution (``dev/``), beside the product package: nothing in
+``commerce_sync``, the DAGs or the production image imports it (checked by the import contracts).
+"""

@@ -1,10 +1,11 @@
 """The demo: run every DAG once, in dependency order, against the sandbox; print what happened.
 
-Used by ``make demo``. The DAGs run through ``DAG.test()`` as ``airflow dags test`` does (the real task code, the
-real hub, the real simulators on 127.0.0.1), one after another in the order the Assets would trigger
-them. The summary is read back from the audit ledger, so it shows what was recorded, not what the
-runner believes happened. Exit code 0 only if every DAG run succeeded, every expected transfer is
-in the ledger with status success, and the ledger's hash chain verifies.
+Used by ``make demo`` (``commerce-sync-dev demo``). The DAGs run through ``DAG.test()`` as ``airflow
+dags test`` does (the real task code, the real hub, the real simulators on 127.0.0.1), one after
+another in the order the Assets would trigger them. The summary is read back from the audit ledger,
+so it shows what was recorded, not what the runner believes happened. Exit code 0 only if every DAG
+run succeeded, every expected transfer is in the ledger with status success, and the ledger's hash
+chain verifies.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from psycopg.rows import dict_row
 from commerce_sync.audit.ledger import verify
 from commerce_sync.db import connect
 from commerce_sync.settings import data_dir
+from commerce_sync_sandbox.prepare import prepare_sandbox, sandbox_dir
 
 DAG_ORDER = (
     "hub_maintenance",
@@ -57,17 +59,17 @@ def sandbox_servers() -> Iterator[None]:
         print(f"sandbox already running on ports {feeds_port}/{allegro_port}")
         yield
         return
-    log = data_dir() / "sandbox" / "server.log"
+    log = sandbox_dir() / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "commerce_sync.sandbox",
+                "commerce_sync_sandbox",
                 "serve",
                 "--data-dir",
-                str(data_dir() / "sandbox"),
+                str(sandbox_dir()),
                 "--feeds-port",
                 str(feeds_port),
                 "--allegro-port",
@@ -105,7 +107,7 @@ def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[
             [
                 sys.executable,
                 "-m",
-                "commerce_sync.devtools.run_dags",
+                "commerce_sync_devtools.run_dags",
                 "--log-dir",
                 str(log_dir),
                 "--results",
@@ -205,10 +207,7 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
 
 def run_demo(*, erp_url: str, hub_url: str) -> int:
     """Prepare the sandbox, run every DAG once and print the summary; 0 only if all went well."""
-    from commerce_sync.cli import main as cli
-
-    if cli(["sandbox", "prepare"]) != 0:
-        return 1
+    print(prepare_sandbox(erp_url, sandbox_dir()))
     log_dir = data_dir() / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     since = datetime.now(UTC)
@@ -224,6 +223,6 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
         return 1
     print(
         "\nDemo OK. Run it again: nothing changes. Change a price and rerun:\n"
-        "  .venv/bin/commerce-sync sandbox set-price SKU-000001 999.00 && make demo"
+        "  .venv/bin/commerce-sync-dev sandbox set-price SKU-000001 999.00 && make demo"
     )
     return 0

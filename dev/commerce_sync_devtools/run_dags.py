@@ -1,4 +1,4 @@
-"""Run several DAGs once, in order, in one process: ``python -m commerce_sync.devtools.run_dags``.
+"""Run several DAGs once, in order, in one process: ``python -m commerce_sync_devtools.run_dags``.
 
 Equivalent to calling ``airflow dags test`` for each DAG (both run ``DAG.test()``: real task
 code, the configured metadata database, no scheduler), but the DAG folder is parsed and Airflow

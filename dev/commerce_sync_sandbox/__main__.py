@@ -1,4 +1,4 @@
-"""Run the sandbox servers: ``python -m commerce_sync.sandbox serve --data-dir DIR``.
+"""Run the sandbox servers: ``python -m commerce_sync_sandbox serve --data-dir DIR``.
 
 Writes the supplier feeds into ``DIR/feeds``, keeps the marketplace simulators' state in
 ``DIR/allegro_state.json``, ``DIR/ebay_state.json`` and ``DIR/amazon_state.json`` (so a restarted
@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from commerce_sync.sandbox.feeds import write_feeds
-from commerce_sync.sandbox.server import SandboxServer
 from commerce_sync.settings import data_dir
+from commerce_sync_sandbox.feeds import write_feeds
+from commerce_sync_sandbox.server import SandboxServer
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m commerce_sync.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m commerce_sync_sandbox", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the supplier feeds and the Allegro simulator")
     serve.add_argument("--data-dir", type=Path, default=data_dir() / "sandbox")

@@ -20,7 +20,7 @@ atomically to a JSON file after every change, so a restart continues where it st
 kept in memory only: after a restart clients get a 401 and must fetch a new token.
 
 Sandbox-only endpoints (no auth): ``GET /_sandbox/stats``, ``POST /_sandbox/reset``,
-``GET|POST /_sandbox/faults`` (switchable faults, see :mod:`commerce_sync.sandbox.faults`) and
+``GET|POST /_sandbox/faults`` (switchable faults, see :mod:`commerce_sync_sandbox.faults`) and
 ``POST /_sandbox/offers/{offerId}`` (edit an offer directly, as a seller would on allegro.pl).
 """
 
@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from commerce_sync.sandbox.catalog import products
-from commerce_sync.sandbox.faults import Faults
-from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
-from commerce_sync.sandbox.state import load_state, save_state
+from commerce_sync_sandbox.catalog import products
+from commerce_sync_sandbox.faults import Faults
+from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.state import load_state, save_state
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_OFFERS_PER_COMMAND = 1000

@@ -32,7 +32,7 @@ the simulator does not throttle by itself: the ``throttle`` fault does.
 Listings are changed with ``PATCH`` messages on ``/attributes/purchasable_offer`` (price) and
 ``/attributes/fulfillment_availability`` (quantity). Values are absolute, so a re-submitted feed
 changes nothing twice: ``stats["revisions"]`` counts only real changes. API calls need the
-``x-amz-access-token`` header. Faults (:mod:`commerce_sync.sandbox.faults`) apply to API calls;
+``x-amz-access-token`` header. Faults (:mod:`commerce_sync_sandbox.faults`) apply to API calls;
 ``drop_after_apply`` loses the answer of ``createFeed`` after the feed was processed.
 
 Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from commerce_sync.sandbox.catalog import products
-from commerce_sync.sandbox.faults import Faults
-from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
-from commerce_sync.sandbox.state import load_state, save_state
+from commerce_sync_sandbox.catalog import products
+from commerce_sync_sandbox.faults import Faults
+from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.state import load_state, save_state
 
 API = "2021-06-30"
 LISTINGS_API = "2021-08-01"

@@ -13,7 +13,7 @@ Contract (developer.ebay.com, Sell Inventory API v1) for the calls the publisher
 
 Updates set absolute values, so repeating one changes nothing: the simulator counts a *revision*
 only when a value really changes (eBay allows 250 revisions per listing and day), which is how
-tests see that a re-sent batch had no duplicate effect. Faults: :mod:`commerce_sync.sandbox.faults`.
+tests see that a re-sent batch had no duplicate effect. Faults: :mod:`commerce_sync_sandbox.faults`.
 Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
 ``POST /_sandbox/offers/{offerId}`` (a direct edit on ebay.com).
 """
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from commerce_sync.sandbox.catalog import products
-from commerce_sync.sandbox.faults import Faults
-from commerce_sync.sandbox.http import JsonHandler, SimulatorServer
-from commerce_sync.sandbox.state import load_state, save_state
+from commerce_sync_sandbox.catalog import products
+from commerce_sync_sandbox.faults import Faults
+from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.state import load_state, save_state
 
 MAX_REQUESTS_PER_CALL = 25
 OFFER_ID_BASE = 5_000_000_000

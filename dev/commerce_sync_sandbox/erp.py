@@ -13,7 +13,7 @@ from psycopg import sql
 
 from commerce_sync.db import connect, ensure_database, redact
 from commerce_sync.errors import CommerceSyncError
-from commerce_sync.sandbox.catalog import products
+from commerce_sync_sandbox.catalog import products
 
 COLUMNS = (
     "sku",

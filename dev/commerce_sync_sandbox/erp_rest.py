@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from commerce_sync.db import connect
-from commerce_sync.sandbox.erp import COLUMNS
+from commerce_sync_sandbox.erp import COLUMNS
 
 _COLUMNS = (
     "sku, ean, name, brand, category, description, purchase_price::text AS purchase_price, "
@@ -152,7 +152,7 @@ class ErpRestServer:
 
 
 def main() -> None:
-    """``python -m commerce_sync.sandbox.erp_rest ERP_URL [--port N]``: serve until Ctrl-C."""
+    """``python -m commerce_sync_sandbox.erp_rest ERP_URL [--port N]``: serve until Ctrl-C."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

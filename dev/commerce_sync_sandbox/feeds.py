@@ -33,8 +33,8 @@ from decimal import Decimal
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from commerce_sync.sandbox.catalog import EAN_PREFIX, SandboxProduct, products
 from commerce_sync.sources.gtin import check_digit
+from commerce_sync_sandbox.catalog import EAN_PREFIX, SandboxProduct, products
 
 GENERATED = "2026-11-01T00:00:00Z"
 ACME_SHARE = 0.70

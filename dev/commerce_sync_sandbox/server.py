@@ -3,7 +3,7 @@
 ``GET /feeds/<name>`` serves files of the feeds directory with a strong, content-based ``ETag``
 (sha256), ``Last-Modified`` and ``Content-Length``, answers conditional requests with 304, and
 refuses any name that is not a plain file name in that directory. The Allegro listener is
-described in :mod:`commerce_sync.sandbox.allegro_sim`, the eBay one in :mod:`commerce_sync.sandbox.ebay_sim`.
+described in :mod:`commerce_sync_sandbox.allegro_sim`, the eBay one in :mod:`commerce_sync_sandbox.ebay_sim`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from commerce_sync.sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
-from commerce_sync.sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
-from commerce_sync.sandbox.ebay_sim import EbayHTTPServer, EbaySimulator
+from commerce_sync_sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
+from commerce_sync_sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
+from commerce_sync_sandbox.ebay_sim import EbayHTTPServer, EbaySimulator
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ It can misbehave on purpose, per file name (a name or an ``fnmatch`` pattern suc
   (a full disk; paramiko's pipelined uploads do not raise on it, only a size check notices);
 * ``"refuse_rename"``: renaming to or from that name is refused with "permission denied".
 
-Run it with ``python -m commerce_sync.sandbox.sftp_server ROOT`` (prints the port and host key).
+Run it with ``python -m commerce_sync_sandbox.sftp_server ROOT`` (prints the port and host key).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``commerce-sync``: operator and developer commands.
+"""``commerce-sync``: operator commands.
 
 commerce-sync db setup            create the hub database if missing and apply migrations
 commerce-sync db migrate          apply pending migrations
@@ -7,31 +7,21 @@ commerce-sync ledger verify       walk the audit chain; exit 1 on the first brok
 commerce-sync ledger export-head  write the signed chain head to --target DIR
 commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, --format json|text)
 commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
-commerce-sync sandbox prepare     load the sandbox ERP database and write the sandbox feeds
-commerce-sync sandbox set-price   change one purchase price in the sandbox ERP
-commerce-sync demo                run every DAG once against the sandbox and print a summary
+
+The sandbox and the demo are developer tools of their own distribution (``dev/``): ``commerce-sync-dev``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 
 from commerce_sync.db import connect, ensure_database, redact
 from commerce_sync.errors import CommerceSyncError
-from commerce_sync.settings import data_dir, hub_database_url
-
-
-def erp_database_url() -> str:
-    """The sandbox ERP database: ``ERP_DATABASE_URL`` or ``commerce_erp`` beside the hub."""
-    from commerce_sync.db import with_database
-
-    return os.environ.get("ERP_DATABASE_URL") or with_database(hub_database_url(), "commerce_erp")
+from commerce_sync.settings import hub_database_url
 
 
 def _db_setup(_: argparse.Namespace) -> int:
@@ -114,30 +104,6 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sandbox_prepare(_: argparse.Namespace) -> int:
-    from commerce_sync.sandbox.erp import load_erp
-    from commerce_sync.sandbox.feeds import write_feeds
-
-    rows = load_erp(erp_database_url())
-    feeds = write_feeds(data_dir() / "sandbox" / "feeds")
-    print(f"sandbox ERP {redact(erp_database_url())}: {rows} products; feeds: {', '.join(map(str, feeds.values()))}")
-    return 0
-
-
-def _sandbox_set_price(args: argparse.Namespace) -> int:
-    from commerce_sync.sandbox.erp import set_purchase_price
-
-    set_purchase_price(erp_database_url(), args.sku, Decimal(args.price))
-    print(f"{args.sku}: purchase price set to {args.price} in the sandbox ERP")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from commerce_sync.devtools.demo import run_demo
-
-    return run_demo(erp_url=erp_database_url(), hub_url=hub_database_url())
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commerce-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -169,15 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sku", required=True)
     explain.add_argument("--format", choices=("json", "text"), default="text")
     explain.set_defaults(func=_explain)
-
-    sandbox = sub.add_parser("sandbox", help="sandbox data").add_subparsers(dest="action", required=True)
-    sandbox.add_parser("prepare", help="load the ERP demo DB and write feeds").set_defaults(func=_sandbox_prepare)
-    set_price = sandbox.add_parser("set-price", help="change one purchase price in the sandbox ERP")
-    set_price.add_argument("sku")
-    set_price.add_argument("price")
-    set_price.set_defaults(func=_sandbox_set_price)
-
-    sub.add_parser("demo", help="run every DAG once against the sandbox").set_defaults(func=_demo)
     return parser
 
 

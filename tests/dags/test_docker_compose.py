@@ -121,6 +121,45 @@ def _build_contexts(services: dict[str, dict[str, Any]]) -> dict[Path, Path]:
     return contexts
 
 
+def _stages(dockerfile: Path) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(name, FROM image or stage, instructions after FROM) per build stage, in file order.
+
+    An unnamed stage is named by its index, as ``docker build --target`` cannot pick it anyway.
+    """
+    stages: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for instruction, args in _dockerfile_instructions(dockerfile):
+        if instruction == "FROM":
+            words = args.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
+            stages.append((name, words[0], []))
+        elif stages:
+            stages[-1][2].append((instruction, args))
+    return stages
+
+
+def _stage_chain(dockerfile: Path, target: str | None) -> tuple[str, list[tuple[str, str]]]:
+    """The base image a target (default: the last stage) is built on, and all instructions of its chain."""
+    stages = _stages(dockerfile)
+    by_name = {name: (base, instructions) for name, base, instructions in stages}
+    name = target or stages[-1][0]
+    assert name in by_name, f"{dockerfile.name} has no stage {name!r}"
+    instructions: list[tuple[str, str]] = []
+    base = name
+    while base in by_name:  # FROM <earlier stage>: follow it down to an image
+        base, own = by_name[base]
+        instructions = own + instructions
+    return base, instructions
+
+
+def _service_build(service: dict[str, Any]) -> tuple[Path, str | None]:
+    """(Dockerfile, target) a service builds."""
+    build = service["build"]
+    if isinstance(build, str):
+        return (REPO / build).resolve() / "Dockerfile", None
+    context = (REPO / build.get("context", ".")).resolve()
+    return context / build.get("dockerfile", "Dockerfile"), build.get("target")
+
+
 def _env_example_keys() -> dict[str, str]:
     keys = {}
     for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
@@ -202,11 +241,34 @@ def test_dockerfile_is_based_on_the_official_image(services: dict[str, dict[str,
         assert dockerfile.is_file(), f"build context has no {dockerfile.name}"
         froms = [args for instr, args in _dockerfile_instructions(dockerfile) if instr == "FROM"]
         assert froms, f"{dockerfile} has no FROM"
-        image = froms[-1].split()[0]
+    built = {_service_build(service) for service in services.values() if service.get("build") is not None}
+    for dockerfile, target in sorted(built, key=str):
+        image, _ = _stage_chain(dockerfile, target)  # the image under the stage (chain) that is built
         assert image.startswith(f"apache/airflow:{AIRFLOW_VERSION}"), f"{dockerfile}: FROM {image}"
         assert image.endswith("-python3.11"), f"{dockerfile}: the project targets Python 3.11, not {image}"
     pins = (REPO / "requirements.txt").read_text(encoding="utf-8")
     assert f"apache-airflow=={AIRFLOW_VERSION}\n" in pins, "requirements.txt pins another Airflow"
+
+
+def test_airflow_services_run_an_image_without_the_sandbox(services: dict[str, dict[str, Any]]) -> None:
+    """The sandbox and devtools (dev/) are only in the sandbox service's image, never in the Airflow one."""
+
+    def installs_dev(instructions: list[tuple[str, str]]) -> bool:
+        return any(
+            instr in {"COPY", "ADD", "RUN"} and re.search(r"(^|[\s/])dev(/|\s|$)", args) for instr, args in instructions
+        )
+
+    for name in sorted(n for n in services if n.startswith("airflow-")):
+        dockerfile, target = _service_build(services[name])
+        _, instructions = _stage_chain(dockerfile, target)
+        assert any(instr == "COPY" and "include/" in args for instr, args in instructions), (
+            f"service {name!r}: its image does not contain the product package"
+        )
+        assert not installs_dev(instructions), f"service {name!r}: its image copies or installs dev/ (the sandbox)"
+    dockerfile, target = _service_build(services["sandbox"])
+    assert installs_dev(_stage_chain(dockerfile, target)[1]), "the sandbox service's image lacks dev/"
+    _, default_instructions = _stage_chain(dockerfile, None)
+    assert not installs_dev(default_instructions), "a plain `docker build .` (the last stage) must not contain dev/"
 
 
 def test_dockerfile_copy_sources_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -324,7 +386,7 @@ def test_init_script_creates_the_databases_the_connections_use(services: dict[st
 def test_sandbox_serves_the_ports_the_connections_use(services: dict[str, dict[str, Any]]) -> None:
     command = services["sandbox"]["command"]
     args = shlex.split(command) if isinstance(command, str) else list(command)
-    assert args[:3] == ["python", "-m", "commerce_sync.sandbox"]
+    assert args[:3] == ["python", "-m", "commerce_sync_sandbox"]
     flags = ("--feeds-port", "--allegro-port", "--ebay-port", "--amazon-port")
     ports = {int(args[args.index(flag) + 1]) for flag in flags}
     env = _environment(services["airflow-scheduler"])

@@ -13,9 +13,9 @@ import pytest
 
 from commerce_sync.db import drop_database
 from commerce_sync.hub.migrate import migrate
-from commerce_sync.sandbox.erp import load_erp
-from commerce_sync.sandbox.feeds import write_feeds
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync_sandbox.erp import load_erp
+from commerce_sync_sandbox.feeds import write_feeds
+from commerce_sync_sandbox.server import SandboxServer
 from tests.conftest import new_database
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from lxml import etree
 
 from commerce_sync.audit.ledger import verify
 from commerce_sync.db import connect
-from commerce_sync.devtools.demo import DAG_ORDER
+from commerce_sync_devtools.demo import DAG_ORDER
 from tests.e2e.sandbox_world import World, sandbox_world
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def _run(dag_ids: tuple[str, ...], logs: Path, *extra: str) -> dict[str, tuple[s
             [
                 sys.executable,
                 "-m",
-                "commerce_sync.devtools.run_dags",
+                "commerce_sync_devtools.run_dags",
                 *("--log-dir", str(logs), "--results", str(results)),
                 *extra,
                 *dag_ids,

@@ -18,8 +18,8 @@ from lxml import etree
 
 from commerce_sync.audit.ledger import verify
 from commerce_sync.db import connect
-from commerce_sync.devtools.demo import DAG_ORDER, run_dag
-from commerce_sync.sandbox.erp import set_purchase_price
+from commerce_sync_devtools.demo import DAG_ORDER, run_dag
+from commerce_sync_sandbox.erp import set_purchase_price
 from tests.e2e.sandbox_world import sandbox_world
 
 pytestmark = pytest.mark.e2e

@@ -18,13 +18,13 @@ import requests
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels.allegro import AllegroClient, AllegroMarketplace
-from commerce_sync.channels.base import ChannelRequestError, HttpClient
 from commerce_sync.channels.marketplace import PublishResult, publish_outbox, sync_listings
 from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import TransientError
-from commerce_sync.sandbox.allegro_sim import initial_offers
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync.transport.http import ChannelRequestError, HttpClient
+from commerce_sync_sandbox.allegro_sim import initial_offers
+from commerce_sync_sandbox.server import SandboxServer
 
 pytestmark = pytest.mark.integration
 

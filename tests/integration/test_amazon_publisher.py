@@ -18,14 +18,14 @@ import requests
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import amazon
-from commerce_sync.channels.base import ChannelRequestError, TokenBucket
 from commerce_sync.channels.marketplace import Item, PublishResult, publish_outbox
 from commerce_sync.channels.publish import publish_channel, reconcile_channel
 from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ChannelError, ConfigError
-from commerce_sync.sandbox.amazon_sim import AmazonSimulator, SpApiError
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync.transport.http import ChannelRequestError, TokenBucket
+from commerce_sync_sandbox.amazon_sim import AmazonSimulator, SpApiError
+from commerce_sync_sandbox.server import SandboxServer
 from tests.unit.test_channel_base import FakeClock
 
 pytestmark = pytest.mark.integration

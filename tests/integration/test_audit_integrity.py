@@ -16,8 +16,8 @@ from psycopg import sql
 from commerce_sync.audit import changes, ledger
 from commerce_sync.db import connect, drop_database
 from commerce_sync.pricing.compute import compute_channel_offers
-from commerce_sync.sandbox.erp import load_erp, set_purchase_price
 from commerce_sync.sources.erp import sync_erp
+from commerce_sync_sandbox.erp import load_erp, set_purchase_price
 from tests.conftest import _admin, new_database
 from tests.integration.test_erp_load import ERP
 from tests.integration.test_erp_load import RUN as ERP_RUN

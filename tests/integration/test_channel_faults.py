@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 from commerce_sync.channels.allegro import AllegroClient
-from commerce_sync.channels.base import CircuitBreaker
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import TransientError
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync.transport.http import CircuitBreaker
+from commerce_sync_sandbox.server import SandboxServer
 from tests.integration.test_allegro_publisher import (  # noqa: F401 - fixtures hub, sandbox
     CHANNEL,
     SKUS,

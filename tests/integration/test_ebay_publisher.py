@@ -16,8 +16,8 @@ from commerce_sync.channels import ebay
 from commerce_sync.channels.marketplace import PublishResult, publish_outbox, sync_listings
 from commerce_sync.config import Channel
 from commerce_sync.connections import ConnectionInfo
-from commerce_sync.sandbox.ebay_sim import OFFER_ID_BASE
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync_sandbox.ebay_sim import OFFER_ID_BASE
+from commerce_sync_sandbox.server import SandboxServer
 
 pytestmark = pytest.mark.integration
 

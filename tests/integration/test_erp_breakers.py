@@ -14,8 +14,8 @@ from commerce_sync.config import DatasetQuality, QualityFile
 from commerce_sync.db import connect, drop_database
 from commerce_sync.errors import BreakerTripped
 from commerce_sync.quality.breakers import Override
-from commerce_sync.sandbox.erp import load_erp
 from commerce_sync.sources.erp import sync_erp
+from commerce_sync_sandbox.erp import load_erp
 from tests.conftest import new_database
 from tests.integration.test_erp_load import ERP, RUN, _snapshot
 

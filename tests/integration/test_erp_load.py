@@ -10,8 +10,8 @@ import pytest
 from commerce_sync.audit import ledger
 from commerce_sync.config import ErpSource
 from commerce_sync.db import connect, drop_database
-from commerce_sync.sandbox.erp import load_erp, set_purchase_price
 from commerce_sync.sources.erp import sync_erp
+from commerce_sync_sandbox.erp import load_erp, set_purchase_price
 from tests.conftest import new_database
 
 pytestmark = pytest.mark.integration

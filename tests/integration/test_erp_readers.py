@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels.base import ChannelRequestError
 from commerce_sync.config import ErpFile, ErpRestSource, ErpSource, load_model
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect, drop_database
-from commerce_sync.sandbox.catalog import products
-from commerce_sync.sandbox.erp import load_erp, set_purchase_price
-from commerce_sync.sandbox.erp_rest import ErpRestServer
 from commerce_sync.sources.erp import sync_erp
 from commerce_sync.sources.erp_readers import sql_url
+from commerce_sync.transport.http import ChannelRequestError
+from commerce_sync_sandbox.catalog import products
+from commerce_sync_sandbox.erp import load_erp, set_purchase_price
+from commerce_sync_sandbox.erp_rest import ErpRestServer
 from tests.conftest import new_database
 
 pytestmark = pytest.mark.integration

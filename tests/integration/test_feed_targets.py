@@ -26,7 +26,7 @@ from commerce_sync.config import Channel, FeedSettings, PricingRule
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
 from commerce_sync.pricing.compute import compute_channel_offers
-from commerce_sync.sandbox.sftp_server import SandboxSftpServer
+from commerce_sync_sandbox.sftp_server import SandboxSftpServer
 from tests.integration.test_pricing_compute import seed_products
 
 pytestmark = pytest.mark.integration

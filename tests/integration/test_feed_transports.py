@@ -19,9 +19,9 @@ import pytest
 from commerce_sync.config import Supplier
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, FeedError, TransientError
-from commerce_sync.sandbox.faulty_http import FaultyHttpServer, Served
-from commerce_sync.sandbox.sftp_server import SandboxSftpServer
 from commerce_sync.sources.transports import FetchState, fetch
+from commerce_sync_sandbox.faulty_http import FaultyHttpServer, Served
+from commerce_sync_sandbox.sftp_server import SandboxSftpServer
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from commerce_sync.audit import ledger
 from commerce_sync.channels.publish import publish_channel, reconcile_channel
 from commerce_sync.config import Channel
 from commerce_sync.errors import ConfigError
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync_sandbox.server import SandboxServer
 from tests.integration.test_ebay_publisher import (  # noqa: F401 - fixtures hub, sandbox
     CHANNEL,
     SKUS,

@@ -19,7 +19,7 @@ from commerce_sync.channels.publish import reconcile_channel
 from commerce_sync.channels.reconcile import ReconcileResult, reconcile
 from commerce_sync.config import Channel, FeedSettings
 from commerce_sync.errors import ConfigError
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync_sandbox.server import SandboxServer
 from tests.integration.test_allegro_publisher import (  # noqa: F401 - fixtures client, hub, sandbox
     OFFER_IDS,
     SKUS,

@@ -12,7 +12,7 @@ import pytest
 
 from commerce_sync.db import drop_database, with_database
 from commerce_sync.errors import CommerceSyncError
-from commerce_sync.sandbox.erp import load_erp, set_purchase_price
+from commerce_sync_sandbox.erp import load_erp, set_purchase_price
 
 pytestmark = pytest.mark.integration
 

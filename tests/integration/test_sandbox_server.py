@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from commerce_sync.sandbox.allegro_sim import MEDIA_TYPE, initial_offers
-from commerce_sync.sandbox.feeds import write_feeds
-from commerce_sync.sandbox.server import SandboxServer
+from commerce_sync_sandbox.allegro_sim import MEDIA_TYPE, initial_offers
+from commerce_sync_sandbox.feeds import write_feeds
+from commerce_sync_sandbox.server import SandboxServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from psycopg.rows import dict_row
 from commerce_sync.audit import ledger
 from commerce_sync.config import PriceChangeReport, Supplier, load_config
 from commerce_sync.connections import get_connection
-from commerce_sync.sandbox.faulty_http import FaultyHttpServer, Served
 from commerce_sync.sources.notifiers import LogFileNotifier, price_change_notifier
 from commerce_sync.sources.supplier_load import sync_supplier
+from commerce_sync_sandbox.faulty_http import FaultyHttpServer, Served
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from commerce_sync.channels.allegro import AllegroClient
 from commerce_sync.channels.feeds import write_feed
 from commerce_sync.db import connect, drop_database
 from commerce_sync.pricing.compute import compute_channel_offers
-from commerce_sync.sandbox.erp import load_erp
-from commerce_sync.sandbox.server import SandboxServer
 from commerce_sync.sources.erp import sync_erp
+from commerce_sync_sandbox.erp import load_erp
+from commerce_sync_sandbox.server import SandboxServer
 from tests.conftest import new_database
 from tests.integration.test_allegro_publisher import _publish, _sync, client  # noqa: F401 - client is a fixture
 from tests.integration.test_erp_load import ERP

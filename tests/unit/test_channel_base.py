@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from commerce_sync.channels.base import CircuitBreaker, CircuitOpenError, HttpClient, TokenBucket
+from commerce_sync.transport.http import CircuitBreaker, CircuitOpenError, HttpClient, TokenBucket
 
 
 class FakeClock:

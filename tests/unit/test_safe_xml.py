@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from commerce_sync.sources.safe_xml import UnsafeXmlError, XmlError, iterparse, make_parser
+from commerce_sync.safe_xml import UnsafeXmlError, XmlError, iterparse, make_parser
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from commerce_sync.sandbox.catalog import BASE_DATE, products
-from commerce_sync.sandbox.feeds import acme_xml, bravo_csv, write_feeds
 from commerce_sync.sources.gtin import gtin_problem
+from commerce_sync_sandbox.catalog import BASE_DATE, products
+from commerce_sync_sandbox.feeds import acme_xml, bravo_csv, write_feeds
 
 SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 

@@ -23,11 +23,11 @@ from typing import Any, Literal
 import requests
 
 from commerce_sync import registry
-from commerce_sync.channels.base import ChannelRequestError, OAuthClient
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, TransientError
+from commerce_sync.transport.http import ChannelRequestError, OAuthClient
 
 log = logging.getLogger(__name__)
 

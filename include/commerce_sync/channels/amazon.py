@@ -31,11 +31,11 @@ from urllib.parse import quote, urlencode
 import requests
 
 from commerce_sync import registry
-from commerce_sync.channels.base import ChannelRequestError, OAuthClient, TokenBucket
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
+from commerce_sync.transport.http import ChannelRequestError, OAuthClient, TokenBucket
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from urllib.parse import urlencode
 import requests
 
 from commerce_sync import registry
-from commerce_sync.channels.base import OAuthClient
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError
+from commerce_sync.transport.http import OAuthClient
 
 log = logging.getLogger(__name__)
 

@@ -40,14 +40,13 @@ from urllib.parse import quote
 import psycopg
 from lxml import etree
 
-from commerce_sync import registry
+from commerce_sync import registry, safe_xml
 from commerce_sync.audit import ledger
 from commerce_sync.channels import prepublish
 from commerce_sync.channels.feed_publish import publish_copy
 from commerce_sync.config import Channel, FeedSettings
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, DataError
-from commerce_sync.sources import safe_xml
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
@@ -453,7 +452,7 @@ def render(
 def validate(path: Path, fmt: FeedFormat, expected_items: int) -> int:
     """Parse the file back with a safe streaming parser and check it; return the item count.
 
-    The parser settings are :mod:`commerce_sync.sources.safe_xml`'s (no entities, no DTD, no
+    The parser settings are :mod:`commerce_sync.safe_xml`'s (no entities, no DTD, no
     network) and a DOCTYPE is refused; lxml hands over only the finished items (tag filter), each
     cleared after its check, so Python sees one event per item rather than two per element.
 

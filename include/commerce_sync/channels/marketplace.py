@@ -38,10 +38,10 @@ import psycopg
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
-from commerce_sync.channels.base import HttpClient, encode_json
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.config import Channel
 from commerce_sync.db import connect
+from commerce_sync.transport.http import HttpClient, encode_json
 
 log = logging.getLogger(__name__)
 

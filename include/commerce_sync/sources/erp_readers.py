@@ -5,7 +5,7 @@
   and cursor column come from erp.yaml; the watermark filter is a bound parameter.
 * **REST**, paged JSON (``paging: cursor`` or ``page``) with the watermark as ``updated_since``;
   auth from the connection (bearer token or basic), retries with backoff through the shared
-  :class:`~commerce_sync.channels.base.HttpClient`. Numbers are parsed as ``Decimal``, never floats.
+  :class:`~commerce_sync.transport.http.HttpClient`. Numbers are parsed as ``Decimal``, never floats.
 
 Every reader yields rows ordered by the key, with the cursor column as an aware UTC datetime so
 the watermark logic is the same for all of them.
@@ -21,11 +21,11 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from commerce_sync.channels.base import HttpClient
 from commerce_sync.config import ErpRestSource, ErpSource
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, DataError
+from commerce_sync.transport.http import HttpClient
 
 POSTGRES_TYPES = frozenset({"postgres", "postgresql"})
 

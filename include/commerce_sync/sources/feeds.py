@@ -21,7 +21,7 @@ from lxml import etree
 
 from commerce_sync.config import BmecatMapping, CsvMapping, Supplier, XmlMapping
 from commerce_sync.errors import FeedError
-from commerce_sync.sources.safe_xml import XmlError, any_namespace, iterparse, local_name, plain_name
+from commerce_sync.safe_xml import XmlError, any_namespace, iterparse, local_name, plain_name
 
 
 class RawRecord(NamedTuple):

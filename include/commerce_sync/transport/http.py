@@ -1,4 +1,5 @@
-"""The shared HTTP plumbing of channel clients: base URL, timeouts, retries, errors, auth hooks.
+"""The shared HTTP plumbing of channel clients and the ERP REST reader: base URL, timeouts, retries,
+errors, auth hooks. A transport module: it imports only kernel modules, so sources and channels both use it.
 
 A concrete client declares its ``channel`` name and, if it authenticates, overrides
 :meth:`HttpClient._auth_headers` and :meth:`HttpClient._refresh_auth`. Every client owns a

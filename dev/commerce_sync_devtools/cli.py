@@ -1,0 +1,88 @@
+"""``commerce-sync-dev``: developer commands around the sandbox (not shipped with the product).
+
+commerce-sync-dev sandbox prepare          load the sandbox ERP database and write the sandbox feeds
+commerce-sync-dev sandbox set-price S P    change one purchase price in the sandbox ERP
+commerce-sync-dev sandbox serve [...]      run the supplier feed server and the marketplace simulators
+                                           (the options of ``python -m commerce_sync_sandbox serve``)
+commerce-sync-dev demo                     run every DAG once against the sandbox and print a summary
+
+The databases come from ``HUB_DATABASE_URL`` and ``ERP_DATABASE_URL`` (default ``commerce_erp`` beside the
+hub), the sandbox's files from ``COMMERCE_SYNC_DATA_DIR``/sandbox, as for ``commerce-sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from decimal import Decimal, InvalidOperation
+
+from commerce_sync.errors import CommerceSyncError
+from commerce_sync.settings import hub_database_url
+from commerce_sync_sandbox.prepare import erp_database_url, prepare_sandbox, sandbox_dir
+
+
+def _sandbox_prepare(_: argparse.Namespace) -> int:
+    print(prepare_sandbox(erp_database_url(), sandbox_dir()))
+    return 0
+
+
+def _sandbox_set_price(args: argparse.Namespace) -> int:
+    from commerce_sync_sandbox.erp import set_purchase_price
+
+    try:
+        price = Decimal(args.price)
+    except InvalidOperation:
+        raise CommerceSyncError(f"price {args.price!r} is not a decimal number (e.g. 999.00)") from None
+    set_purchase_price(erp_database_url(), args.sku, price)
+    print(f"{args.sku}: purchase price set to {args.price} in the sandbox ERP")
+    return 0
+
+
+def _sandbox_serve(args: argparse.Namespace) -> int:
+    from commerce_sync_sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(["serve", *args.options])
+
+
+def _demo(_: argparse.Namespace) -> int:
+    from commerce_sync_devtools.demo import run_demo
+
+    return run_demo(erp_url=erp_database_url(), hub_url=hub_database_url())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commerce-sync-dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = sub.add_parser("sandbox", help="sandbox data and servers").add_subparsers(dest="action", required=True)
+    sandbox.add_parser("prepare", help="load the ERP demo DB and write feeds").set_defaults(func=_sandbox_prepare)
+    set_price = sandbox.add_parser("set-price", help="change one purchase price in the sandbox ERP")
+    set_price.add_argument("sku")
+    set_price.add_argument("price")
+    set_price.set_defaults(func=_sandbox_set_price)
+    serve = sandbox.add_parser(
+        "serve", help="serve the supplier feeds and the marketplace simulators until Ctrl-C", add_help=False
+    )
+    serve.set_defaults(func=_sandbox_serve)  # its options are the sandbox server's own (main passes them on)
+
+    sub.add_parser("demo", help="run every DAG once against the sandbox").set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, options = parser.parse_known_args(argv)
+    if options and args.func is not _sandbox_serve:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
+    args.options = options
+    try:
+        return int(args.func(args))
+    except CommerceSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

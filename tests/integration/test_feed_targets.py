@@ -20,12 +20,12 @@ import paramiko
 import pytest
 
 from commerce_sync.audit import ledger
-from commerce_sync.channels import feed_publish
 from commerce_sync.channels.feed_publish import publish_copy
 from commerce_sync.config import Channel, FeedSettings, PricingRule
 from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
 from commerce_sync.pricing.compute import compute_channel_offers
+from commerce_sync.transport import staging
 from commerce_sync_sandbox.sftp_server import SandboxSftpServer
 from tests.integration.test_pricing_compute import seed_products
 
@@ -149,7 +149,7 @@ def test_connection_dropped_mid_upload_keeps_previous_feed_and_stale_staging_is_
     assert published.read_bytes() == V2
     assert staging_files(published.parent) == [leftover]  # fresh: could be another upload in progress
 
-    stale = time.time() - feed_publish.STALE_STAGING_SECONDS - 60
+    stale = time.time() - staging.STALE_STAGING_SECONDS - 60
     os.utime(leftover, (stale, stale))
     publish_copy(local_feed(tmp_path, V1), settings(server))
     assert published.read_bytes() == V1

@@ -3,8 +3,11 @@
 HTTP(S) downloads stream to a temporary file next to the work directory, verify the announced
 length, and use conditional GET so an unchanged feed costs one ``304``. Network faults, ``429`` and
 ``5xx`` are retried with capped, jittered exponential backoff (``Retry-After`` honoured); any other
-``4xx`` is final. SFTP downloads check the server's host key, stream and compare the byte count with
-the server's size. Local files are hashed in place.
+``4xx`` is final. SFTP downloads go through the package's SFTP client
+(:mod:`commerce_sync.transport.sftp`, shared with the feed publisher): the server's host key is
+checked, the file must hold still and every announced byte must arrive; network faults and a
+still-growing file are retried with the same backoff, a wrong host key or refused credentials are
+final. Local files are hashed in place.
 
 A transfer is rejected whole when it is incomplete: a body shorter or longer than announced, a
 gzip member with a bad CRC or cut short (``.gz`` feeds are recognised by their magic bytes and
@@ -38,6 +41,7 @@ from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, FeedError, TransientError
 from commerce_sync.retry import retry_after_seconds
 from commerce_sync.settings import data_dir
+from commerce_sync.transport import sftp
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +115,7 @@ def fetch(
             f"{transport.conn_id!r}"
         )
     elif isinstance(transport, SftpTransport):
-        from commerce_sync.sources.sftp import fetch_sftp
-
-        result = fetch_sftp(supplier, transport, conn, dest_dir, backoff_base, sleep)
+        result = _fetch_sftp(supplier, transport, conn, dest_dir, backoff_base, sleep)
     else:
         result = _fetch_http(supplier, transport, conn, dest_dir, previous, backoff_base, sleep)
     return gunzip_if_compressed(supplier, result, dest_dir)
@@ -295,6 +297,89 @@ def _fetch_http(
         raise FeedError(supplier.id, location, f"{last_problem} (after {attempts} attempts)")
     raise TransientError(
         f"supplier {supplier.id!r}: feed {location} unavailable after {attempts} attempts: {last_problem}"
+    )
+
+
+def _sftp_location(conn: ConnectionInfo, transport: SftpTransport) -> str:
+    """``sftp://host:port/path``, never with credentials."""
+    return f"sftp://{conn.host}:{conn.port or 22}{transport.path}"
+
+
+def _sftp_download_once(
+    supplier: Supplier,
+    transport: SftpTransport,
+    conn: ConnectionInfo,
+    dest_dir: Path,
+    sleep: Callable[[float], None],
+) -> sftp.Download:
+    location = _sftp_location(conn, transport)
+    try:
+        with sftp.open_sftp(
+            conn,
+            subject=f"supplier {supplier.id!r}",
+            timeout=transport.timeout_seconds,
+            strict_host_key_checking=transport.strict_host_key_checking,
+        ) as client:
+            return sftp.download_settled(
+                client,
+                transport.path,
+                dest_dir,
+                prefix=f"{supplier.id}-",
+                settle_seconds=transport.settle_seconds,
+                sleep=sleep,
+            )
+    except (sftp.SftpRefused, sftp.SftpMissing) as exc:
+        raise FeedError(supplier.id, location, str(exc)) from None
+
+
+def _fetch_sftp(
+    supplier: Supplier,
+    transport: SftpTransport,
+    conn: ConnectionInfo,
+    dest_dir: Path,
+    backoff_base: float,
+    sleep: Callable[[float], None],
+) -> FetchResult:
+    """Download ``transport.path`` from the connection's SFTP server (see the module docstring).
+
+    Raises:
+        FeedError: wrong host key, refused credentials, missing file, or still short after retries.
+        TransientError: network faults or a still-growing file through all retries.
+        ConfigError: no host, no host key to check against, unreadable private key.
+    """
+    import paramiko
+
+    if not conn.host:
+        raise ConfigError(f"connection {conn.conn_id!r} has no host (the SFTP server)")
+    location = _sftp_location(conn, transport)
+    attempts = transport.retries + 1
+    problem = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            download = _sftp_download_once(supplier, transport, conn, dest_dir, sleep)
+            return FetchResult(
+                path=download.path, location=location, sha256=download.sha256, size=download.size, temporary=True
+            )
+        except sftp.SftpIncomplete as exc:
+            problem = str(exc)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if attempt < attempts:
+            delay = backoff_seconds(attempt, backoff_base)
+            log.warning(
+                "supplier %s: %s from %s; retry %d/%d in %.1fs",
+                supplier.id,
+                problem,
+                location,
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            sleep(delay)
+    if problem.startswith("incomplete transfer"):
+        raise FeedError(supplier.id, location, f"{problem} (after {attempts} attempts)")
+    raise TransientError(
+        f"supplier {supplier.id!r}: SFTP feed {location} not fetched after {attempts} attempts: {problem}"
     )
 
 

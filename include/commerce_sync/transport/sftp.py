@@ -1,16 +1,25 @@
-"""SFTP feed transport (paramiko): host key checked, file settled, bytes counted.
+"""The one SFTP client (paramiko) of the package: connect, check the host key, log in, download, upload.
+
+Supplier feeds (:mod:`commerce_sync.sources.transports`) download through it and feed targets
+(:mod:`commerce_sync.channels.feed_publish`) upload through it, so both directions check servers the same way.
 
 The Airflow connection gives host, port (default 22), login and either a password or a private key
 (``extra.private_key``, PEM text, with ``extra.private_key_passphrase`` if encrypted). The server's
 host key is checked against ``extra.host_key`` (``<type> <base64>``, a ``known_hosts`` line without the
-host name) unless the supplier's transport sets ``strict_host_key_checking: false``.
+host name) unless the caller turns strict checking off (throwaway test servers only).
 
-A download is accepted only if the file held still (size and mtime equal over ``settle_seconds``)
-and exactly the announced number of bytes arrived; network faults and a still-growing file are
-retried with backoff; a wrong host key or refused credentials are final.
+:func:`download_settled` accepts a file only if it held still (size and mtime equal over the settle
+time) and exactly the announced number of bytes arrived. :func:`upload_atomic` writes to a staging
+name of its own beside the target (:mod:`commerce_sync.transport.staging`), checks its size with
+``stat`` and renames it over the target with OpenSSH's ``posix-rename``, so a reader sees the old
+file or the new one, never half of one; missing directories are created and staging files that
+interrupted uploads left behind are removed once stale.
 
-:func:`open_sftp` (connect, host key check, login) is also what the feed publisher uploads through
-(:mod:`commerce_sync.channels.feed_publish`), so both directions check servers the same way.
+Errors carry no subject (supplier, feed target): callers wrap them in their own error types.
+:class:`SftpRefused` is final (host key, credentials, a refused rename, a file where a directory
+must be), so is :class:`SftpMissing` (no file to download); :class:`SftpIncomplete` is worth another
+attempt (a growing file, a short read or upload), as are ``OSError``, ``EOFError`` and
+``paramiko.SSHException`` (network faults).
 """
 
 from __future__ import annotations
@@ -22,17 +31,18 @@ import os
 import socket
 import stat as stat_module
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import paramiko
 
-from commerce_sync.config import SftpTransport, Supplier
 from commerce_sync.connections import ConnectionInfo
-from commerce_sync.errors import ConfigError, FeedError, TransientError
-from commerce_sync.sources.transports import FetchResult, backoff_seconds
+from commerce_sync.errors import ConfigError
+from commerce_sync.transport.staging import STALE_STAGING_SECONDS, is_staging_of, staging_name
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +50,21 @@ CHUNK_BYTES = 1 << 16
 _KEY_TYPES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
-class _Retryable(Exception):
-    """A fault worth another attempt (network, growing file, short read)."""
+class SftpIncomplete(Exception):
+    """A transfer that did not complete whole (a growing file, a short read or upload); worth a retry."""
 
 
-def location_of(conn: ConnectionInfo, transport: SftpTransport) -> str:
-    """``sftp://host:port/path``, never with credentials."""
-    return f"sftp://{conn.host}:{conn.port or 22}{transport.path}"
+class SftpMissing(Exception):
+    """The file to download is not on the server (or is not a regular file); final."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """A downloaded file: a temporary file the caller owns, its sha256 and its size in bytes."""
+
+    path: Path
+    sha256: str
+    size: int
 
 
 def _private_key(conn: ConnectionInfo) -> paramiko.PKey | None:
@@ -66,13 +84,15 @@ def _private_key(conn: ConnectionInfo) -> paramiko.PKey | None:
 
 
 class SftpRefused(Exception):
-    """The server's host key is not the configured one, or the server refused our credentials.
+    """The server cannot be trusted or refused what we asked; final (never retried).
 
-    Final (never retried); the message names the connection and what to do. Callers add their subject
-    (a supplier, a feed target) by wrapping it in their own error type.
+    ``reason``: ``host_key`` (not the configured one), ``credentials`` (login refused), ``rename``
+    (the server refused to replace the target with the uploaded copy), ``not_a_directory`` (a file
+    stands where the target's directory must be). The message names the connection or the path;
+    callers add their subject (a supplier, a feed target) and what to do in their own error type.
     """
 
-    def __init__(self, reason: Literal["host_key", "credentials"], message: str) -> None:
+    def __init__(self, reason: Literal["host_key", "credentials", "rename", "not_a_directory"], message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -164,106 +184,142 @@ def _settled_size(sftp: paramiko.SFTPClient, path: str, settle: float, sleep: Ca
         sleep(settle)
     second = sftp.stat(path)
     if (first.st_size, first.st_mtime) != (second.st_size, second.st_mtime):
-        raise _Retryable(f"file still growing (size {first.st_size} -> {second.st_size} bytes)")
+        raise SftpIncomplete(f"file still growing (size {first.st_size} -> {second.st_size} bytes)")
     return int(second.st_size or 0)
 
 
-def _download_once(
-    supplier: Supplier,
-    transport: SftpTransport,
-    conn: ConnectionInfo,
-    dest_dir: Path,
-    sleep: Callable[[float], None],
-) -> tuple[Path, str, int]:
-    location = location_of(conn, transport)
-    try:
-        with open_sftp(
-            conn,
-            subject=f"supplier {supplier.id!r}",
-            timeout=transport.timeout_seconds,
-            strict_host_key_checking=transport.strict_host_key_checking,
-        ) as sftp:
-            return _download(sftp, supplier, transport, location, dest_dir, sleep)
-    except SftpRefused as exc:
-        raise FeedError(supplier.id, location, str(exc)) from None
-
-
-def _download(
+def download_settled(
     sftp: paramiko.SFTPClient,
-    supplier: Supplier,
-    transport: SftpTransport,
-    location: str,
+    path: str,
     dest_dir: Path,
+    *,
+    prefix: str,
+    settle_seconds: float,
     sleep: Callable[[float], None],
-) -> tuple[Path, str, int]:
-    """Read the settled file into a temporary file under ``dest_dir``; (path, sha256, size)."""
+) -> Download:
+    """Read ``path`` into a temporary file ``dest_dir/<prefix>*.feed`` once it held still.
+
+    Raises:
+        SftpMissing: no such regular file (final; one that vanishes during the read is an ``OSError``).
+        SftpIncomplete: the file grew while we looked at it or read it, or fewer bytes arrived.
+    """
     try:
-        expected = _settled_size(sftp, transport.path, transport.settle_seconds, sleep)
+        expected = _settled_size(sftp, path, settle_seconds, sleep)
     except FileNotFoundError as exc:
-        raise FeedError(supplier.id, location, f"no such file on the SFTP server ({exc})") from None
-    fd, name = tempfile.mkstemp(prefix=f"{supplier.id}-", suffix=".feed", dir=dest_dir)
-    path = Path(name)
+        raise SftpMissing(f"no such file on the SFTP server ({exc})") from None
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".feed", dir=dest_dir)
+    local = Path(name)
     digest = hashlib.sha256()
     size = 0
     try:
-        with os.fdopen(fd, "wb") as out, sftp.open(transport.path, "rb") as remote:
+        with os.fdopen(fd, "wb") as out, sftp.open(path, "rb") as remote:
             while chunk := remote.read(CHUNK_BYTES):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
         if size != expected:
-            raise _Retryable(f"incomplete transfer: received {size} bytes, the server announced {expected}")
-        after = sftp.stat(transport.path)
+            raise SftpIncomplete(f"incomplete transfer: received {size} bytes, the server announced {expected}")
+        after = sftp.stat(path)
         if after.st_size != expected:
-            raise _Retryable(f"file still growing (size {expected} -> {after.st_size} bytes during the read)")
+            raise SftpIncomplete(f"file still growing (size {expected} -> {after.st_size} bytes during the read)")
     except BaseException:
-        path.unlink(missing_ok=True)
+        local.unlink(missing_ok=True)
         raise
-    return path, digest.hexdigest(), size
+    return Download(path=local, sha256=digest.hexdigest(), size=size)
 
 
-def fetch_sftp(
-    supplier: Supplier,
-    transport: SftpTransport,
-    conn: ConnectionInfo,
-    dest_dir: Path,
-    backoff_base: float,
-    sleep: Callable[[float], None],
-) -> FetchResult:
-    """Download ``transport.path`` from the connection's SFTP server (see the module docstring).
+def upload_atomic(sftp: paramiko.SFTPClient, local: Path, remote: PurePosixPath) -> None:
+    """Upload ``local`` to ``remote`` through a staging file of its own, renamed over ``remote`` when whole.
+
+    On failure the staging file is removed if the connection still allows it; one left by a lost
+    connection is removed by a later upload to the same target once it is stale.
 
     Raises:
-        FeedError: wrong host key, refused credentials, missing file, or still short after retries.
-        TransientError: network faults or a still-growing file through all retries.
-        ConfigError: no host, no host key to check against, unreadable private key.
+        SftpRefused: ``not_a_directory`` or ``rename`` (the previous file at ``remote`` is unchanged).
+        SftpIncomplete: the server holds fewer bytes than were sent (the previous file is unchanged).
+        PermissionError: the login may not create, write, rename or remove files there.
+        OSError, EOFError, paramiko.SSHException: network faults.
     """
-    if not conn.host:
-        raise ConfigError(f"connection {conn.conn_id!r} has no host (the SFTP server)")
-    location = location_of(conn, transport)
-    attempts = transport.retries + 1
-    problem = ""
-    for attempt in range(1, attempts + 1):
+    _make_dirs(sftp, remote.parent)
+    _remove_stale_staging(sftp, remote)
+    staging = str(remote.parent / staging_name(remote.name))
+    size = local.stat().st_size
+    try:
+        with local.open("rb") as source:
+            sftp.putfo(source, staging, file_size=size, confirm=False)
+        uploaded = sftp.stat(staging).st_size
+        if uploaded != size:
+            raise SftpIncomplete(f"the server holds {uploaded} bytes of the {size} sent")
         try:
-            path, sha256, size = _download_once(supplier, transport, conn, dest_dir, sleep)
-            return FetchResult(path=path, location=location, sha256=sha256, size=size, temporary=True)
-        except _Retryable as exc:
-            problem = str(exc)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        if attempt < attempts:
-            delay = backoff_seconds(attempt, backoff_base)
-            log.warning(
-                "supplier %s: %s from %s; retry %d/%d in %.1fs",
-                supplier.id,
-                problem,
-                location,
-                attempt,
-                attempts - 1,
-                delay,
-            )
-            sleep(delay)
-    if problem.startswith("incomplete transfer"):
-        raise FeedError(supplier.id, location, f"{problem} (after {attempts} attempts)")
-    raise TransientError(
-        f"supplier {supplier.id!r}: SFTP feed {location} not fetched after {attempts} attempts: {problem}"
-    )
+            sftp.posix_rename(staging, str(remote))
+        except OSError as exc:
+            if not _connected(sftp):
+                raise
+            raise SftpRefused("rename", f"posix-rename onto {remote}: {type(exc).__name__}: {exc}") from None
+    except BaseException:
+        _remove_quietly(sftp, staging)
+        raise
+
+
+def _make_dirs(sftp: paramiko.SFTPClient, directory: PurePosixPath) -> None:
+    """Create ``directory`` and its missing parents (another upload creating them too is fine)."""
+    missing: list[PurePosixPath] = []
+    for candidate in (directory, *directory.parents):
+        try:
+            attributes = sftp.stat(str(candidate))
+        except FileNotFoundError:
+            missing.append(candidate)
+            continue
+        if attributes.st_mode is not None and not stat_module.S_ISDIR(attributes.st_mode):
+            raise SftpRefused("not_a_directory", f"{candidate} exists on the server but is not a directory")
+        break
+    for candidate in reversed(missing):
+        try:
+            sftp.mkdir(str(candidate))
+        except OSError:
+            if not _is_dir(sftp, candidate):  # else another upload created it meanwhile
+                raise
+        log.info("created directory %s on the SFTP server", candidate)
+
+
+def _is_dir(sftp: paramiko.SFTPClient, path: PurePosixPath) -> bool:
+    try:
+        mode = sftp.stat(str(path)).st_mode
+    except FileNotFoundError:
+        return False
+    return mode is not None and stat_module.S_ISDIR(mode)
+
+
+def _connected(sftp: paramiko.SFTPClient) -> bool:
+    transport = sftp.get_channel().get_transport()
+    return bool(transport.is_active())
+
+
+def _remove_stale_staging(sftp: paramiko.SFTPClient, remote: PurePosixPath) -> None:
+    """Remove staging files of this target left by uploads whose connection was lost."""
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    try:
+        entries = sftp.listdir_attr(str(remote.parent))
+    except PermissionError as exc:  # a server may allow writing but not listing: never block the upload
+        log.warning("cannot list %s to remove stale staging files (%s)", remote.parent, exc)
+        return
+    for entry in entries:
+        if is_staging_of(entry.filename, remote.name) and (entry.st_mtime or 0) < cutoff:
+            log.warning("removing staging file %s left by an interrupted upload", remote.parent / entry.filename)
+            _remove_quietly(sftp, str(remote.parent / entry.filename))
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    """Best-effort removal that never masks the error being handled."""
+    try:
+        sftp.remove(path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:
+        log.warning(
+            "could not remove staging file %s (%s: %s); the next upload removes it once it is %d s old",
+            path,
+            type(exc).__name__,
+            exc,
+            STALE_STAGING_SECONDS,
+        )

@@ -93,10 +93,9 @@ def hub_to_channel_offers() -> None:
     @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY])
     def check_hub_catalog() -> dict[str, Any]:
         """The merged catalog suite (GX on PostgreSQL): evidence in the ledger, refusal above the limit."""
-        from commerce_sync.config import load_quality
+        from commerce_sync.config import data_docs_root, load_quality
         from commerce_sync.lineage import report_transfer
         from commerce_sync.quality.catalog import check_hub_catalog as check
-        from commerce_sync.quality.gate import data_docs_root
 
         with operator_errors("hub catalog"):
             quality = load_quality()

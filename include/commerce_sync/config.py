@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from commerce_sync.errors import ConfigError
-from commerce_sync.settings import config_dir
+from commerce_sync.settings import config_dir, data_dir
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
@@ -637,6 +637,12 @@ class QualityFile(Model):
     def breakers(self, dataset: str, source: str) -> BatchBreakers:
         """The breakers of ``dataset`` (``supplier_offer``, ``erp_product``) for ``source``; defaults if unset."""
         return self.datasets.get(dataset, DatasetQuality()).for_source(source)  # type: ignore[call-overload]
+
+
+def data_docs_root(quality: QualityFile) -> Path:
+    """Where Data Docs are rendered: ``quality.yaml`` ``data_docs_dir`` (relative to the data dir)."""
+    configured = Path(quality.data_docs_dir or "data_docs")
+    return configured if configured.is_absolute() else data_dir() / configured
 
 
 def load_quality(directory: Path | None = None) -> QualityFile:

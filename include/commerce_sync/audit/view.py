@@ -220,8 +220,7 @@ def data_docs_file(relative: str, root: Path | None = None) -> Path | None:
     resolved first and must stay under the resolved root.
     """
     if root is None:
-        from commerce_sync.config import load_quality
-        from commerce_sync.quality.gate import data_docs_root
+        from commerce_sync.config import data_docs_root, load_quality
 
         root = data_docs_root(load_quality())
     base = root.resolve()

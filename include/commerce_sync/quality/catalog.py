@@ -100,7 +100,7 @@ def check_hub_catalog(
     Args:
         dsn: Hub database.
         run: The Airflow run doing it.
-        docs_dir: Root of the Data Docs (``quality.gate.data_docs_root``); None renders none.
+        docs_dir: Root of the Data Docs (``config.data_docs_root``); None renders none.
         max_failing_skus: Refuse (DataError) when more SKUs than this break a rule; None only reports.
         on_transfer: Called with the ledger transfer id before the checks run (e.g. to name it in lineage).
 

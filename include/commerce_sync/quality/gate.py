@@ -22,11 +22,10 @@ import psycopg
 from psycopg import sql
 
 from commerce_sync.audit.ledger import Transfer
-from commerce_sync.config import BatchBreakers, QualityFile
+from commerce_sync.config import BatchBreakers
 from commerce_sync.db import connect
 from commerce_sync.quality.breakers import Decision, Measure, Override, decide
 from commerce_sync.quality.suites import ExpectationResult, Suite, ValidationOutcome
-from commerce_sync.settings import data_dir
 
 
 def compile_row_checks(suite: Suite) -> str:
@@ -186,12 +185,6 @@ def source_breakers(
 
 
 # ---------------------------------------------------------------- the whole gate
-def data_docs_root(quality: QualityFile) -> Path:
-    """Where Data Docs are rendered: ``quality.yaml`` ``data_docs_dir`` (relative to the data dir)."""
-    configured = Path(quality.data_docs_dir or "data_docs")
-    return configured if configured.is_absolute() else data_dir() / configured
-
-
 def check_batch(
     dsn: str,
     suite: Suite,

@@ -21,11 +21,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import ErpRestSource, ErpSource, QualityFile, load_quality
+from commerce_sync.config import ErpRestSource, ErpSource, QualityFile, data_docs_root, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.quality.breakers import Override
-from commerce_sync.quality.gate import check_batch, data_docs_root
+from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.suites import ERP_PRODUCTS
 from commerce_sync.sources.erp_readers import read_erp_rows
 from commerce_sync.sources.gtin import checked_gtin

@@ -26,12 +26,12 @@ import psycopg
 from psycopg import sql
 
 from commerce_sync.audit import changes, ledger
-from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, load_quality
+from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, data_docs_root, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import DataError, FeedError
 from commerce_sync.quality.breakers import Override
-from commerce_sync.quality.gate import check_batch, data_docs_root
+from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.quarantine import resolve_fixed
 from commerce_sync.quality.suites import NUMBER_SPACES, SUPPLIER_OFFERS, ValidationOutcome, price_pattern
 from commerce_sync.sources import price_changes

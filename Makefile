@@ -4,7 +4,7 @@
 demo: ## Run the whole sync once against the sandbox and print a summary
 	@bash scripts/demo.sh
 
-test: ## Lint, type check and run the whole test suite
+test: ## Lint, type check, check the import contracts and run the whole test suite
 	@bash scripts/test.sh
 
 ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint, type check and the whole test suite (real PostgreSQL, real HTTP on loopback).
+# Lint, type check, import contracts and the whole test suite (real PostgreSQL, real HTTP on loopback).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup_all
 cd "$REPO"
@@ -23,5 +23,7 @@ ruff check .
 ruff format --check .
 log "mypy"
 mypy
+log "import contracts"
+lint-imports --no-cache --no-logo
 log "pytest"
 pytest "$@"

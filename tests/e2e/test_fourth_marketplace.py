@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from commerce_sync.db import connect
-from commerce_sync.devtools.demo import DAG_ORDER, run_dags
+from commerce_sync_devtools.demo import DAG_ORDER, run_dags
 from tests.e2e.sandbox_world import sandbox_world
 
 pytestmark = pytest.mark.e2e

@@ -20,11 +20,11 @@ from decimal import Decimal
 from typing import Any
 
 from commerce_sync import registry
-from commerce_sync.channels.base import HttpClient
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError
+from commerce_sync.transport.http import HttpClient
 
 MAX_ITEMS = 10
 

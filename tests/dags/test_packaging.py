@@ -1,5 +1,5 @@
-"""What ships: the product wheel holds the product package and its migrations, no sandbox or devtools,
-and pyproject.toml declares every third-party distribution the product package imports.
+"""What ships: the product wheel holds the product package, its migrations and package data, and no
+sandbox or devtools; pyproject.toml declares every third-party distribution the package imports.
 
 The wheel is built from a copy of pyproject.toml, README.md and include/ (so the build leaves nothing
 in the working tree) with the venv's pinned setuptools and no build isolation: no network, about 1 s.
@@ -72,6 +72,13 @@ def test_wheel_holds_the_product_and_its_migrations_and_no_sandbox(wheel: zipfil
     migrations = {p.relative_to(PACKAGE.parent).as_posix() for p in (PACKAGE / "hub" / "migrations").glob("*.sql")}
     assert len(migrations) >= 10
     assert migrations <= names, f"migrations missing from the wheel: {sorted(migrations - names)}"
+    data = {
+        path.relative_to(PACKAGE.parent).as_posix()
+        for pattern in PYPROJECT["tool"]["setuptools"]["package-data"]["commerce_sync"]
+        for path in PACKAGE.glob(pattern)
+    }
+    assert data - migrations, "expected package data besides the migrations (SQL, templates, CSS)"
+    assert data <= names, f"package data missing from the wheel: {sorted(data - names)}"
 
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"commerce_sync", "commerce_sync-0.1.0.dist-info"}, tops

@@ -72,7 +72,7 @@ class AllegroClient(OAuthClient):
         client_id: OAuth client id.
         client_secret: OAuth client secret (never shown in repr, logs or errors).
         token_url: token endpoint; default ``base_url + "/auth/oauth/token"``.
-        **options: passed to :class:`~commerce_sync.channels.base.HttpClient`.
+        **options: passed to :class:`~commerce_sync.transport.http.HttpClient`.
     """
 
     channel = "allegro"

@@ -62,7 +62,7 @@ class AmazonClient(OAuthClient):
         token_url: LWA endpoint (``https://api.amazon.com/auth/o2/token``; default: on ``base_url``).
         seller_id: the selling partner id (needed by the Listings Items API).
         marketplace_id: the marketplace the channel sells in (``A1C3SOZRARQ6R3`` = Amazon.pl).
-        **options: passed to :class:`~commerce_sync.channels.base.HttpClient`.
+        **options: passed to :class:`~commerce_sync.transport.http.HttpClient`.
     """
 
     channel = "amazon"

@@ -40,7 +40,7 @@ class EbayClient(OAuthClient):
         client_id: the app's client id.
         client_secret: the app's client secret (never shown).
         refresh_token: the seller's refresh token (never shown).
-        **options: passed to :class:`~commerce_sync.channels.base.HttpClient`.
+        **options: passed to :class:`~commerce_sync.transport.http.HttpClient`.
     """
 
     channel = "ebay"

@@ -55,7 +55,6 @@ DATASET = "channel_offer"
 FORMULA_VERSION = 2  # bump when the SQL in pricing/sql/ changes what it computes: forces a full recomputation
 
 
-
 def price_hash(t: str) -> sql.Composed:
     """The hash of the price part of the offer row aliased ``t`` (``sql/price_hash.sql``).
 

@@ -1,7 +1,9 @@
 """
 ### Supplier feeds → hub: wholesaler offers (purchase price, dropship stock)
 
-One mapped task per enabled supplier in `include/config/suppliers.yaml`: fetch the feed (HTTP with
+One mapped task per feed of each enabled supplier in `include/config/suppliers.yaml` (a supplier has
+one feed, or several such as a BMEcat price catalogue plus a CSV stock feed: each loads on its own and
+sets only the fields it delivers; the offer keeps the other feed's fields). Each task: fetch the feed (HTTP with
 conditional GET, SFTP with a checked host key, or a local file; `.gz` accepted; incomplete transfers
 refused whole), parse it streamed (generic XML mapping, BMEcat 1.2/2005 or CSV), COPY it into
 staging, validate it (failing rows go to `hub.quarantine` with the reason), then merge valid rows
@@ -74,18 +76,23 @@ from commerce_sync.airflow_glue import (
 )
 def suppliers_to_hub_offers() -> None:
     @task
-    def list_suppliers() -> list[str]:
+    def list_supplier_feeds() -> list[dict[str, str | None]]:
         from commerce_sync.config import load_config
 
         with operator_errors("suppliers.yaml"):
-            return [s.id for s in load_config().suppliers if s.enabled]
+            return [
+                {"supplier_id": s.id, "feed_id": view.feed_id}
+                for s in load_config().suppliers
+                if s.enabled
+                for view in s.feed_views()
+            ]
 
     # The feed read is per supplier (configuration, unknown at parse time): it is reported at run time.
     @task(
         outlets=[assets.HUB_SUPPLIER_OFFER, assets.HUB_QUARANTINE, assets.HUB_SUPPLIER_PRICE_CHANGE],
         max_active_tis_per_dagrun=4,
     )
-    def sync_supplier_feed(supplier_id: str) -> dict[str, Any]:
+    def sync_supplier_feed(supplier_id: str, feed_id: str | None = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
         from commerce_sync.config import load_config, load_quality
@@ -97,12 +104,12 @@ def suppliers_to_hub_offers() -> None:
 
         with operator_errors(f"supplier {supplier_id!r}"):
             config = load_config()
-            supplier = config.supplier(supplier_id)
-            transport = supplier.transport
+            supplier = config.supplier(supplier_id).feed_view(feed_id)
+            transport = supplier.spec.transport
             conn_id = getattr(transport, "conn_id", None)
             report_input(assets.supplier_feed(supplier_id, transport.type, transport.path, conn_id))
             conn = get_connection(conn_id) if conn_id else None
-            work_dir = data_dir() / "downloads" / supplier_id
+            work_dir = data_dir() / "downloads" / supplier_id / (feed_id or "")
             work_dir.mkdir(parents=True, exist_ok=True)
             result = sync_supplier(
                 hub_dsn(),
@@ -150,7 +157,7 @@ def suppliers_to_hub_offers() -> None:
             "Fix the cause named in the failed sync_supplier_feed task, clear it, then clear merge_supplier_offers."
         )
 
-    synced = sync_supplier_feed.expand(supplier_id=list_suppliers())
+    synced = sync_supplier_feed.expand_kwargs(list_supplier_feeds())
     merged = merge_supplier_offers()
     synced >> merged
     [synced, merged] >> report_failed_suppliers()

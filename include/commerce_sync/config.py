@@ -20,20 +20,21 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from commerce_sync.errors import ConfigError
-from commerce_sync.settings import config_dir, data_dir
+from commerce_sync.settings import config_dir, data_dir, published_file_mode
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Percent = Annotated[Decimal, Field(ge=0, lt=1000)]
 
-# Fields every supplier format must deliver, in staging order.
+# Fields a supplier feed can deliver, in staging order; pack_size only converts price and quantity.
 SUPPLIER_FIELDS = ("supplier_sku", "gtin", "name", "purchase_price", "currency", "quantity")
-REQUIRED_SUPPLIER_FIELDS = ("supplier_sku", "purchase_price", "quantity")
+MAPPABLE_SUPPLIER_FIELDS = (*SUPPLIER_FIELDS, "pack_size")
 
 
 class Model(BaseModel):
@@ -82,20 +83,27 @@ class SftpTransport(Model):
 Transport = Annotated[HttpTransport | FileTransport | SftpTransport, Field(discriminator="type")]
 
 
+PackBasis = Literal["unit", "pack"]
+
+
 class XmlMapping(Model):
     """Generic XML: one element per record, fields as paths relative to the record."""
 
     record_tag: str = Field(description="local name of the element that holds one record")
+    stock_only: bool = Field(default=False, description="true: a stock feed without prices (fields has no price)")
     fields: dict[str, str]
     decimal_separator: Literal[".", ","] = "."
     price_unit: Literal["unit", "cent"] = Field(
         default="unit", description="cent: prices are integers in 1/100 of the currency (grosze, cents)"
     )
+    price_per: PackBasis = Field(default="unit", description="pack: the price is for one pack of pack_size units")
+    quantity_per: PackBasis = Field(default="unit", description="pack: the stock counts packs of pack_size units")
+    pack_size: int | None = Field(default=None, ge=1, description="units per pack when no pack_size field is mapped")
 
     @field_validator("fields")
     @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_field_mapping(value)
+    def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return _check_field_mapping(value, stock_only=bool(info.data.get("stock_only")))
 
 
 class CsvMapping(Model):
@@ -108,60 +116,96 @@ class CsvMapping(Model):
     )
     encoding: Literal["utf-8", "utf-8-sig", "cp1250", "iso-8859-2"] = "utf-8"
     decimal_separator: Literal[".", ","] = "."
+    stock_only: bool = Field(default=False, description="true: a stock feed without prices (columns has no price)")
     columns: dict[str, str]
+    price_per: PackBasis = Field(default="unit", description="pack: the price is for one pack of pack_size units")
+    quantity_per: PackBasis = Field(default="unit", description="pack: the stock counts packs of pack_size units")
+    pack_size: int | None = Field(default=None, ge=1, description="units per pack when no pack_size column is mapped")
 
     @field_validator("columns")
     @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_field_mapping(value)
+    def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return _check_field_mapping(value, stock_only=bool(info.data.get("stock_only")))
 
 
 class BmecatMapping(Model):
-    """BMEcat 1.2 (``ARTICLE``) and 2005 (``PRODUCT``) catalogs: which price to take, where stock is.
+    """BMEcat 1.2 (``ARTICLE``) and 2005 (``PRODUCT``) catalogs: which price is the cost, where stock is.
 
-    BMEcat has no standard stock element; suppliers put it in a user-defined extension, so its path
-    (relative to the article, like the generic XML paths) is configuration.
+    The cost per sellable unit is ``PRICE_AMOUNT`` x ``PRICE_FACTOR`` / ``PRICE_QUANTITY`` of the chosen
+    price type and tier, divided by ``NO_CU_PER_OU`` when we sell content units (a bottle out of a carton
+    of 12), and net of ``TAX`` for gross price types. BMEcat has no standard stock element: suppliers
+    put it in a user-defined extension (its path, relative to the article, is configuration) or send it
+    in a separate feed; a catalogue without it leaves the quantity to ``missing_quantity``.
     """
 
     price_types: list[str] = Field(
         default=["net_customer", "net_list"], min_length=1, description="first price type found wins"
     )
+    gross_price_types: list[str] = Field(
+        default=["gros_list", "nrp"],
+        description="price types that include tax: the cost is amount / (1 + TAX); a gross price without TAX "
+        "is quarantined",
+    )
+    tier_quantity: int | None = Field(
+        default=None,
+        ge=1,
+        description="which quantity tier (LOWER_BOUND) is the cost: the tier that applies when ordering this "
+        "many order units; default (unset): the tier with the lowest LOWER_BOUND",
+    )
+    sell_unit: Literal["content_unit", "order_unit"] = Field(
+        default="content_unit",
+        description="content_unit: cost and stock per content unit (order-unit price / NO_CU_PER_OU); "
+        "order_unit: per order unit as ordered",
+    )
+    stock_unit: Literal["content_unit", "order_unit"] = Field(
+        default="order_unit", description="what the stock extension counts; converted to sell_unit"
+    )
     gtin_types: list[str] = Field(default=["gtin", "ean"], min_length=1)
     stock_path: str | None = "USER_DEFINED_EXTENSIONS/UDX.STOCK"
 
 
-def _check_field_mapping(value: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(value) - set(SUPPLIER_FIELDS))
+def _check_field_mapping(value: dict[str, str], *, stock_only: bool) -> dict[str, str]:
+    """Known fields; a price unless the feed says ``stock_only`` (then a quantity and no price).
+
+    A feed without a quantity is allowed: its ``missing_quantity`` policy (or another feed) supplies stock.
+    """
+    unknown = sorted(set(value) - set(MAPPABLE_SUPPLIER_FIELDS))
     if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; allowed: {list(SUPPLIER_FIELDS)}")
-    missing = [name for name in REQUIRED_SUPPLIER_FIELDS if name not in value]
+        raise ValueError(f"unknown field(s) {unknown}; allowed: {list(MAPPABLE_SUPPLIER_FIELDS)}")
+    required = ["supplier_sku", "quantity"] if stock_only else ["supplier_sku", "purchase_price"]
+    missing = [name for name in required if name not in value]
     if missing:
-        raise ValueError(f"missing required field(s) {missing}")
+        hint = "" if stock_only else " (a stock feed without prices says stock_only: true)"
+        raise ValueError(f"missing required field(s) {missing}{hint}")
+    if stock_only and "purchase_price" in value:
+        raise ValueError("stock_only: true but purchase_price is mapped; remove one of them")
     return value
 
 
-class Supplier(Model):
-    """A wholesaler whose feed we read."""
+MissingQuantity = Literal["keep", "zero", "default"]
 
-    id: Identifier
-    name: str
-    enabled: bool = True
+
+class FeedSpec(Model):
+    """How one delivery is read: format, transport, mapping, full or delta, and the quantity policy."""
+
     format: Literal["xml", "csv", "bmecat"]
-    mode: Literal["full", "delta"] = Field(
-        default="full", description="full: offers absent from the feed are deactivated"
-    )
-    currency: Currency = "PLN"
     transport: Transport
+    mode: Literal["full", "delta"] = Field(
+        default="full", description="full: offers absent from the feed are deactivated (stock feed: stock 0)"
+    )
     xml: XmlMapping | None = None
     csv: CsvMapping | None = None
     bmecat: BmecatMapping | None = None
-    match_by: Literal["gtin", "sku"] = Field(
-        default="gtin", description="how offers meet hub products in the merge: GTIN, or supplier_sku = hub SKU"
+    missing_quantity: MissingQuantity = Field(
+        default="keep",
+        description="when a record carries no stock (a catalogue without stock, a price-only feed): keep: the "
+        "quantity another feed delivered (unknown until one does, and unknown is not sellable); zero: 0 "
+        "(not sellable from this supplier); default: default_quantity",
     )
-    priority: int = Field(default=100, ge=0, description="lower wins ties (and everything under policy 'priority')")
+    default_quantity: int | None = Field(default=None, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
-    def _mapping_matches_format(self) -> Supplier:
+    def _mapping_matches_format(self) -> FeedSpec:
         mapping = {"xml": self.xml, "csv": self.csv, "bmecat": self.bmecat}
         if mapping[self.format] is None:
             if self.format != "bmecat":
@@ -170,13 +214,146 @@ class Supplier(Model):
         others = [name for name, value in mapping.items() if name != self.format and value is not None]
         if others:
             raise ValueError(f"format is {self.format!r} but a {others[0]!r} mapping is given")
+        if (self.missing_quantity == "default") != (self.default_quantity is not None):
+            raise ValueError("default_quantity is set exactly when missing_quantity is 'default'")
         return self
+
+    @property
+    def delivered_fields(self) -> frozenset[str]:
+        """The fields this feed is the source of; the others keep what the supplier's other feeds set."""
+        if self.format == "bmecat":
+            fields = {"supplier_sku", "gtin", "name", "purchase_price", "currency"}
+            if self.bmecat is not None and self.bmecat.stock_path:
+                fields.add("quantity")
+        else:
+            mapping = self.xml.fields if self.xml is not None else self.csv.columns if self.csv is not None else {}
+            fields = set(mapping) & set(SUPPLIER_FIELDS)
+            if "purchase_price" in fields:
+                fields.add("currency")  # the supplier's default currency comes with its prices
+        if self.missing_quantity != "keep":
+            fields.add("quantity")  # a policy value is delivered for every record without stock
+        return frozenset(fields)
+
+    @property
+    def quantity_required(self) -> bool:
+        """A mapped stock column must hold a number (else the row is quarantined); BMEcat stock is optional."""
+        return self.format != "bmecat" and "quantity" in (
+            self.xml.fields if self.xml else self.csv.columns if self.csv else {}
+        )
 
     @property
     def decimal_separator(self) -> str:
         """The decimal separator of the feed's numbers (BMEcat prescribes '.')."""
         mapping = self.xml if self.format == "xml" else self.csv if self.format == "csv" else None
         return mapping.decimal_separator if mapping is not None else "."
+
+
+class SupplierFeed(FeedSpec):
+    """One of a supplier's several feeds (e.g. a daily BMEcat catalogue and a 15-minute stock CSV)."""
+
+    id: Identifier
+
+
+class Supplier(Model):
+    """A wholesaler whose feed(s) we read.
+
+    One feed: ``format``, ``transport`` and its mapping directly on the supplier (as always). Several
+    feeds: a ``feeds`` list, each with its own id, format, transport, mode and mapping; they are merged
+    per supplier SKU, each setting only the fields it delivers (:attr:`FeedSpec.delivered_fields`).
+    Code that loads one feed works on :meth:`feed_views`: a Supplier per feed, with that feed's settings.
+    """
+
+    id: Identifier
+    name: str
+    enabled: bool = True
+    format: Literal["xml", "csv", "bmecat"] | None = None
+    mode: Literal["full", "delta"] = Field(
+        default="full", description="full: offers absent from the feed are deactivated"
+    )
+    currency: Currency = "PLN"
+    transport: Transport | None = None
+    xml: XmlMapping | None = None
+    csv: CsvMapping | None = None
+    bmecat: BmecatMapping | None = None
+    missing_quantity: MissingQuantity = "keep"
+    default_quantity: int | None = Field(default=None, ge=0, le=1_000_000)
+    feeds: list[SupplierFeed] = Field(default=[], description="several feeds instead of format/transport")
+    match_by: Literal["gtin", "sku"] = Field(
+        default="gtin", description="how offers meet hub products in the merge: GTIN, or supplier_sku = hub SKU"
+    )
+    priority: int = Field(default=100, ge=0, description="lower wins ties (and everything under policy 'priority')")
+    feed_id: Identifier | None = Field(
+        default=None, description="set on the per-feed view made by feed_views(); not written in suppliers.yaml"
+    )
+
+    @model_validator(mode="after")
+    def _one_feed_or_feeds(self) -> Supplier:
+        if self.feed_id is not None and self.feeds:
+            raise ValueError("feed_id is not configuration: it names the feed of a per-feed view")
+        if self.feeds:
+            single = [
+                k
+                for k in ("format", "transport", "xml", "csv", "bmecat", "default_quantity")
+                if getattr(self, k) is not None
+            ]
+            if single:
+                raise ValueError(f"give either feeds or a single feed's settings, not both (found {single})")
+            _require_unique([f.id for f in self.feeds], f"feed id of supplier {self.id}")
+            return self
+        if self.format is None or self.transport is None:
+            raise ValueError("a supplier needs format and transport (one feed) or a feeds list")
+        spec = self.spec  # validates the single feed as a FeedSpec (mapping matches format, policy)
+        if self.bmecat is None and spec.bmecat is not None:
+            object.__setattr__(self, "bmecat", spec.bmecat)
+        return self
+
+    @property
+    def spec(self) -> FeedSpec:
+        """This (single-feed or per-feed view) supplier's feed settings."""
+        if self.feeds or self.format is None or self.transport is None:
+            raise ValueError(f"supplier {self.id!r} has several feeds: use feed_views()")
+        return FeedSpec(
+            format=self.format,
+            transport=self.transport,
+            mode=self.mode,
+            xml=self.xml,
+            csv=self.csv,
+            bmecat=self.bmecat,
+            missing_quantity=self.missing_quantity,
+            default_quantity=self.default_quantity,
+        )
+
+    def feed_views(self) -> list[Supplier]:
+        """One Supplier per feed, carrying that feed's settings and ``feed_id`` (itself when single-feed)."""
+        if not self.feeds:
+            return [self]
+        base = self.model_dump(exclude={"feeds"})
+        return [
+            Supplier.model_validate({**base, **feed.model_dump(exclude={"id"}), "feed_id": feed.id})
+            for feed in self.feeds
+        ]
+
+    def feed_view(self, feed_id: str | None) -> Supplier:
+        """The view of one feed (``None``: the single feed)."""
+        for view in self.feed_views():
+            if view.feed_id == feed_id:
+                return view
+        raise ConfigError(f"supplier {self.id!r} has no feed {feed_id!r}")
+
+    @property
+    def source(self) -> str:
+        """The ledger source of this feed: ``supplier:<id>``, or ``supplier:<id>/<feed>`` for one of several."""
+        return f"supplier:{self.id}" if self.feed_id is None else f"supplier:{self.id}/{self.feed_id}"
+
+    @property
+    def feed_label(self) -> str:
+        """The feed's name in provenance columns and the ledger (``main`` for a single-feed supplier)."""
+        return self.feed_id or "main"
+
+    @property
+    def decimal_separator(self) -> str:
+        """The decimal separator of the feed's numbers (BMEcat prescribes '.')."""
+        return self.spec.decimal_separator
 
 
 class SupplyMerge(Model):
@@ -391,6 +568,23 @@ class FeedSettings(Model):
         "target_conn_id) or any ObjectStoragePath URL (file://, s3://, gs://, ...)",
     )
     target_conn_id: str | None = Field(default=None, description="Airflow connection for the target")
+    file_mode: int = Field(
+        default_factory=published_file_mode,
+        ge=0,
+        le=0o777,
+        description="permission bits of the written feed file (YAML: 0o644 or '0644'); default "
+        "COMMERCE_SYNC_FILE_MODE or 0644, so a web server running as another user can serve it",
+    )
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):  # '0644' in YAML is a string; a bare 0644 would be read as decimal 644
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal file mode such as '0644'") from None
+        return value
 
 
 class OfferBreakers(Model):

@@ -24,3 +24,24 @@ def config_dir() -> Path:
 def data_dir() -> Path:
     """Writable directory for feeds, downloads and sandbox state (``COMMERCE_SYNC_DATA_DIR``)."""
     return Path(os.environ.get("COMMERCE_SYNC_DATA_DIR") or REPO_ROOT / ".data")
+
+
+DEFAULT_FILE_MODE = 0o644
+
+
+def published_file_mode() -> int:
+    """Permission bits of the files we publish (feeds, reports): ``COMMERCE_SYNC_FILE_MODE`` (octal) or 0644.
+
+    The files are written under a private temporary name (``mkstemp`` gives 0600) and renamed; without
+    this a web server running as another user could not serve them.
+    """
+    raw = os.environ.get("COMMERCE_SYNC_FILE_MODE")
+    if not raw:
+        return DEFAULT_FILE_MODE
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        raise ValueError(f"COMMERCE_SYNC_FILE_MODE={raw!r} is not an octal file mode such as 0644") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"COMMERCE_SYNC_FILE_MODE={raw!r} is not a file mode between 0000 and 0777")
+    return mode

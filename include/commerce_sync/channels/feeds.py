@@ -586,7 +586,10 @@ def write_feed(
             previous = _sha256_of(target)
             rewritten = previous != stats.sha256
             if rewritten:
+                os.chmod(tmp, feed.file_mode)  # mkstemp's 0600 would hide the feed from a web server
                 os.replace(tmp, target)
+            elif (target.stat().st_mode & 0o777) != feed.file_mode:
+                os.chmod(target, feed.file_mode)  # an unchanged feed written before the mode was set
             else:
                 tmp.unlink()
         except BaseException:

@@ -251,7 +251,7 @@ SUPPLIER_OFFERS = Suite(
                {integer_value_sql("t.quantity_text")} AS quantity_value,
                {gtin_value_sql("t.gtin_digits")} AS gtin_value
           FROM (SELECT s.record_no, s.source_line, s.supplier_sku, s.gtin, s.name, s.purchase_price,
-                       s.currency, s.quantity,
+                       s.currency, s.quantity, s.price_expected, s.quantity_expected,
                        translate(s.purchase_price, '{NUMBER_SPACE_CHARS}', '') AS price_text,
                        translate(s.quantity, '{NUMBER_SPACE_CHARS}', '') AS quantity_text,
                        translate(s.gtin, '{GTIN_SEPARATORS}', '') AS gtin_digits,
@@ -276,7 +276,8 @@ SUPPLIER_OFFERS = Suite(
         RowExpectation(
             "expect_column_values_to_match_regex",
             "purchase_price",
-            "r.price_value IS NULL",
+            # A feed that does not deliver prices (a stock feed) may leave a new offer's price unknown.
+            "r.price_value IS NULL AND (r.purchase_price IS NOT NULL OR r.price_expected)",
             "CASE WHEN r.purchase_price IS NULL THEN 'purchase_price is missing' "
             "ELSE format('purchase_price %%L is not a number (expected digits with %%L as decimal separator "
             "and at most 4 decimals)', r.purchase_price, %(decimal_separator)s) END",
@@ -293,7 +294,8 @@ SUPPLIER_OFFERS = Suite(
         RowExpectation(
             "expect_column_values_to_match_regex",
             "quantity",
-            "r.quantity_value IS NULL",
+            # BMEcat has no stock element and a price-only feed none at all: unknown stock is not sellable.
+            "r.quantity_value IS NULL AND (r.quantity IS NOT NULL OR r.quantity_expected)",
             "CASE WHEN r.quantity IS NULL THEN 'quantity is missing' "
             "ELSE format('quantity %%L is not a whole number', r.quantity) END",
             {"regex": QUANTITY_PATTERN},

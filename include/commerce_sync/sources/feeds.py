@@ -14,6 +14,7 @@ import functools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
@@ -52,6 +53,61 @@ def _cents_to_units(raw: str | None, separator: str) -> str | None:
     sign = "-" if digits.startswith("-") else ""
     digits = digits.lstrip("+-").rjust(3, "0")
     return f"{sign}{digits[:-2]}{separator}{digits[-2:]}"
+
+
+# Costs are stored with 4 decimals (hub numeric(14, 4)); a per-unit cost is rounded half up to that.
+COST_STEP = Decimal("0.0001")
+_NUMBER_SPACES = str.maketrans("", "", " \u00a0\u202f\u2009")
+
+
+def _decimal(raw: str | None, separator: str = ".") -> Decimal | None:
+    """``raw`` as a Decimal (spaces removed, ``separator`` as the decimal point); None if not a finite number."""
+    if raw is None:
+        return None
+    text = raw.translate(_NUMBER_SPACES)
+    if separator != ".":
+        if "." in text:
+            return None  # "1.234,5": thousands separators are not accepted (as the price check)
+        text = text.replace(separator, ".")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def _cost_text(value: Decimal, separator: str = ".") -> str:
+    """A per-unit cost, rounded half up to 4 decimals, in the feed's decimal separator."""
+    return format(value.quantize(COST_STEP, rounding=ROUND_HALF_UP), "f").replace(".", separator)
+
+
+def _per_unit(values: dict[str, str | None], mapping: XmlMapping | CsvMapping) -> None:
+    """Turn a price per pack and/or a stock in packs into per-unit values, in place (``pack_size``).
+
+    A pack size that is missing or not a positive whole number marks the price (or the quantity) so
+    that validation quarantines the row with the reason in its text.
+    """
+    raw_size = values.pop("pack_size", None)
+    if mapping.price_per == "unit" and mapping.quantity_per == "unit":
+        return
+    size = _decimal(raw_size) if raw_size is not None else Decimal(mapping.pack_size or 0)
+    valid = size is not None and size > 0 and size == size.to_integral_value()
+    problem = f" (pack size {raw_size!r} is not a positive whole number)"
+    separator = mapping.decimal_separator
+    price = values.get("purchase_price")
+    if mapping.price_per == "pack" and price is not None:
+        amount = _decimal(price, separator)
+        if not valid:
+            values["purchase_price"] = price + problem
+        elif amount is not None:  # a non-number stays as delivered: the price check names it
+            values["purchase_price"] = _cost_text(amount / size, separator)  # type: ignore[operator]
+    quantity = values.get("quantity")
+    if mapping.quantity_per == "pack" and quantity is not None:
+        packs = _decimal(quantity)
+        if not valid:
+            values["quantity"] = quantity + problem
+        elif packs is not None and packs == packs.to_integral_value():
+            values["quantity"] = str(int(packs * size))  # type: ignore[operator]
 
 
 def _path_steps(path: str) -> list[str]:
@@ -127,6 +183,11 @@ def _text(node: etree._Element) -> str | None:
 _AMOUNT = _compile_path(["PRICE_AMOUNT"])
 _CURRENCY = _compile_path(["PRICE_CURRENCY"])
 _LOWER_BOUND = _compile_path(["LOWER_BOUND"])
+_PRICE_FACTOR = _compile_path(["PRICE_FACTOR"])
+_TAX = _compile_path(["TAX"])
+_DETAILS_TAX = _compile_path(["TAX_DETAILS", "TAX"])
+_PRICE_QUANTITY = _compile_path(["PRICE_QUANTITY"])
+_NO_CU_PER_OU = _compile_path(["NO_CU_PER_OU"])
 _HEADER_CURRENCY = _compile_path(["CATALOG", "CURRENCY"])
 _SUPPLIER_AID = _compile_path(["SUPPLIER_AID"])
 _SUPPLIER_PID = _compile_path(["SUPPLIER_PID"])
@@ -146,6 +207,7 @@ _EAN_TAG = any_namespace("EAN")
 _PRICE_BLOCK_TAGS = any_namespace("ARTICLE_PRICE_DETAILS", "PRODUCT_PRICE_DETAILS")
 _PRICE_TAGS = any_namespace("ARTICLE_PRICE", "PRODUCT_PRICE")
 _DETAILS_TAGS = any_namespace("ARTICLE_DETAILS", "PRODUCT_DETAILS")
+_ORDER_TAGS = any_namespace("ARTICLE_ORDER_DETAILS", "PRODUCT_ORDER_DETAILS")
 
 
 class FeedReader(ABC):
@@ -198,6 +260,7 @@ class XmlFeedReader(FeedReader):
                     values["purchase_price"] = _cents_to_units(
                         values.get("purchase_price"), self.mapping.decimal_separator
                     )
+                _per_unit(values, self.mapping)
                 yield RawRecord(record_no, element.sourceline, values)
         except XmlError as exc:
             raise self.error(f"not a well-formed XML feed: {exc.problem}", exc.line) from None
@@ -250,6 +313,7 @@ class CsvFeedReader(FeedReader):
                     values = {
                         name: _clean(row[index]) if index < len(row) else None for name, index in positions.items()
                     }
+                    _per_unit(values, self.mapping)
                     yield RawRecord(record_no, start_line, values)
         except UnicodeDecodeError as exc:
             raise self.error(
@@ -270,9 +334,17 @@ class BmecatFeedReader(FeedReader):
     * supplier_sku: ``SUPPLIER_AID`` / ``SUPPLIER_PID``; name: ``DESCRIPTION_SHORT`` of the details;
     * gtin: ``INTERNATIONAL_PID`` / ``INTERNATIONAL_AID`` whose ``type`` is one of the configured GTIN
       types, else the 1.2 ``EAN`` element;
-    * price: the first configured ``price_type`` found in ``*_PRICE_DETAILS/*_PRICE``, the scale with the
-      lowest ``LOWER_BOUND``; currency: ``PRICE_CURRENCY``, else ``HEADER/CATALOG/CURRENCY``;
-    * quantity: the configured stock path; ``mode="delete"`` articles get quantity 0.
+    * price: the first configured ``price_type`` found in ``*_PRICE_DETAILS/*_PRICE``; of its quantity
+      tiers (``LOWER_BOUND``, in order units, default 1) the lowest, or the one that applies when ordering
+      ``tier_quantity`` order units; currency: ``PRICE_CURRENCY``, else ``HEADER/CATALOG/CURRENCY``;
+    * cost per sellable unit, exact in Decimal and rounded half up to 4 decimals at the end:
+      ``PRICE_AMOUNT`` x ``PRICE_FACTOR`` (default 1) / ``PRICE_QUANTITY`` (order units the amount is for,
+      default 1, from ``*_ORDER_DETAILS``) / ``NO_CU_PER_OU`` (content units per order unit, default 1;
+      only when ``sell_unit`` is ``content_unit``) / (1 + ``TAX``) for gross price types (``TAX`` of the
+      price, else ``TAX_DETAILS/TAX``; a fraction, 0.19 = 19 %). A number that cannot be read is passed
+      on marked, so the row is quarantined with the reason and the line;
+    * quantity: the configured stock path (converted from ``stock_unit`` to ``sell_unit``); absent, the
+      feed's ``missing_quantity`` policy applies; ``mode="delete"`` articles get quantity 0.
     """
 
     format = "bmecat"
@@ -286,6 +358,7 @@ class BmecatFeedReader(FeedReader):
         self.mapping: BmecatMapping = supplier.bmecat
         self.stock_path = _compile_path(_path_steps(self.mapping.stock_path)) if self.mapping.stock_path else None
         self.gtin_types = {t.lower() for t in self.mapping.gtin_types}
+        self.gross_types = set(self.mapping.gross_price_types)
         self.transaction: str | None = None
 
     def _gtin(self, details: etree._Element | None) -> str | None:
@@ -297,24 +370,77 @@ class BmecatFeedReader(FeedReader):
         ean = next(details.iterchildren(*_EAN_TAG), None)
         return _clean(ean.text) if ean is not None else None
 
-    def _price(self, record: etree._Element) -> tuple[str | None, str | None]:
+    def _price(self, record: etree._Element, order: etree._Element | None) -> tuple[str | None, str | None]:
         prices = [
             price for block in record.iterchildren(*_PRICE_BLOCK_TAGS) for price in block.iterchildren(*_PRICE_TAGS)
         ]
         for wanted in self.mapping.price_types:
             candidates = [p for p in prices if _attribute(p, "price_type") == wanted]
             if candidates:
-                best = min(candidates, key=self._lower_bound)
-                return _AMOUNT(best), _CURRENCY(best)
+                chosen = self._tier(candidates)
+                return self._cost(chosen, wanted in self.gross_types, order), _CURRENCY(chosen)
         return None, None
 
+    def _tier(self, candidates: list[etree._Element]) -> etree._Element:
+        """The price tier that is the cost: the lowest LOWER_BOUND, or the one for ``tier_quantity``."""
+        bounds = [(self._lower_bound(p), position, p) for position, p in enumerate(candidates)]
+        lowest = min(bounds, key=lambda b: (b[0], b[1]))
+        if self.mapping.tier_quantity is None:
+            return lowest[2]
+        applicable = [b for b in bounds if b[0] <= self.mapping.tier_quantity]
+        return max(applicable, key=lambda b: (b[0], -b[1]))[2] if applicable else lowest[2]
+
     @staticmethod
-    def _lower_bound(price: etree._Element) -> float:
+    def _lower_bound(price: etree._Element) -> Decimal:
         bound = _LOWER_BOUND(price)
-        try:
-            return float(bound) if bound else 1.0
-        except ValueError:
-            return float("inf")
+        if bound is None:
+            return Decimal(1)
+        value = _decimal(bound)
+        return value if value is not None else Decimal("Infinity")  # an unreadable tier is never the cost
+
+    def _cost(self, price: etree._Element, gross: bool, order: etree._Element | None) -> str | None:
+        """The cost per sellable unit as text; a part that is not a number marks the amount (quarantined)."""
+        raw = _AMOUNT(price)
+        amount = _decimal(raw)
+        if raw is None or amount is None:
+            return raw
+        factors: dict[str, str | None] = {
+            "PRICE_FACTOR": _PRICE_FACTOR(price),
+            "PRICE_QUANTITY": _PRICE_QUANTITY(order) if order is not None else None,
+            "NO_CU_PER_OU": _NO_CU_PER_OU(order) if order is not None else None,
+        }
+        if self.mapping.sell_unit == "order_unit":
+            factors["NO_CU_PER_OU"] = None
+        read: dict[str, Decimal] = {}
+        for name, text in factors.items():
+            value = Decimal(1) if text is None else _decimal(text)
+            if value is None or value <= 0:
+                return f"{raw} ({name} {text!r} is not a positive number)"
+            read[name] = value
+        if not gross and all(value == 1 for value in read.values()):
+            return raw  # nothing to convert: the amount as delivered (validation checks its decimals)
+        cost = amount * read["PRICE_FACTOR"] / read["PRICE_QUANTITY"] / read["NO_CU_PER_OU"]
+        if gross:
+            tax_text = _TAX(price) or _DETAILS_TAX(price)
+            tax = _decimal(tax_text)
+            if tax is None or tax < 0 or tax >= 1:
+                return f"{raw} (a gross price needs TAX as a fraction such as 0.19; found {tax_text!r})"
+            cost = cost / (1 + tax)
+        return _cost_text(cost)
+
+    def _quantity(self, record: etree._Element, order: etree._Element | None) -> str | None:
+        """Stock from the extension, converted to the sell unit (packs x NO_CU_PER_OU, or whole packs)."""
+        raw = self.stock_path(record) if self.stock_path else None
+        if raw is None or self.mapping.stock_unit == self.mapping.sell_unit:
+            return raw
+        per_order_text = _NO_CU_PER_OU(order) if order is not None else None
+        per_order_unit = Decimal(1) if per_order_text is None else _decimal(per_order_text)
+        stock = _decimal(raw)
+        if per_order_unit is None or per_order_unit <= 0 or stock is None:
+            return raw if stock is None else f"{raw} (NO_CU_PER_OU is not a positive number)"
+        if self.mapping.sell_unit == "content_unit":  # stock counted in order units
+            return str((stock * per_order_unit).to_integral_value(rounding=ROUND_FLOOR))
+        return str((stock / per_order_unit).to_integral_value(rounding=ROUND_FLOOR))
 
     def records(self, path: Path) -> Iterator[RawRecord]:
         """Yield one record per article/product of the catalog's transaction, streamed."""
@@ -334,8 +460,9 @@ class BmecatFeedReader(FeedReader):
                 self.partial = transaction in self.PARTIAL_TRANSACTIONS
                 record_no += 1
                 details = next(element.iterchildren(*_DETAILS_TAGS), None)
-                price, currency = self._price(element)
-                quantity = self.stock_path(element) if self.stock_path else None
+                order = next(element.iterchildren(*_ORDER_TAGS), None)
+                price, currency = self._price(element, order)
+                quantity = self._quantity(element, order)
                 if (_attribute(element, "mode") or "").lower() == "delete":
                     quantity = "0"
                 values = {
@@ -358,7 +485,7 @@ READERS: dict[str, type[FeedReader]] = {"xml": XmlFeedReader, "csv": CsvFeedRead
 
 def reader_for(supplier: Supplier, location: str) -> FeedReader:
     """The reader for the supplier's configured format."""
-    return READERS[supplier.format](supplier, location)
+    return READERS[supplier.spec.format](supplier, location)
 
 
 def read_records(supplier: Supplier, path: Path, location: str) -> Iterator[RawRecord]:

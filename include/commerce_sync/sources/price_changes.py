@@ -47,7 +47,8 @@ _INSERT = sql.SQL(
      CROSS JOIN LATERAL (SELECT CASE WHEN t.currency = s.currency
                                      THEN round((s.purchase_price - t.purchase_price) * 100 / t.purchase_price, 2)
                                 END AS change_pct) AS c
-     WHERE t.currency <> s.currency OR abs(c.change_pct) > %(threshold_pct)s
+     WHERE t.purchase_price IS NOT NULL AND s.purchase_price IS NOT NULL  -- a first price (stock feed first) is no move
+       AND (t.currency <> s.currency OR abs(c.change_pct) > %(threshold_pct)s)
     """
 )
 

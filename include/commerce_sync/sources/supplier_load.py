@@ -9,7 +9,14 @@ Guarantees:
 * re-running with the same feed changes nothing (the merge compares row hashes), so a retried or
   cleared task is harmless;
 * in ``full`` mode, active offers missing from the feed are deactivated (quantity 0). An offer that
-  is in the feed but quarantined keeps its last good state.
+  is in the feed but quarantined keeps its last good state;
+* a supplier may have several feeds (a price catalogue and a stock feed): each is loaded on its own
+  (ledger source ``supplier:<id>/<feed>``) and sets only the fields it delivers; a field a delivery
+  does not carry keeps what another feed set (NULL-aware, per field), and ``price_feed`` /
+  ``quantity_feed`` (with their transfer ids) record which feed last changed each field. A stock-only
+  feed never (re)activates an offer and its ``full`` mode only zeroes the stock of absent offers;
+* a record without stock follows the feed's ``missing_quantity`` policy: ``keep`` (what another feed
+  delivered; unknown, i.e. not sellable, until one does), ``zero`` or ``default``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from commerce_sync.audit import changes, ledger
 from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, data_docs_root, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
-from commerce_sync.errors import DataError, FeedError
+from commerce_sync.errors import ConfigError, DataError, FeedError
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.quarantine import resolve_fixed
@@ -64,11 +71,13 @@ def _row_hash(gtin: str, name: str, price: str, currency: str, quantity: str, ac
     """The change hash over the business columns, given the SQL expression for each.
 
     ``quote_nullable`` keeps NULL and the empty string apart and makes the separator unambiguous;
-    numbers are hashed in their canonical typed form, so "12,3" and "12.30" hash alike.
+    numbers are hashed in their canonical typed form, so "12,3" and "12.30" hash alike. An unknown
+    price or quantity (split feeds) hashes as ``NULL``, which no number's text equals; known values
+    hash exactly as before the split feeds, so existing offers keep their hashes.
     """
     return sql.SQL(
-        "md5(concat_ws('|', quote_nullable({g}), quote_nullable({n}), ({p})::text, ({c})::text, "
-        "({q})::text, ({a})::text))"
+        "md5(concat_ws('|', quote_nullable({g}), quote_nullable({n}), coalesce(({p})::text, 'NULL'), ({c})::text, "
+        "coalesce(({q})::text, 'NULL'), ({a})::text))"
     ).format(
         g=sql.SQL(gtin),
         n=sql.SQL(name),
@@ -93,10 +102,12 @@ _TYPED_SOURCE = sql.SQL(
                        AS purchase_price,
                    s.currency,
                    regexp_replace(s.quantity, %(spaces)s, '', 'g')::integer AS quantity,
-                   true AS active,
+                   -- A feed with prices (re)activates its offers; a stock feed leaves that to the catalogue.
+                   CASE WHEN %(sets_price)s THEN true ELSE coalesce(h.active, true) END AS active,
                    s.record_no,
                    s.source_line
               FROM staging.supplier_offer AS s
+              LEFT JOIN hub.supplier_offer AS h ON h.supplier = s.supplier AND h.supplier_sku = s.supplier_sku
              WHERE s.transfer_id = %(transfer_id)s
                AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
                                 WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
@@ -111,14 +122,27 @@ _MERGE = sql.SQL(
        ON t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
     WHEN MATCHED AND t.row_hash IS DISTINCT FROM s.row_hash THEN UPDATE SET
          gtin = s.gtin, name = s.name, purchase_price = s.purchase_price, currency = s.currency,
-         quantity = s.quantity, active = true, row_hash = s.row_hash, version = t.version + 1,
+         quantity = s.quantity, active = s.active, row_hash = s.row_hash, version = t.version + 1,
          source_file_sha256 = %(sha256)s, source_record_no = s.record_no, source_line = s.source_line,
-         updated_at = now(), transfer_id = %(transfer_id)s
+         updated_at = now(), transfer_id = %(transfer_id)s,
+         -- Fields this delivery did not carry were filled from the hub, so a change came from this feed.
+         price_feed = CASE WHEN t.purchase_price IS DISTINCT FROM s.purchase_price OR t.currency <> s.currency
+                           THEN %(feed)s ELSE t.price_feed END,
+         price_transfer_id = CASE WHEN t.purchase_price IS DISTINCT FROM s.purchase_price OR t.currency <> s.currency
+                                  THEN %(transfer_id)s ELSE t.price_transfer_id END,
+         quantity_feed = CASE WHEN t.quantity IS DISTINCT FROM s.quantity THEN %(feed)s ELSE t.quantity_feed END,
+         quantity_transfer_id = CASE WHEN t.quantity IS DISTINCT FROM s.quantity
+                                     THEN %(transfer_id)s ELSE t.quantity_transfer_id END
     WHEN NOT MATCHED THEN INSERT
          (supplier, supplier_sku, gtin, name, purchase_price, currency, quantity, active, row_hash,
-          source_file_sha256, source_record_no, source_line, transfer_id)
-         VALUES (s.supplier, s.supplier_sku, s.gtin, s.name, s.purchase_price, s.currency, s.quantity, true,
-                 s.row_hash, %(sha256)s, s.record_no, s.source_line, %(transfer_id)s)
+          source_file_sha256, source_record_no, source_line, transfer_id,
+          price_feed, price_transfer_id, quantity_feed, quantity_transfer_id)
+         VALUES (s.supplier, s.supplier_sku, s.gtin, s.name, s.purchase_price, s.currency, s.quantity, s.active,
+                 s.row_hash, %(sha256)s, s.record_no, s.source_line, %(transfer_id)s,
+                 CASE WHEN s.purchase_price IS NOT NULL THEN %(feed)s END,
+                 CASE WHEN s.purchase_price IS NOT NULL THEN %(transfer_id)s END,
+                 CASE WHEN s.quantity IS NOT NULL THEN %(feed)s END,
+                 CASE WHEN s.quantity IS NOT NULL THEN %(transfer_id)s END)
     """
 ).format(source=_TYPED_SOURCE)
 
@@ -129,41 +153,60 @@ _RECORD_CHANGES = sql.SQL(
     INSERT INTO audit.change (transfer_id, dataset, sku, supplier, field, old_value, new_value, source_ref)
     SELECT %(transfer_id)s, 'supplier_offer', s.supplier_sku, s.supplier, f.field, f.old_value, f.new_value,
            jsonb_build_object('file_sha256', %(sha256)s::text, 'record_no', s.record_no,
-                              'source_line', s.source_line, 'gtin', s.gtin)
+                              'source_line', s.source_line, 'gtin', s.gtin, 'feed', %(feed)s::text)
       FROM ({source}) AS s
       LEFT JOIN hub.supplier_offer AS t ON t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
      CROSS JOIN LATERAL (VALUES ('purchase_price', t.purchase_price::text, s.purchase_price::text),
                                 ('quantity', t.quantity::text, s.quantity::text)) AS f (field, old_value, new_value)
      WHERE f.old_value IS DISTINCT FROM f.new_value
-        OR (f.field = 'quantity' AND t.active IS DISTINCT FROM true)
+        OR (f.field = 'quantity' AND f.new_value IS NOT NULL AND s.active AND t.active IS DISTINCT FROM true)
     """
 ).format(source=_TYPED_SOURCE)
 
-# In full mode, offers missing from the feed drop to quantity 0 (recorded before the update).
-_RECORD_DEACTIVATIONS = """
-    INSERT INTO audit.change (transfer_id, dataset, sku, supplier, field, old_value, new_value, source_ref)
-    SELECT %(transfer_id)s, 'supplier_offer', t.supplier_sku, t.supplier, 'quantity', t.quantity::text, '0',
-           jsonb_build_object('file_sha256', %(sha256)s::text, 'record_no', NULL, 'source_line', NULL,
-                              'gtin', t.gtin, 'deactivated', true)
-      FROM hub.supplier_offer AS t
-     WHERE t.supplier = %(supplier)s
+# In full mode, offers missing from the feed are deactivated (recorded before the update). A feed with
+# prices defines the range: absent offers leave it (active false), their stock drops to 0 when the feed
+# also delivers stock, else it stays as the stock feed set it. A stock-only feed zeroes absent offers'
+# stock and leaves the range alone.
+_MISSING = """
+       t.supplier = %(supplier)s
        AND t.active
+       AND (%(sets_price)s OR t.quantity IS DISTINCT FROM 0)
        AND NOT EXISTS (SELECT 1 FROM staging.supplier_offer AS s
                         WHERE s.transfer_id = %(transfer_id)s AND s.supplier_sku = t.supplier_sku)
 """
+_NEW_QUANTITY = "CASE WHEN %(sets_quantity)s THEN 0 ELSE t.quantity END"
+_NEW_ACTIVE = "NOT %(sets_price)s"
+
+_RECORD_DEACTIVATIONS = sql.SQL(
+    """
+    INSERT INTO audit.change (transfer_id, dataset, sku, supplier, field, old_value, new_value, source_ref)
+    SELECT %(transfer_id)s, 'supplier_offer', t.supplier_sku, t.supplier, f.field, f.old_value, f.new_value,
+           jsonb_build_object('file_sha256', %(sha256)s::text, 'record_no', NULL, 'source_line', NULL,
+                              'gtin', t.gtin, 'deactivated', %(sets_price)s, 'feed', %(feed)s::text)
+      FROM hub.supplier_offer AS t
+     CROSS JOIN LATERAL (VALUES ('quantity', t.quantity::text, ({quantity})::text),
+                                ('active', 'true', ({active})::text)) AS f (field, old_value, new_value)
+     WHERE {missing} AND f.old_value IS DISTINCT FROM f.new_value
+       AND (f.field = 'quantity' OR NOT %(sets_quantity)s)
+    """
+).format(quantity=sql.SQL(_NEW_QUANTITY), active=sql.SQL(_NEW_ACTIVE), missing=sql.SQL(_MISSING))
 
 _DEACTIVATE_MISSING = sql.SQL(
     """
     UPDATE hub.supplier_offer AS t
-       SET active = false, quantity = 0, version = t.version + 1, updated_at = now(),
+       SET active = {active}, quantity = {quantity}, version = t.version + 1, updated_at = now(),
            transfer_id = %(transfer_id)s, source_file_sha256 = %(sha256)s,
+           quantity_feed = CASE WHEN %(sets_quantity)s THEN %(feed)s ELSE t.quantity_feed END,
+           quantity_transfer_id = CASE WHEN %(sets_quantity)s THEN %(transfer_id)s ELSE t.quantity_transfer_id END,
            row_hash = {row_hash}
-     WHERE t.supplier = %(supplier)s
-       AND t.active
-       AND NOT EXISTS (SELECT 1 FROM staging.supplier_offer AS s
-                        WHERE s.transfer_id = %(transfer_id)s AND s.supplier_sku = t.supplier_sku)
+     WHERE {missing}
     """
-).format(row_hash=_row_hash("t.gtin", "t.name", "t.purchase_price", "t.currency", "0", "false"))
+).format(
+    active=sql.SQL(_NEW_ACTIVE),
+    quantity=sql.SQL(_NEW_QUANTITY),
+    missing=sql.SQL(_MISSING),
+    row_hash=_row_hash("t.gtin", "t.name", "t.purchase_price", "t.currency", _NEW_QUANTITY, _NEW_ACTIVE),
+)
 
 _UPSERT_FETCH = """
     INSERT INTO hub.source_fetch
@@ -176,16 +219,25 @@ _UPSERT_FETCH = """
 """
 
 
-# A partial delivery (BMEcat T_UPDATE_PRICES) omits fields: they keep the hub's last value.
-_FILL_PARTIAL = """
+# Fields a delivery does not carry keep the hub's last value (whichever feed set it): fields the feed
+# does not deliver at all, every missing field of a partial delivery (BMEcat T_UPDATE_PRICES), and a
+# record's missing stock (a catalogue without stock; a mapped stock column must hold a number instead).
+_FILL_UNDELIVERED = """
     UPDATE staging.supplier_offer AS s
-       SET gtin = coalesce(s.gtin, t.gtin),
-           name = coalesce(s.name, t.name),
-           purchase_price = coalesce(s.purchase_price, t.purchase_price::text),
+       SET gtin = CASE WHEN %(fill_gtin)s THEN coalesce(s.gtin, t.gtin) ELSE s.gtin END,
+           name = CASE WHEN %(fill_name)s THEN coalesce(s.name, t.name) ELSE s.name END,
+           purchase_price = CASE WHEN %(fill_price)s THEN coalesce(s.purchase_price, t.purchase_price::text)
+                                 ELSE s.purchase_price END,
+           currency = coalesce(s.currency, t.currency),
            quantity = coalesce(s.quantity, t.quantity::text)
       FROM hub.supplier_offer AS t
      WHERE s.transfer_id = %(transfer_id)s AND t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
-       AND (s.gtin IS NULL OR s.name IS NULL OR s.purchase_price IS NULL OR s.quantity IS NULL)
+       AND (s.gtin IS NULL OR s.name IS NULL OR s.purchase_price IS NULL OR s.currency IS NULL OR s.quantity IS NULL)
+"""
+
+# An offer a stock feed brings first has no currency yet: the supplier's default until prices arrive.
+_DEFAULT_CURRENCY = """
+    UPDATE staging.supplier_offer SET currency = %(currency)s WHERE transfer_id = %(transfer_id)s AND currency IS NULL
 """
 
 # The last transfer that really loaded this supplier (not a not-modified or duplicate delivery).
@@ -232,17 +284,36 @@ def _decimal_separator(supplier: Supplier) -> str:
 
 
 def _staged_rows(records: Iterator[RawRecord], supplier: Supplier, transfer_id: uuid.UUID) -> Iterator[tuple[Any, ...]]:
+    spec = supplier.spec
+    delivers_price = "purchase_price" in spec.delivered_fields
+    # The supplier's default currency comes with its prices; a stock feed leaves the currency as it is.
+    default_currency = supplier.currency if delivers_price else None
+    policy = {"keep": None, "zero": "0", "default": str(spec.default_quantity)}[spec.missing_quantity]
+    flags = (delivers_price, spec.quantity_required)
     for record in records:
         values = record.values
+        quantity = values.get("quantity")
         yield (
             transfer_id,
             supplier.id,
             record.record_no,
             record.source_line,
             *(values.get(name) for name in STAGED_FIELDS[:4]),
-            values.get("currency") or supplier.currency,
-            values.get("quantity"),
+            values.get("currency") or default_currency,
+            policy if quantity is None and not spec.quantity_required else quantity,
+            *flags,
         )
+
+
+def _fill_params(supplier: Supplier, transfer_id: uuid.UUID, partial: bool) -> dict[str, Any]:
+    delivered = supplier.spec.delivered_fields
+    return {
+        "transfer_id": transfer_id,
+        "currency": supplier.currency,
+        "fill_gtin": partial or "gtin" not in delivered,
+        "fill_name": partial or "name" not in delivered,
+        "fill_price": partial or "purchase_price" not in delivered,
+    }
 
 
 def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, transfer_id: uuid.UUID) -> tuple[int, bool]:
@@ -253,7 +324,15 @@ def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, tran
         missing fields were filled from the hub and absent offers must not be deactivated.
     """
     assert fetched.path is not None
-    columns = ("transfer_id", "supplier", "record_no", "source_line", *STAGED_FIELDS)
+    columns = (
+        "transfer_id",
+        "supplier",
+        "record_no",
+        "source_line",
+        *STAGED_FIELDS,
+        "price_expected",
+        "quantity_expected",
+    )
     statement = sql.SQL("COPY staging.supplier_offer ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
@@ -263,8 +342,9 @@ def stage(db: psycopg.Connection, supplier: Supplier, fetched: FetchResult, tran
         for row in _staged_rows(reader.records(fetched.path), supplier, transfer_id):
             copy.write_row(row)
             count += 1
-    if reader.partial:
-        db.execute(_FILL_PARTIAL, {"transfer_id": transfer_id})
+    params = _fill_params(supplier, transfer_id, reader.partial)
+    db.execute(_FILL_UNDELIVERED, params)
+    db.execute(_DEFAULT_CURRENCY, params)
     return count, reader.partial
 
 
@@ -327,7 +407,8 @@ def sync_supplier(
 
     Args:
         dsn: Hub database URL.
-        supplier: The supplier's configuration.
+        supplier: The supplier's configuration, or for a supplier with several feeds the view of the
+            feed to load (:meth:`Supplier.feed_view`).
         conn: Its transport's Airflow connection (None for file transports).
         run: The Airflow run and task doing the work, for the ledger.
         work_dir: Where downloads are written (deleted after success).
@@ -342,7 +423,12 @@ def sync_supplier(
         BreakerTripped: the batch as a whole looks wrong (row count collapsed, too many rejects) and no
             override was given; hub unchanged, the decision is in the failed ledger row.
     """
-    source = f"supplier:{supplier.id}"
+    if supplier.feeds:
+        raise ConfigError(
+            f"supplier {supplier.id!r} has feeds {[f.id for f in supplier.feeds]}: load each with feed_view(feed_id)"
+        )
+    source = supplier.source
+    delivered = supplier.spec.delivered_fields
     transfer = ledger.Transfer(source=source, target="hub", dataset=DATASET, run=run)
     transfer_id = transfer.transfer_id
     fetched: FetchResult | None = None
@@ -358,6 +444,8 @@ def sync_supplier(
                 "size_bytes": fetched.size,
                 "etag": fetched.etag,
                 "config_sha256": fingerprint,
+                "feed": supplier.feed_label,
+                "fields": sorted(delivered),
             }
             transfer.payload_sha256 = fetched.sha256
             if fetched.not_modified:
@@ -400,6 +488,9 @@ def sync_supplier(
                     "sha256": fetched.sha256,
                     "spaces": NUMBER_SPACES,
                     "supplier": supplier.id,
+                    "feed": supplier.feed_label,
+                    "sets_price": "purchase_price" in delivered,
+                    "sets_quantity": "quantity" in delivered,
                 }
                 report = price_changes.record(db, _TYPED_SOURCE, params, supplier.id, price_change)
                 transfer.details["price_changes"] = report.ledger_details()

@@ -59,18 +59,18 @@ _CHOSEN = sql.SQL(
     CREATE TEMP TABLE merge_chosen ON COMMIT DROP AS
     WITH candidate AS (
         SELECT p.sku, p.currency AS product_currency, o.supplier, o.supplier_sku, o.purchase_price, o.currency,
-               o.quantity, o.version, s.priority, s.position
+               coalesce(o.quantity, 0) AS quantity, o.version, s.priority, s.position
           FROM hub.supplier_offer AS o
           JOIN merge_supplier AS s ON s.supplier = o.supplier AND s.match_by = 'gtin'
           JOIN hub.product AS p ON p.gtin = o.gtin
-         WHERE o.active AND p.active AND o.gtin IS NOT NULL
+         WHERE o.active AND p.active AND o.gtin IS NOT NULL AND o.purchase_price IS NOT NULL
         UNION ALL
         SELECT p.sku, p.currency, o.supplier, o.supplier_sku, o.purchase_price, o.currency,
-               o.quantity, o.version, s.priority, s.position
+               coalesce(o.quantity, 0), o.version, s.priority, s.position
           FROM hub.supplier_offer AS o
           JOIN merge_supplier AS s ON s.supplier = o.supplier AND s.match_by = 'sku'
           JOIN hub.product AS p ON p.sku = o.supplier_sku
-         WHERE o.active AND p.active
+         WHERE o.active AND p.active AND o.purchase_price IS NOT NULL
     ), ranked AS (
         SELECT c.*,
                row_number() OVER (PARTITION BY c.sku ORDER BY {order}) AS rank,
@@ -162,7 +162,8 @@ def stale_suppliers(
         check_run: True when called after this run's supplier loads (the supplier DAG): a supplier
             without a successful load in this run failed it.
     """
-    sources = [f"supplier:{s.id}" for s in suppliers]
+    feeds = [(supplier, view.source) for supplier in suppliers for view in supplier.feed_views()]
+    sources = [source for _, source in feeds]
     cur = db.cursor(row_factory=tuple_row)  # whatever row factory the caller's connection uses
     last: dict[str, datetime] = dict(cur.execute(_LAST_SUCCESS, (SUPPLIER_DATASET, sources)).fetchall())
     succeeded: set[str] = set()
@@ -171,16 +172,19 @@ def stale_suppliers(
         succeeded = {row[0] for row in cur.execute(_SUCCEEDED_IN_RUN, params).fetchall()}
     limit = (now or datetime.now(UTC)) - timedelta(hours=settings.stale_after_hours)
     stale: dict[str, str] = {}
-    for supplier, source in zip(suppliers, sources, strict=True):
+    for supplier, source in feeds:
+        # A supplier with several feeds is as stale as its stalest feed (named in the reason).
+        feed = "" if source == f"supplier:{supplier.id}" else f"feed {source.partition('/')[2]}: "
         when = last.get(source)
+        reason: str | None = None
         if check_run and run.run_id and source not in succeeded:
-            stale[supplier.id] = (
-                f"its load failed in run {run.run_id}; last success {when.isoformat() if when else 'never'}"
-            )
+            reason = f"its load failed in run {run.run_id}; last success {when.isoformat() if when else 'never'}"
         elif when is None:
-            stale[supplier.id] = "never loaded successfully"
+            reason = "never loaded successfully"
         elif when < limit:
-            stale[supplier.id] = f"last successful load {when.isoformat()} is older than {settings.stale_after_hours} h"
+            reason = f"last successful load {when.isoformat()} is older than {settings.stale_after_hours} h"
+        if reason is not None:
+            stale[supplier.id] = "; ".join(filter(None, (stale.get(supplier.id), feed + reason)))
     return stale
 
 

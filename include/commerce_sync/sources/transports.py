@@ -105,7 +105,7 @@ def fetch(
         FeedError: a final refusal (4xx, incomplete body after retries, missing file).
         TransientError: retries exhausted on network faults, 429 or 5xx.
     """
-    transport = supplier.transport
+    transport = supplier.spec.transport
     dest_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(transport, FileTransport):
         result = _fetch_file(supplier, transport, sleep)

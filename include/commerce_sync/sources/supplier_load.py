@@ -13,8 +13,9 @@ Guarantees:
 * a supplier may have several feeds (a price catalogue and a stock feed): each is loaded on its own
   (ledger source ``supplier:<id>/<feed>``) and sets only the fields it delivers; a field a delivery
   does not carry keeps what another feed set (NULL-aware, per field), and ``price_feed`` /
-  ``quantity_feed`` (with their transfer ids) record which feed last changed each field. A stock-only
-  feed never (re)activates an offer and its ``full`` mode only zeroes the stock of absent offers;
+  ``quantity_feed`` (with their transfer ids) record which feed last changed each field. Feeds with
+  prices define the range: a stock-only feed never (re)activates an offer (one it brings first stays
+  inactive until a price feed lists it) and its ``full`` mode only zeroes the stock of absent offers;
 * a record without stock follows the feed's ``missing_quantity`` policy: ``keep`` (what another feed
   delivered; unknown, i.e. not sellable, until one does), ``zero`` or ``default``.
 """
@@ -102,8 +103,9 @@ _TYPED_SOURCE = sql.SQL(
                        AS purchase_price,
                    s.currency,
                    regexp_replace(s.quantity, %(spaces)s, '', 'g')::integer AS quantity,
-                   -- A feed with prices (re)activates its offers; a stock feed leaves that to the catalogue.
-                   CASE WHEN %(sets_price)s THEN true ELSE coalesce(h.active, true) END AS active,
+                   -- Feeds with prices define the range: they (re)activate their offers. A stock feed leaves
+                   -- that alone, and an offer it brings first stays inactive until a price feed lists it.
+                   CASE WHEN %(sets_price)s THEN true ELSE coalesce(h.active, false) END AS active,
                    s.record_no,
                    s.source_line
               FROM staging.supplier_offer AS s

@@ -175,6 +175,17 @@ class _Sftp(SFTPServerInterface):
     def rename(self, oldpath: str, newpath: str) -> int:
         return self._move(oldpath, newpath, replace=False)
 
+    def chattr(self, path: str, attr: SFTPAttributes) -> int:
+        """Permission bits only (what a feed publish sets); other attributes are ignored."""
+        local = self._local(path)
+        if not self.sandbox.writable or local is None:
+            return paramiko.sftp.SFTP_PERMISSION_DENIED
+        if not local.is_file():
+            return paramiko.sftp.SFTP_NO_SUCH_FILE
+        if attr.st_mode is not None:
+            local.chmod(attr.st_mode & 0o777)
+        return paramiko.sftp.SFTP_OK
+
     def posix_rename(self, oldpath: str, newpath: str) -> int:
         return self._move(oldpath, newpath, replace=True)
 

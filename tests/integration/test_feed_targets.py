@@ -110,6 +110,18 @@ def test_upload_creates_missing_directories_and_equals_local_bytes(
     directory = server.root / "published" / "feeds" / "pl"
     assert (directory / "google.xml").read_bytes() == V1
     assert [p.name for p in directory.iterdir()] == ["google.xml"]
+    assert (directory / "google.xml").stat().st_mode & 0o777 == 0o644  # the server's web root can serve it
+
+
+def test_upload_sets_the_configured_mode_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: SandboxSftpServer
+) -> None:
+    set_connection(monkeypatch, server)
+    feed = settings(server).model_copy(update={"file_mode": 0o640})
+    local = local_feed(tmp_path, V1)
+    local.chmod(0o600)  # as mkstemp leaves it
+    publish_copy(local, feed)
+    assert (server.root / "published" / "google.xml").stat().st_mode & 0o777 == 0o640
 
 
 def test_second_upload_replaces_the_feed_atomically(

@@ -82,6 +82,22 @@ def test_feed_holds_whole_catalog_and_skips_unchanged_rewrite(hub_dsn: str, tmp_
     assert rows[2][1] == third.sha256
 
 
+@pytest.mark.parametrize("file_mode", [None, "0640"], ids=["default-0644", "configured-0640"])
+def test_published_feed_file_is_readable_by_a_web_server(hub_dsn: str, tmp_path: Path, file_mode: str | None) -> None:
+    """mkstemp creates 0600; the published feed gets the configured mode (default 0644) before the rename."""
+    settings = {"path": "feeds/google.xml", "title": "t", "shop_url": "https://shop.example.com"}
+    feed = FeedSettings.model_validate(settings if file_mode is None else {**settings, "file_mode": file_mode})
+    channel = CHANNEL.model_copy(update={"feed": feed})
+    expected = 0o644 if file_mode is None else 0o640
+    seed_products(hub_dsn, 5)
+    compute_channel_offers(hub_dsn, channel, RULE, COMPUTE_RUN)
+    first = write_feed(hub_dsn, channel, tmp_path, RUN)
+    assert first.rewritten and Path(first.path).stat().st_mode & 0o777 == expected
+    Path(first.path).chmod(0o600)  # e.g. written by a version without the setting: fixed even when unchanged
+    second = write_feed(hub_dsn, channel, tmp_path, RUN)
+    assert not second.rewritten and Path(first.path).stat().st_mode & 0o777 == expected
+
+
 def test_crash_mid_write_keeps_previous_feed_and_leaves_no_temp(hub_dsn: str, tmp_path: Path) -> None:
     from commerce_sync.channels.feeds import write_feed
 

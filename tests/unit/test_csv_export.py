@@ -50,3 +50,29 @@ def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
         write_csv(path, ["sku"], broken())  # type: ignore[arg-type]
     assert path.read_text(encoding="utf-8").splitlines() == ["sku", "A"]
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+@pytest.mark.parametrize(
+    ("env", "mode", "expected"),
+    [(None, None, 0o644), ("0640", None, 0o640), (None, 0o600, 0o600), ("0640", 0o664, 0o664)],
+    ids=["default-0644", "env-0640", "argument", "argument-over-env"],
+)
+def test_published_report_has_a_mode_a_web_server_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, mode: int | None, expected: int
+) -> None:
+    if env is None:
+        monkeypatch.delenv("COMMERCE_SYNC_FILE_MODE", raising=False)
+    else:
+        monkeypatch.setenv("COMMERCE_SYNC_FILE_MODE", env)
+    path = tmp_path / "report.csv"
+    write_csv(path, ["sku"], [("A",)], mode=mode)
+    assert path.stat().st_mode & 0o777 == expected  # mkstemp's 0600 is replaced before the rename
+    assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_file_mode_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from commerce_sync.settings import published_file_mode
+
+    monkeypatch.setenv("COMMERCE_SYNC_FILE_MODE", "rw-r--r--")
+    with pytest.raises(ValueError, match="not an octal file mode"):
+        published_file_mode()

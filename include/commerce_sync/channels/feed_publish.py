@@ -45,7 +45,7 @@ def publish_copy(local: Path, feed: FeedSettings) -> str:
     """
     assert feed.target is not None
     if urlsplit(feed.target).scheme == "sftp":
-        _publish_sftp(local, feed.target, feed.target_conn_id)
+        _publish_sftp(local, feed.target, feed.target_conn_id, feed.file_mode)
     else:
         _publish_object_storage(local, feed.target, feed.target_conn_id)
     log.info("feed %s published to %s", local.name, feed.target)
@@ -73,7 +73,7 @@ def _publish_object_storage(local: Path, target: str, conn_id: str | None) -> No
         raise
 
 
-def _publish_sftp(local: Path, target: str, conn_id: str | None) -> None:
+def _publish_sftp(local: Path, target: str, conn_id: str | None, mode: int | None = None) -> None:
     """Upload ``local`` to ``target`` over SFTP (see the module docstring for the guarantees)."""
     import paramiko
 
@@ -92,7 +92,7 @@ def _publish_sftp(local: Path, target: str, conn_id: str | None) -> None:
     subject = f"feed target {location}"
     try:
         with open_sftp(info, subject=subject, timeout=SFTP_TIMEOUT_SECONDS, host=host, port=port) as sftp:
-            upload_atomic(sftp, local, remote)
+            upload_atomic(sftp, local, remote, mode)
     except SftpRefused as exc:
         if exc.reason == "host_key":
             raise ConfigError(f"{subject}: {exc}") from None

@@ -228,8 +228,11 @@ def download_settled(
     return Download(path=local, sha256=digest.hexdigest(), size=size)
 
 
-def upload_atomic(sftp: paramiko.SFTPClient, local: Path, remote: PurePosixPath) -> None:
+def upload_atomic(sftp: paramiko.SFTPClient, local: Path, remote: PurePosixPath, mode: int | None = None) -> None:
     """Upload ``local`` to ``remote`` through a staging file of its own, renamed over ``remote`` when whole.
+
+    With ``mode``, the staging file gets those permission bits before the rename (a published feed
+    must be readable by the web server that serves it, whatever the login's umask).
 
     On failure the staging file is removed if the connection still allows it; one left by a lost
     connection is removed by a later upload to the same target once it is stale.
@@ -250,6 +253,8 @@ def upload_atomic(sftp: paramiko.SFTPClient, local: Path, remote: PurePosixPath)
         uploaded = sftp.stat(staging).st_size
         if uploaded != size:
             raise SftpIncomplete(f"the server holds {uploaded} bytes of the {size} sent")
+        if mode is not None:
+            _set_mode(sftp, staging, mode)
         try:
             sftp.posix_rename(staging, str(remote))
         except OSError as exc:
@@ -259,6 +264,18 @@ def upload_atomic(sftp: paramiko.SFTPClient, local: Path, remote: PurePosixPath)
     except BaseException:
         _remove_quietly(sftp, staging)
         raise
+
+
+def _set_mode(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    """chmod ``path``; a server that does not support it (some gateways) keeps its own mode, with a warning."""
+    try:
+        sftp.chmod(path, mode)
+    except OSError as exc:
+        if not _connected(sftp):
+            raise
+        log.warning(
+            "SFTP server refused chmod %o on %s (%s); the file keeps the server's default mode", mode, path, exc
+        )
 
 
 def _make_dirs(sftp: paramiko.SFTPClient, directory: PurePosixPath) -> None:

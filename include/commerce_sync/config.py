@@ -105,6 +105,11 @@ class XmlMapping(Model):
     def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         return _check_field_mapping(value, stock_only=bool(info.data.get("stock_only")))
 
+    @model_validator(mode="after")
+    def _pack_size_known(self) -> XmlMapping:
+        _check_pack_size(self.price_per, self.quantity_per, self.pack_size, "pack_size" in self.fields)
+        return self
+
 
 class CsvMapping(Model):
     """CSV with a header row; ``columns`` maps our field names to the supplier's headers."""
@@ -126,6 +131,11 @@ class CsvMapping(Model):
     @classmethod
     def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         return _check_field_mapping(value, stock_only=bool(info.data.get("stock_only")))
+
+    @model_validator(mode="after")
+    def _pack_size_known(self) -> CsvMapping:
+        _check_pack_size(self.price_per, self.quantity_per, self.pack_size, "pack_size" in self.columns)
+        return self
 
 
 class BmecatMapping(Model):
@@ -162,6 +172,11 @@ class BmecatMapping(Model):
     )
     gtin_types: list[str] = Field(default=["gtin", "ean"], min_length=1)
     stock_path: str | None = "USER_DEFINED_EXTENSIONS/UDX.STOCK"
+
+
+def _check_pack_size(price_per: str, quantity_per: str, size: int | None, mapped: bool) -> None:
+    if "pack" in (price_per, quantity_per) and size is None and not mapped:
+        raise ValueError("price_per or quantity_per is 'pack': map a pack_size field or set pack_size")
 
 
 def _check_field_mapping(value: dict[str, str], *, stock_only: bool) -> dict[str, str]:

@@ -3,7 +3,9 @@
 
 One mapped task per feed of each enabled supplier in `include/config/suppliers.yaml` (a supplier has
 one feed, or several such as a BMEcat price catalogue plus a CSV stock feed: each loads on its own and
-sets only the fields it delivers; the offer keeps the other feed's fields). Each task: fetch the feed (HTTP with
+sets only the fields it delivers; the offer keeps the other feed's fields). The DAG runs every 15 minutes;
+a scheduled run loads the feeds that are due (`every_minutes` per feed, default 60, so a stock feed can load
+every run and a catalogue once a day); a manual run loads every feed. Each task: fetch the feed (HTTP with
 conditional GET, SFTP with a checked host key, or a local file; `.gz` accepted; incomplete transfers
 refused whole), parse it streamed (generic XML mapping, BMEcat 1.2/2005 or CSV), COPY it into
 staging, validate it (failing rows go to `hub.quarantine` with the reason), then merge valid rows
@@ -56,7 +58,7 @@ from commerce_sync.airflow_glue import (
 
 
 @dag(
-    schedule="15 * * * *",
+    schedule="*/15 * * * *",
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -77,15 +79,20 @@ from commerce_sync.airflow_glue import (
 def suppliers_to_hub_offers() -> None:
     @task
     def list_supplier_feeds() -> list[dict[str, str | None]]:
+        from airflow.sdk import get_current_context
+
         from commerce_sync.config import load_config
+        from commerce_sync.sources.feed_schedule import due_feeds
 
         with operator_errors("suppliers.yaml"):
-            return [
-                {"supplier_id": s.id, "feed_id": view.feed_id}
-                for s in load_config().suppliers
-                if s.enabled
-                for view in s.feed_views()
-            ]
+            suppliers = load_config().suppliers
+            scheduled = get_current_context()["dag_run"].run_type == "scheduled"
+            views = (
+                due_feeds(hub_dsn(), suppliers)
+                if scheduled
+                else [view for s in suppliers if s.enabled for view in s.feed_views()]
+            )
+            return [{"supplier_id": view.id, "feed_id": view.feed_id} for view in views]
 
     # The feed read is per supplier (configuration, unknown at parse time): it is reported at run time.
     @task(

@@ -218,6 +218,13 @@ class FeedSpec(Model):
         "(not sellable from this supplier); default: default_quantity",
     )
     default_quantity: int | None = Field(default=None, ge=0, le=1_000_000)
+    every_minutes: int = Field(
+        default=60,
+        ge=15,
+        le=10_080,
+        description="scheduled runs (every 15 minutes) load this feed when its last successful load is this old "
+        "(within half a run); manual runs load every feed",
+    )
 
     @model_validator(mode="after")
     def _mapping_matches_format(self) -> FeedSpec:
@@ -292,6 +299,7 @@ class Supplier(Model):
     bmecat: BmecatMapping | None = None
     missing_quantity: MissingQuantity = "keep"
     default_quantity: int | None = Field(default=None, ge=0, le=1_000_000)
+    every_minutes: int = Field(default=60, ge=15, le=10_080, description="how often scheduled runs load the feed")
     feeds: list[SupplierFeed] = Field(default=[], description="several feeds instead of format/transport")
     match_by: Literal["gtin", "sku"] = Field(
         default="gtin", description="how offers meet hub products in the merge: GTIN, or supplier_sku = hub SKU"
@@ -306,11 +314,8 @@ class Supplier(Model):
         if self.feed_id is not None and self.feeds:
             raise ValueError("feed_id is not configuration: it names the feed of a per-feed view")
         if self.feeds:
-            single = [
-                k
-                for k in ("format", "transport", "xml", "csv", "bmecat", "default_quantity")
-                if getattr(self, k) is not None
-            ]
+            per_feed = ("format", "transport", "xml", "csv", "bmecat", "default_quantity", "missing_quantity")
+            single = [k for k in (*per_feed, "mode", "every_minutes") if k in self.model_fields_set]
             if single:
                 raise ValueError(f"give either feeds or a single feed's settings, not both (found {single})")
             _require_unique([f.id for f in self.feeds], f"feed id of supplier {self.id}")
@@ -336,6 +341,7 @@ class Supplier(Model):
             bmecat=self.bmecat,
             missing_quantity=self.missing_quantity,
             default_quantity=self.default_quantity,
+            every_minutes=self.every_minutes,
         )
 
     def feed_views(self) -> list[Supplier]:

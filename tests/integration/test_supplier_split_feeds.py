@@ -328,3 +328,63 @@ def test_hard_floor_uses_the_factored_per_unit_cost(
     assert floor == D("76.61") == compute_price(D("65.1112"), D("0.23"), rule, prices_include_vat=False).floor_price
     assert compute_price(D("61.60"), D("0.23"), rule, prices_include_vat=False).floor_price == D("72.48")
     assert price >= floor and applied == (price == floor)
+
+
+def test_scheduled_runs_load_each_feed_on_its_own_interval(hub_dsn: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from commerce_sync.sources.feed_schedule import due_feeds
+
+    transport = {"type": "file", "path": "x.csv"}
+    csv = {"columns": {"supplier_sku": "a", "purchase_price": "b", "quantity": "c"}}
+    suppliers = [
+        Supplier.model_validate({"id": "lima", "name": "L", "format": "csv", "transport": transport, "csv": csv}),
+        Supplier.model_validate(
+            {
+                "id": "mike",
+                "name": "M",
+                "feeds": [
+                    {"id": "catalogue", "format": "bmecat", "transport": transport, "every_minutes": 1440},
+                    {"id": "stock", "format": "csv", "transport": transport, "csv": csv, "every_minutes": 15},
+                ],
+            }
+        ),
+        Supplier.model_validate(
+            {"id": "november", "name": "N", "format": "csv", "transport": transport, "csv": csv, "enabled": False}
+        ),
+    ]
+    with psycopg.connect(hub_dsn) as db:
+        for source in ("supplier:lima", "supplier:mike/catalogue", "supplier:mike/stock"):
+            ledger.append(
+                db, ledger.Transfer(source=source, target="hub", dataset="supplier_offer", run=RUN), "success"
+            )
+    now = datetime.now(UTC)
+
+    def due(minutes_later: float) -> list[str]:
+        return [view.source for view in due_feeds(hub_dsn, suppliers, now + timedelta(minutes=minutes_later))]
+
+    assert due(1) == []  # everything just loaded
+    assert due(15) == ["supplier:mike/stock"]  # the next run: the 15-minute stock feed only
+    assert due(60) == ["supplier:lima", "supplier:mike/stock"]  # hourly (the default) on the 15-minute grid
+    assert due(24 * 60) == ["supplier:lima", "supplier:mike/catalogue", "supplier:mike/stock"]
+
+
+def test_a_feed_not_due_in_this_run_is_not_stale_but_a_failed_one_is(hub_dsn: str, tmp_path: Path) -> None:
+    from commerce_sync.sources.supply_merge import stale_suppliers
+
+    supplier = foxtrot(tmp_path / "c.xml", tmp_path / "s.csv")
+    earlier = ledger.RunContext(run_id="scheduled__0", dag_id=RUN.dag_id)
+    with psycopg.connect(hub_dsn) as db:
+        for source, run, status in (
+            ("supplier:foxtrot/catalogue", earlier, "success"),  # loaded an hour ago, not due now
+            ("supplier:foxtrot/stock", earlier, "success"),
+        ):
+            ledger.append(db, ledger.Transfer(source=source, target="hub", dataset="supplier_offer", run=run), status)
+        assert stale_suppliers(db, [supplier], SupplyMerge(), RUN, True) == {}
+        ledger.append(
+            db,
+            ledger.Transfer(source="supplier:foxtrot/stock", target="hub", dataset="supplier_offer", run=RUN),
+            "failed",
+        )
+        stale = stale_suppliers(db, [supplier], SupplyMerge(), RUN, True)
+    assert list(stale) == ["foxtrot"] and stale["foxtrot"].startswith("feed stock: its load failed in run manual__s17")

@@ -131,9 +131,11 @@ _LAST_SUCCESS = """
      GROUP BY source
 """
 
-_SUCCEEDED_IN_RUN = """
-    SELECT DISTINCT source FROM audit.transfer
-     WHERE dataset = %s AND status = 'success' AND dag_id = %s AND run_id = %s AND source = ANY(%s)
+# Feeds this run tried to load and that did not succeed (a scheduled run loads only the feeds due).
+_FAILED_IN_THIS_RUN = """
+    SELECT source FROM audit.transfer
+     WHERE dataset = %s AND dag_id = %s AND run_id = %s AND source = ANY(%s)
+     GROUP BY source HAVING NOT bool_or(status = 'success')
 """
 
 
@@ -159,17 +161,17 @@ def stale_suppliers(
     """Supplier id -> why its offers may be out of date (failed this run, never loaded, too old).
 
     Args:
-        check_run: True when called after this run's supplier loads (the supplier DAG): a supplier
-            without a successful load in this run failed it.
+        check_run: True when called after this run's supplier loads (the supplier DAG): a feed this run
+            tried to load without success failed it (a feed not due in this run is judged by age only).
     """
     feeds = [(supplier, view.source) for supplier in suppliers for view in supplier.feed_views()]
     sources = [source for _, source in feeds]
     cur = db.cursor(row_factory=tuple_row)  # whatever row factory the caller's connection uses
     last: dict[str, datetime] = dict(cur.execute(_LAST_SUCCESS, (SUPPLIER_DATASET, sources)).fetchall())
-    succeeded: set[str] = set()
+    failed: set[str] = set()
     if check_run and run.dag_id and run.run_id:
         params = (SUPPLIER_DATASET, run.dag_id, run.run_id, sources)
-        succeeded = {row[0] for row in cur.execute(_SUCCEEDED_IN_RUN, params).fetchall()}
+        failed = {row[0] for row in cur.execute(_FAILED_IN_THIS_RUN, params).fetchall()}
     limit = (now or datetime.now(UTC)) - timedelta(hours=settings.stale_after_hours)
     stale: dict[str, str] = {}
     for supplier, source in feeds:
@@ -177,7 +179,7 @@ def stale_suppliers(
         feed = "" if source == f"supplier:{supplier.id}" else f"feed {source.partition('/')[2]}: "
         when = last.get(source)
         reason: str | None = None
-        if check_run and run.run_id and source not in succeeded:
+        if source in failed:
             reason = f"its load failed in run {run.run_id}; last success {when.isoformat() if when else 'never'}"
         elif when is None:
             reason = "never loaded successfully"

@@ -78,7 +78,7 @@ from commerce_sync.airflow_glue import (
 )
 def suppliers_to_hub_offers() -> None:
     @task
-    def list_supplier_feeds() -> list[dict[str, str | None]]:
+    def list_suppliers() -> list[dict[str, str | None]]:
         from airflow.sdk import get_current_context
 
         from commerce_sync.config import load_config
@@ -164,7 +164,7 @@ def suppliers_to_hub_offers() -> None:
             "Fix the cause named in the failed sync_supplier_feed task, clear it, then clear merge_supplier_offers."
         )
 
-    synced = sync_supplier_feed.expand_kwargs(list_supplier_feeds())
+    synced = sync_supplier_feed.expand_kwargs(list_suppliers())
     merged = merge_supplier_offers()
     synced >> merged
     [synced, merged] >> report_failed_suppliers()

@@ -388,3 +388,29 @@ def test_a_feed_not_due_in_this_run_is_not_stale_but_a_failed_one_is(hub_dsn: st
         )
         stale = stale_suppliers(db, [supplier], SupplyMerge(), RUN, True)
     assert list(stale) == ["foxtrot"] and stale["foxtrot"].startswith("feed stock: its load failed in run manual__s17")
+
+
+def test_an_empty_mapped_stock_cell_is_quarantined_not_filled_from_the_hub(hub_dsn: str, tmp_path: Path) -> None:
+    delivery = tmp_path / "oscar.csv"
+    delivery.write_text("sku;price;qty\nO-1;10.00;4\nO-2;20.00;6\n", "utf-8")
+    oscar = Supplier.model_validate(
+        {
+            "id": "oscar",
+            "name": "Oscar",
+            "format": "csv",
+            "mode": "delta",
+            "transport": file_transport(delivery),
+            "csv": {"delimiter": ";", "columns": {"supplier_sku": "sku", "purchase_price": "price", "quantity": "qty"}},
+        }
+    )
+    sync_supplier(hub_dsn, oscar, None, RUN, tmp_path / "work")
+    delivery.write_text("sku;price;qty\nO-1;11.00;\nO-2;21.00;7\n", "utf-8")
+    second = sync_supplier(hub_dsn, oscar, None, RUN, tmp_path / "work")
+    assert (second.rows_loaded, second.rows_quarantined) == (1, 1)
+    loaded = offers(hub_dsn)
+    assert (loaded["O-1"]["purchase_price"], loaded["O-1"]["quantity"]) == (D("10.0000"), 4)  # last good state
+    assert (loaded["O-2"]["purchase_price"], loaded["O-2"]["quantity"]) == (D("21.0000"), 7)
+    with psycopg.connect(hub_dsn) as db:
+        assert db.execute("SELECT record_key, reason FROM hub.quarantine").fetchall() == [
+            ("O-1", "quantity is missing")
+        ]

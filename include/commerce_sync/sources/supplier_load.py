@@ -188,8 +188,10 @@ _RECORD_DEACTIVATIONS = sql.SQL(
       FROM hub.supplier_offer AS t
      CROSS JOIN LATERAL (VALUES ('quantity', t.quantity::text, ({quantity})::text),
                                 ('active', 'true', ({active})::text)) AS f (field, old_value, new_value)
-     WHERE {missing} AND f.old_value IS DISTINCT FROM f.new_value
-       AND (f.field = 'quantity' OR NOT %(sets_quantity)s)
+     WHERE {missing}
+       -- The stock a feed with stock sets to 0 (as always, even from 0: the row marks the deactivation),
+       -- else the offer leaving the range.
+       AND ((f.field = 'quantity' AND %(sets_quantity)s) OR (f.field = 'active' AND NOT %(sets_quantity)s))
     """
 ).format(quantity=sql.SQL(_NEW_QUANTITY), active=sql.SQL(_NEW_ACTIVE), missing=sql.SQL(_MISSING))
 
@@ -231,7 +233,7 @@ _FILL_UNDELIVERED = """
            purchase_price = CASE WHEN %(fill_price)s THEN coalesce(s.purchase_price, t.purchase_price::text)
                                  ELSE s.purchase_price END,
            currency = coalesce(s.currency, t.currency),
-           quantity = coalesce(s.quantity, t.quantity::text)
+           quantity = CASE WHEN %(fill_quantity)s THEN coalesce(s.quantity, t.quantity::text) ELSE s.quantity END
       FROM hub.supplier_offer AS t
      WHERE s.transfer_id = %(transfer_id)s AND t.supplier = s.supplier AND t.supplier_sku = s.supplier_sku
        AND (s.gtin IS NULL OR s.name IS NULL OR s.purchase_price IS NULL OR s.currency IS NULL OR s.quantity IS NULL)
@@ -315,6 +317,7 @@ def _fill_params(supplier: Supplier, transfer_id: uuid.UUID, partial: bool) -> d
         "fill_gtin": partial or "gtin" not in delivered,
         "fill_name": partial or "name" not in delivered,
         "fill_price": partial or "purchase_price" not in delivered,
+        "fill_quantity": partial or not supplier.spec.quantity_required,  # an empty stock column is quarantined
     }
 
 

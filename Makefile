@@ -8,7 +8,7 @@ test: ## Lint, type check, check the import contracts and run the whole test sui
 	@bash scripts/test.sh
 
 faults: ## The fault matrix alone (also part of make test); rewrites tests/faults/README.md from the run
-	@bash -c 'source scripts/common.sh; setup_all; cd "$$REPO"; FAULTS_README=1 pytest -q -p no:randomly tests/faults'
+	@bash -c 'source scripts/common.sh; setup_all; cd "$$REPO"; FAULTS_README=1 pytest -q tests/faults'
 
 ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
 	@bash scripts/ui.sh

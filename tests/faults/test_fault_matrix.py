@@ -19,6 +19,7 @@ from airflow.exceptions import AirflowException, AirflowFailException
 
 from commerce_sync.airflow_glue import operator_errors
 from commerce_sync.audit import ledger
+from commerce_sync.channels.feeds import write_feed
 from commerce_sync.channels.marketplace import publish_outbox, sync_listings
 from commerce_sync.channels.publish import open_marketplace, reconcile_channel
 from commerce_sync.config import load_config
@@ -26,6 +27,7 @@ from commerce_sync.db import connect
 from commerce_sync.errors import ChannelError, DataError, TransientError
 from commerce_sync.settings import data_dir
 from commerce_sync.transport.http import CircuitBreaker
+from commerce_sync_sandbox.sftp_server import SandboxSftpServer
 from tests.faults.world import STEPS, digest, run, run_steps, step_erp, step_feeds, step_publish, step_suppliers
 from tests.unit.test_channel_base import FakeClock
 
@@ -484,3 +486,49 @@ def test_disk_full_while_writing_a_feed(
         + _recovered(world.hub, reference),
     )
     assert leftovers == []
+
+
+def test_sftp_connection_dropped_while_publishing_a_feed(
+    world: Any, reference: dict[str, Any], observe: Observe, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    run_steps(world.hub)
+    config = load_config()
+    google = config.channel("google")
+    assert google.feed is not None
+    with SandboxSftpServer(remote, writable=True) as server:
+        os.environ["AIRFLOW_CONN_FEED_SFTP"] = json.dumps(
+            {
+                "conn_type": "sftp",
+                "host": "127.0.0.1",
+                "port": server.port,
+                "login": "supplier",
+                "password": "sandbox-secret",
+                "extra": {"host_key": server.host_key_line},
+            }
+        )
+        try:
+            target = f"sftp://127.0.0.1:{server.port}/published/google.xml"
+            channel = google.model_copy(
+                update={"feed": google.feed.model_copy(update={"target": target, "target_conn_id": "feed_sftp"})}
+            )
+            (data_dir() / google.feed.path).unlink()  # so the feed is written (and copied) again
+            server.faults[".google.xml.*.tmp"] = "drop"
+            server.fault_at_bytes = 2_000
+            with pytest.raises(TransientError, match="upload failed") as refused:
+                write_feed(world.hub, channel, data_dir(), run("feeds"))
+            assert not (remote / "published" / "google.xml").exists()
+            server.faults.clear()
+            (data_dir() / google.feed.path).unlink(missing_ok=True)
+            result = write_feed(world.hub, channel, data_dir(), run("feeds"))
+            published = (remote / "published" / "google.xml").read_bytes()
+        finally:
+            os.environ.pop("AIRFLOW_CONN_FEED_SFTP", None)
+    assert published == (data_dir() / google.feed.path).read_bytes()
+    observe(
+        "the SFTP connection drops after 2 kB while a validated feed is copied to the shop's server",
+        "a temporary fault; nothing half-written goes live on the server; the next write publishes the whole file",
+        f"TransientError: {str(refused.value)[:90]}; next write copied {result.item_count} items; "
+        + _recovered(world.hub, reference),
+    )

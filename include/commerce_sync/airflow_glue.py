@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from commerce_sync.audit.ledger import RunContext
 from commerce_sync.connections import get_connection
+from commerce_sync.db import lost_connection_is_transient
 from commerce_sync.errors import BreakerTripped, ChannelError, ConfigError, DataError, TransientError
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM, Override
 
@@ -65,7 +66,9 @@ def operator_errors(what: str) -> Iterator[None]:
         what: the subject, e.g. ``"supplier 'acme'"``; it starts every failure message.
     """
     try:
-        yield
+        # A terminated backend or a dropped connection is a temporary fault like a network error.
+        with lost_connection_is_transient():
+            yield
     except ConfigError as exc:
         raise AirflowFailException(
             f"{what}: configuration problem, not retried. {exc}\n"

@@ -19,7 +19,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from commerce_sync.db import connect, ensure_database, redact
+from commerce_sync.db import connect, ensure_database, lost_connection_is_transient, redact
 from commerce_sync.errors import CommerceSyncError
 from commerce_sync.settings import hub_database_url
 
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with lost_connection_is_transient():
+            return int(args.func(args))
     except CommerceSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

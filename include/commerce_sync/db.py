@@ -16,7 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from commerce_sync.errors import CommerceSyncError
+from commerce_sync.errors import CommerceSyncError, TransientError
+
+# SQLSTATEs of a server going away under a session: class 08 (connection exception), 57P01
+# admin_shutdown (pg_terminate_backend, a fast shutdown), 57P02 crash_shutdown, 57P03 cannot_connect_now.
+_LOST_STATES = ("57P01", "57P02", "57P03")
 
 
 def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -29,6 +33,36 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection]:
     """Yield a connection inside one transaction: commit on success, roll back on error."""
     with connect(dsn) as conn:
         yield conn
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database session went away (terminated, server restart, network),
+    as opposed to a statement the database refused."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        # No SQLSTATE: the client lost the socket ("server closed the connection unexpectedly",
+        # "consuming input failed", a connect timeout): nothing the server said about the data.
+        return True
+    return state in _LOST_STATES or state.startswith("08")
+
+
+@contextmanager
+def lost_connection_is_transient(what: str = "the database") -> Iterator[None]:
+    """Re-raise a lost database session inside the block as :class:`TransientError` (retryable).
+
+    Other database errors pass through unchanged.
+    """
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if not connection_lost(exc):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TransientError(
+            f"lost the connection to {what} ({type(exc).__name__}: {detail}); the transaction was rolled back"
+        ) from exc
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -313,6 +313,14 @@ SUPPLIER_OFFERS = Suite(
             gtin_reason_sql("r.gtin", "r.gtin_digits", "r.gtin_value"),
             {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
         ),
+        # The same limit as the ERP's product names: a 100,000-character name is a broken feed, not a name.
+        RowExpectation(
+            "expect_column_value_lengths_to_be_between",
+            "name",
+            f"length(r.name) > {NAME_MAX_LENGTH}",
+            f"format('name has %%s characters, at most {NAME_MAX_LENGTH} allowed', length(r.name))",
+            {"max_value": NAME_MAX_LENGTH},
+        ),
         *_currency_expectations(),
     ),
 )

@@ -24,6 +24,7 @@ from commerce_sync.audit import changes, ledger
 from commerce_sync.config import ErpRestSource, ErpSource, QualityFile, data_docs_root, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
+from commerce_sync.hub.source_lock import source_lock
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.suites import ERP_PRODUCTS
@@ -367,7 +368,8 @@ def sync_erp(
     """
     transfer = ledger.Transfer(source=erp.id, target="hub", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
-    with ledger.recording(hub_dsn, transfer):
+    # One run of this ERP at a time; the first thing under the lock: clear killed runs' staging.
+    with ledger.recording(hub_dsn, transfer), source_lock(hub_dsn, erp.id, tid, staging=("staging.erp_product",)):
         with connect(hub_dsn) as conn:
             since = None if full_resync else _read_watermark(conn, erp.id)
         transfer.details = {"full_resync": full_resync, "since": since.isoformat() if since else None}

@@ -30,6 +30,7 @@ from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, data_
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import DataError, FeedError
+from commerce_sync.hub.source_lock import source_lock
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.quarantine import resolve_fixed
@@ -351,7 +352,11 @@ def sync_supplier(
     report: price_changes.PriceChangeSummary | None = None
     fingerprint = config_fingerprint(supplier)
     try:
-        with ledger.recording(dsn, transfer):
+        # One run of this supplier at a time; the first thing under the lock: clear killed runs' staging.
+        with (
+            ledger.recording(dsn, transfer),
+            source_lock(dsn, source, transfer_id, staging=("staging.supplier_offer",)),
+        ):
             fetched = fetch(supplier, conn, work_dir, previous_fetch(dsn, source))
             transfer.details = {
                 "location": fetched.location,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -135,10 +136,12 @@ def test_kill_9_during_the_erp_copy(world: Any, reference: dict[str, Any], obser
     with connect(world.hub) as conn:
         assert conn.execute("SELECT count(*) FROM hub.product").fetchone() == (0,)
     run_steps(world.hub)
+    with connect(world.hub) as conn:
+        assert conn.execute("SELECT count(*) FROM staging.erp_product").fetchone() == (0,)
     observe(
         "kill -9 of the ERP sync while its COPY streams rows",
-        "the COPY's transaction rolls back; the next run loads everything",
-        "hub.product empty after the kill; rerun: " + _recovered(world.hub, reference),
+        "the COPY's transaction rolls back; the next run loads everything and leaves no staging rows",
+        "hub.product empty after the kill; rerun: no staging left, " + _recovered(world.hub, reference),
     )
 
 
@@ -530,5 +533,85 @@ def test_sftp_connection_dropped_while_publishing_a_feed(
         "the SFTP connection drops after 2 kB while a validated feed is copied to the shop's server",
         "a temporary fault; nothing half-written goes live on the server; the next write publishes the whole file",
         f"TransientError: {str(refused.value)[:90]}; next write copied {result.item_count} items; "
+        + _recovered(world.hub, reference),
+    )
+
+
+def _in_thread(target: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run_it() -> None:
+        try:
+            target()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_it)
+    thread.start()
+    return thread, errors
+
+
+def test_pg_terminate_backend_mid_merge(world: Any, reference: dict[str, Any], observe: Observe) -> None:
+    def erp_task() -> None:
+        with operator_errors("ERP"):
+            step_erp(world.hub)
+
+    with psycopg.connect(world.hub) as blocker:
+        blocker.execute("LOCK TABLE hub.product IN SHARE MODE")
+        thread, errors = _in_thread(erp_task)
+        pid = _wait_for("the merge to wait", _waiting_backend(world.hub, "%MERGE%hub.product%"), None)
+        blocker.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    thread.join(timeout=120)
+    (error,) = errors
+    assert isinstance(error, AirflowException) and not isinstance(error, AirflowFailException), error
+    assert "temporary fault, will retry" in str(error)
+    run_steps(world.hub)
+    observe(
+        "pg_terminate_backend of the ERP sync's session in the middle of its MERGE",
+        "a temporary fault with the retry message (Airflow retries), nothing half-merged; the retry loads all",
+        f"{str(error).splitlines()[0][:120]}; retry: " + _recovered(world.hub, reference),
+    )
+
+
+def test_two_runs_of_one_source_at_once(world: Any, reference: dict[str, Any], observe: Observe) -> None:
+    threads = [_in_thread(lambda: step_erp(world.hub)) for _ in range(2)]
+    for thread, _ in threads:
+        thread.join(timeout=180)
+    errors = [error for _, found in threads for error in found]
+    assert errors == []
+    with connect(world.hub) as conn:
+        runs = conn.execute(
+            "SELECT count(*), sum(rows_changed) FROM audit.transfer WHERE source = 'erp' AND status = 'success'"
+        ).fetchone()
+    assert runs[0] == 2
+    run_steps(world.hub, STEPS[1:])
+    observe(
+        "two ERP syncs of the same source started at the same moment (CLI, `dags test`: no max_active_runs)",
+        "the source lock serialises them: one waits, both succeed, the second finds nothing left to change",
+        f"2 successful runs, {runs[1]} rows changed in total; " + _recovered(world.hub, reference),
+    )
+
+
+def test_a_huge_field_in_a_feed(world: Any, reference: dict[str, Any], observe: Observe) -> None:
+    path = _feed_path(world, "acme.xml")
+    good = path.read_bytes()
+    text = good.decode("utf-8")
+    start = text.index("<name>") + len("<name>")
+    end = text.index("</name>", start)
+    path.write_bytes((text[:start] + "Ż" * 100_000 + text[end:]).encode("utf-8"))
+    run_steps(world.hub, ("erp",))
+    step_suppliers(world.hub, "acme")
+    with connect(world.hub) as conn:
+        reason = conn.execute(
+            "SELECT reason FROM hub.quarantine WHERE source = 'supplier:acme' AND reason LIKE '%100000 characters%'"
+        ).fetchone()
+        loaded = conn.execute("SELECT count(*) FROM hub.supplier_offer WHERE supplier = 'acme'").fetchone()
+    assert reason is not None
+    path.write_bytes(good)
+    run_steps(world.hub, STEPS[1:])
+    observe(
+        "a product name of 100,000 characters in a supplier feed",
+        "that row is quarantined with the limit; the other rows load; the fixed feed loads it",
+        f"quarantined ({reason[0][:70]}), {loaded[0]} other offers loaded; fixed feed: "
         + _recovered(world.hub, reference),
     )

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from commerce_sync.errors import CommerceSyncError
+from commerce_sync.errors import CommerceSyncError, DatabaseDataError
 
 
 def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -29,6 +29,21 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection]:
     """Yield a connection inside one transaction: commit on success, roll back on error."""
     with connect(dsn) as conn:
         yield conn
+
+
+def as_data_error(exc: BaseException) -> DatabaseDataError | None:
+    """The non-retryable :class:`DatabaseDataError` for a data exception from PostgreSQL, else None.
+
+    SQLSTATE class 22 (data exception: numeric overflow, invalid text representation, division by
+    zero ...) and 23 (integrity constraint violation) depend on the data, not on the moment.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    if not sqlstate or sqlstate[:2] not in ("22", "23"):
+        return None
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    message = (diag.message_primary if diag is not None else None) or str(exc)
+    detail = diag.message_detail if diag is not None else None
+    return DatabaseDataError(sqlstate, f"{message} ({detail})" if detail else message)
 
 
 def with_database(url: str, dbname: str) -> str:

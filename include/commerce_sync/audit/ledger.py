@@ -45,6 +45,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from commerce_sync.audit import changes
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError
 
@@ -357,8 +358,6 @@ SELECT t.seq, coalesce(t.transfer_id, d.transfer_id)::text, t.changes_count, t.c
 
 def change_mismatches(conn: psycopg.Connection) -> tuple[int, list[ChangeMismatch]]:
     """(transfers carrying a change digest, every mismatch in ledger order) from ``audit.change``."""
-    from commerce_sync.audit import changes
-
     query = sql.SQL(_CHANGE_MISMATCHES).format(digest=changes.DIGEST, row_text=changes.ROW_TEXT)
     with changes.sort_memory(conn):
         rows = conn.execute(query, (_EMPTY_SHA256,)).fetchall()

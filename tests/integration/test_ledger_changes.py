@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -191,3 +192,26 @@ def test_legacy_unkeyed_rows_before_the_first_keyed_row_stay_valid(
     assert not result.ok
     assert (result.first_broken_seq, result.legacy_rows) == (late.seq, len(legacy))
     assert result.problem == "unkeyed row after keyed rows: appended without the ledger key"
+
+
+def test_hub_maintenance_verify_task_fails_on_an_edited_change_row(
+    hub_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.hub_maintenance as maintenance
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from commerce_sync.audit import heads
+
+    monkeypatch.setattr(maintenance, "hub_dsn", lambda: hub_dsn)
+    monkeypatch.setenv(heads.HEADS_DIR_ENV, str(tmp_path))
+    verify_ledger = maintenance.hub_maintenance().get_task("verify_ledger").python_callable
+    with connect(hub_dsn) as conn:
+        rows = [_record(conn, 0, ["946.96"]), _record(conn, 1, ["5.0000"])]
+        heads.export_head(conn, tmp_path, ledger.ledger_key())
+        _record(conn, 2, ["6.0000"])
+    report = verify_ledger()
+    assert report["ok"] and (report["anchored_seq"], report["not_anchored_rows"]) == (rows[1].seq, 1)
+
+    _edit_change_as_superuser(hub_dsn, rows[0].transfer_id, "946.96", "0.01")
+    with pytest.raises(AirflowFailException, match=f"change rows do not match the ledger at seq {rows[0].seq}"):
+        verify_ledger()

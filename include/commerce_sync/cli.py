@@ -70,7 +70,8 @@ def _verify_report(chain: dict[str, Any], heads: dict[str, Any] | None, expected
             f"heads: {heads['heads_checked']} files, newest valid at seq {heads['anchored_seq']}; "
             f"not yet anchored: {heads['not_anchored_rows']} rows after it"
         )
-        lines.extend(f"PROBLEM in {p['file']}: {p['problem']}" for p in heads["problems"])
+        # The chain's own problem is the PROBLEM line above.
+        lines.extend(f"PROBLEM in {p['file']}: {p['problem']}" for p in heads["problems"] if p["file"] != "(chain)")
     return lines
 
 

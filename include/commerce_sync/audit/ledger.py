@@ -287,7 +287,7 @@ class ChangeMismatch:
     expected_count: int | None  # what the ledger row says (None: it claims no change rows)
     expected_sha256: str | None
     found_count: int  # what audit.change holds now
-    found_sha256: str | None
+    found_sha256: str
 
     def describe(self) -> str:
         """One sentence an operator reads."""
@@ -369,7 +369,7 @@ def change_mismatches(conn: psycopg.Connection) -> tuple[int, list[ChangeMismatc
             expected_count=expected_count,
             expected_sha256=expected_sha,
             found_count=int(found_count),
-            found_sha256=found_sha if found_sha is not None else (_EMPTY_SHA256 if seq is not None else None),
+            found_sha256=found_sha if found_sha is not None else _EMPTY_SHA256,  # no rows: digest of ''
         )
         for seq, transfer_id, expected_count, expected_sha, found_count, found_sha in rows
     ]

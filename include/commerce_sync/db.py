@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from commerce_sync.errors import CommerceSyncError, TransientError
+from commerce_sync.errors import CommerceSyncError, DatabaseDataError, TransientError
 
 # SQLSTATEs of a server going away under a session: class 08 (connection exception), 57P01
 # admin_shutdown (pg_terminate_backend, a fast shutdown), 57P02 crash_shutdown, 57P03 cannot_connect_now.
@@ -63,6 +63,21 @@ def lost_connection_is_transient(what: str = "the database") -> Iterator[None]:
         raise TransientError(
             f"lost the connection to {what} ({type(exc).__name__}: {detail}); the transaction was rolled back"
         ) from exc
+
+
+def as_data_error(exc: BaseException) -> DatabaseDataError | None:
+    """The non-retryable :class:`DatabaseDataError` for a data exception from PostgreSQL, else None.
+
+    SQLSTATE class 22 (data exception: numeric overflow, invalid text representation, division by
+    zero ...) and 23 (integrity constraint violation) depend on the data, not on the moment.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    if not sqlstate or sqlstate[:2] not in ("22", "23"):
+        return None
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    message = (diag.message_primary if diag is not None else None) or str(exc)
+    detail = diag.message_detail if diag is not None else None
+    return DatabaseDataError(sqlstate, f"{message} ({detail})" if detail else message)
 
 
 def with_database(url: str, dbname: str) -> str:

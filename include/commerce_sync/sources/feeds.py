@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -312,9 +313,11 @@ class BmecatFeedReader(FeedReader):
     def _lower_bound(price: etree._Element) -> float:
         bound = _LOWER_BOUND(price)
         try:
-            return float(bound) if bound else 1.0
+            value = float(bound) if bound else 1.0
         except ValueError:
             return float("inf")
+        # NaN compares false both ways and would make min() pick by position; -Infinity would always win.
+        return value if math.isfinite(value) else float("inf")
 
     def records(self, path: Path) -> Iterator[RawRecord]:
         """Yield one record per article/product of the catalog's transaction, streamed."""

@@ -82,6 +82,9 @@ def _row_hash(gtin: str, name: str, price: str, currency: str, quantity: str, ac
 
 # Typed, valid rows of one transfer. Quarantined records are excluded; the casts cannot fail on
 # what is left because validation checked the same normalisation (NUMBER_SPACES, separators).
+# The exclusion happens inside an OFFSET 0 subquery: PostgreSQL neither flattens it nor pushes the
+# callers' predicates into it, so no cast (and no predicate over a cast, e.g. the price-change
+# report's join with the hub) ever sees a quarantined value such as 'Infinity' or '1e308'.
 _TYPED_SOURCE = sql.SQL(
     """
     SELECT v.*, {row_hash} AS row_hash
@@ -97,10 +100,12 @@ _TYPED_SOURCE = sql.SQL(
                    true AS active,
                    s.record_no,
                    s.source_line
-              FROM staging.supplier_offer AS s
-             WHERE s.transfer_id = %(transfer_id)s
-               AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
-                                WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
+              FROM (SELECT s.*
+                      FROM staging.supplier_offer AS s
+                     WHERE s.transfer_id = %(transfer_id)s
+                       AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
+                                        WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
+                    OFFSET 0) AS s
            ) AS v
     """
 ).format(row_hash=_row_hash("v.gtin", "v.name", "v.purchase_price", "v.currency", "v.quantity", "v.active"))

@@ -10,13 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from airflow.exceptions import AirflowException, AirflowFailException
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from commerce_sync.airflow_glue import operator_errors
 from commerce_sync.audit import ledger
@@ -614,4 +617,137 @@ def test_a_huge_field_in_a_feed(world: Any, reference: dict[str, Any], observe: 
         "that row is quarantined with the limit; the other rows load; the fixed feed loads it",
         f"quarantined ({reason[0][:70]}), {loaded[0]} other offers loaded; fixed feed: "
         + _recovered(world.hub, reference),
+    )
+
+
+def test_non_finite_numbers_in_a_feed(world: Any, reference: dict[str, Any], observe: Observe) -> None:
+    path = _feed_path(world, "acme.xml")
+    good = path.read_bytes()
+    text = good.decode("utf-8")
+    nets = [text.index("<net>", start) for start in (0, text.index("</product>") + 1)]
+    bad = text
+    for value, at in zip(("Infinity", "1e308"), sorted(nets, reverse=True), strict=True):
+        end = bad.index("</net>", at)
+        bad = bad[: at + len("<net>")] + value + bad[end:]
+    path.write_bytes(bad.encode("utf-8"))
+    run_steps(world.hub, ("erp",))
+    step_suppliers(world.hub, "acme")  # no exception: the good rows load, nothing is retried
+    with connect(world.hub) as conn:
+        refused = conn.execute(
+            "SELECT count(*) FROM hub.quarantine WHERE source = 'supplier:acme' "
+            "AND (observed_value ILIKE '%%infinity%%' OR observed_value = '1e308')"
+        ).fetchone()
+        loaded = conn.execute("SELECT count(*) FROM hub.supplier_offer WHERE supplier = 'acme'").fetchone()
+    assert refused == (2,) and loaded[0] > 0
+    path.write_bytes(good)
+    run_steps(world.hub, STEPS[1:])
+    observe(
+        "prices of Infinity and 1e308 in a supplier feed",
+        "those rows quarantined where parsed, never cast by the merge; the batch's good rows load; no retry",
+        f"2 rows quarantined, {loaded[0]} offers loaded in the same run; fixed feed: "
+        + _recovered(world.hub, reference),
+    )
+
+
+@pytest.fixture
+def app_role(world: Any) -> Iterator[str]:
+    """A login with only the application's role on the world's hub (what a compromised pipeline holds)."""
+    from tests.integration.test_audit_integrity import APP_ROLE, _admin
+
+    name = f"cs_test_login_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_ROLE), sql.Identifier(name)))
+    try:
+        yield psycopg.conninfo.make_conninfo(world.hub, user=name)
+    finally:
+        with _admin() as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def _unchanged_business_data(hub: str, reference: dict[str, Any]) -> str:
+    found = digest(hub)
+    assert {k: v for k, v in found.items() if k != "ledger"} == reference
+    return "business data equal to the clean run"
+
+
+def test_a_superuser_edits_one_change_value(world: Any, reference: dict[str, Any], observe: Observe) -> None:
+    run_steps(world.hub)
+    with connect(world.hub) as conn:
+        transfer_id, change_id, old = conn.execute(
+            "SELECT t.transfer_id, c.change_id, c.new_value FROM audit.change c JOIN audit.transfer t USING "
+            "(transfer_id) WHERE c.field = 'purchase_price' ORDER BY t.seq, c.change_id LIMIT 1"
+        ).fetchone()
+        conn.execute("ALTER TABLE audit.change DISABLE TRIGGER change_refuse_update_delete")
+        conn.execute("UPDATE audit.change SET new_value = '0.01' WHERE change_id = %s", (change_id,))
+        conn.execute("ALTER TABLE audit.change ENABLE ALWAYS TRIGGER change_refuse_update_delete")
+    with connect(world.hub) as conn:
+        result = ledger.verify(conn)
+    assert not result.ok and str(transfer_id) in (result.problem or "")
+    observe(
+        f"a superuser (triggers disabled) changes one audit.change value ({old} -> 0.01)",
+        "ledger verify fails and names the transfer whose change digest no longer matches",
+        f"verify: {(result.problem or '')[:120]}; " + _unchanged_business_data(world.hub, reference),
+    )
+
+
+def test_the_app_role_adds_a_change_row_to_an_old_transfer(
+    world: Any, reference: dict[str, Any], observe: Observe, app_role: str
+) -> None:
+    run_steps(world.hub)
+    with connect(world.hub) as conn:
+        (transfer_id,) = conn.execute(
+            "SELECT transfer_id FROM audit.transfer WHERE dataset = 'product' ORDER BY seq LIMIT 1"
+        ).fetchone()
+    with connect(app_role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        conn.execute(
+            "INSERT INTO audit.change (transfer_id, dataset, sku, field, old_value, new_value) "
+            "VALUES (%s, 'product', 'SKU-000001', 'purchase_price', NULL, '0.01')",
+            (transfer_id,),
+        )
+    with connect(world.hub) as conn:
+        assert ledger.verify(conn).ok
+    observe(
+        "the application role inserts a forged change row for a transfer already in the ledger",
+        "the database refuses it; the chain still verifies",
+        f"refused: {str(refused.value).splitlines()[0][:100]}; chain verified; "
+        + _unchanged_business_data(world.hub, reference),
+    )
+
+
+def test_the_app_role_appends_a_forged_ledger_row(
+    world: Any, reference: dict[str, Any], observe: Observe, app_role: str
+) -> None:
+    run_steps(world.hub)
+    with connect(app_role) as conn:
+        prev = conn.execute("SELECT hash FROM audit.transfer ORDER BY seq DESC LIMIT 1").fetchone()
+        row: dict[str, Any] = dict.fromkeys(ledger.HASHED_FIELDS)
+        row.update(
+            transfer_id=uuid.uuid4(),
+            source="erp",
+            target="hub",
+            dataset="product",
+            rows_read=1,
+            rows_written=1,
+            rows_rejected=0,
+            rows_changed=1,
+            status="success",
+            details={},
+            started_at=ledger.utcnow(),
+            finished_at=ledger.utcnow(),
+        )
+        row.update(prev_hash=prev[0], hash=ledger.row_hash(prev[0], row), mac=None)
+        columns = [*ledger.HASHED_FIELDS, "prev_hash", "hash", "mac"]
+        (seq,) = conn.execute(
+            f"INSERT INTO audit.transfer ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)}) "
+            "RETURNING seq",
+            dict(row, details=Jsonb({})),
+        ).fetchone()
+    with connect(world.hub) as conn:
+        result = ledger.verify(conn)
+    assert not result.ok and result.first_broken_seq == seq
+    observe(
+        "the application role appends a 'success' ledger row with a correctly computed hash, without the key",
+        "ledger verify fails at that row: its MAC is missing",
+        f"verify: seq {seq}: {result.problem}; " + _unchanged_business_data(world.hub, reference),
     )

@@ -1,11 +1,14 @@
 # Every target does its own set-up (venv, pinned packages, hub database, Airflow home).
-.PHONY: demo test ui bench clean
+.PHONY: demo test faults ui bench clean
 
 demo: ## Run the whole sync once against the sandbox and print a summary
 	@bash scripts/demo.sh
 
 test: ## Lint, type check, check the import contracts and run the whole test suite
 	@bash scripts/test.sh
+
+faults: ## The fault matrix alone (also part of make test); rewrites tests/faults/README.md from the run
+	@bash -c 'source scripts/common.sh; setup_all; cd "$$REPO"; FAULTS_README=1 pytest -q tests/faults'
 
 ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
 	@bash scripts/ui.sh

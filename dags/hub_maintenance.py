@@ -2,9 +2,12 @@
 ### Hub maintenance: schema migrations and the daily ledger check
 
 `migrate_hub` applies pending SQL migrations (idempotent; refuses a migration file edited after it
-was applied). `verify_ledger` walks the whole hash chain of `audit.transfer` and fails, naming the
-first broken row, if any row was altered or removed; it also keeps `audit.change`'s monthly
-partitions two months ahead. `export_ledger_head` then writes the verified chain head, signed with
+was applied). `verify_ledger` walks the whole hash chain of `audit.transfer` (links, hashes and each
+row's MAC keyed with the ledger key), recomputes every transfer's change count and digest from
+`audit.change`, checks the signed exported heads, and fails naming the first problem (seq, transfer,
+expected/found) if any row was altered, removed, forged or appended without the key; it reports how
+many rows are not yet anchored by an exported head and keeps `audit.change`'s monthly partitions
+two months ahead. `export_ledger_head` then writes the verified chain head, signed with
 HMAC-SHA256, to `COMMERCE_SYNC_LEDGER_HEADS_DIR` (default `<data dir>/ledger-heads`), so that even a
 superuser who rewrites the chain and recomputes every hash is caught by
 `commerce-sync ledger verify --heads-dir DIR`. The signing key comes from the environment variable
@@ -16,6 +19,7 @@ open quarantine rows and the ledger are never deleted.
 **Runbook**
 - *verify_ledger failed*: treat as a security incident. Do not "fix" the ledger; preserve the database,
   compare with exported chain heads, and escalate. The message names the first broken sequence number.
+  "no ledger key" instead: set `COMMERCE_SYNC_LEDGER_KEY` (or the Variable) as below, then clear the task.
 - *migrate_hub failed, "changed after it was applied"*: someone edited an applied migration; restore the
   file from version control and add a new migration instead.
 - *export_ledger_head skipped, "no ledger signing key"*: the chain is not protected against a superuser
@@ -26,6 +30,8 @@ open quarantine rows and the ledger are never deleted.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import dag, task
@@ -35,6 +41,14 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
 
 AUDIT_TRANSFER = assets.hub_table("transfer", schema="audit")
 AUDIT_CHANGE = assets.hub_table("change", schema="audit")
+
+
+def _heads_dir() -> Path:
+    """Where signed ledger heads are kept: ``COMMERCE_SYNC_LEDGER_HEADS_DIR``, else ``<data dir>/ledger-heads``."""
+    from commerce_sync.audit.heads import HEADS_DIR_ENV
+    from commerce_sync.settings import data_dir
+
+    return Path(os.environ.get(HEADS_DIR_ENV) or data_dir() / "ledger-heads")
 
 
 @dag(
@@ -58,32 +72,32 @@ def hub_maintenance() -> None:
     def verify_ledger() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from commerce_sync.audit.ledger import verify
+        from commerce_sync.audit.heads import ledger_key, verify_against_heads
         from commerce_sync.db import connect
 
+        with operator_errors("ledger verification"):
+            key = ledger_key()
         with connect(hub_dsn()) as conn:
-            result = verify(conn)
+            result = verify_against_heads(conn, _heads_dir(), key)
         if not result.ok:
+            chain = result.chain
+            problems = "; ".join(f"{p.file}: {p.problem}" for p in result.problems)
             raise AirflowFailException(
-                f"audit ledger broken at seq {result.first_broken_seq}: {result.problem} "
-                f"({result.rows_checked} rows checked). Do not modify the ledger; escalate (see runbook)."
+                f"audit ledger broken: {problems} ({chain.rows_checked if chain else 0} rows checked). "
+                "Do not modify the ledger; escalate (see runbook)."
             )
         with connect(hub_dsn(), autocommit=True) as conn:
             conn.execute("SELECT audit.ensure_change_partitions(2)")
-        return {"rows_checked": result.rows_checked, "head_seq": result.head_seq, "head_hash": result.head_hash}
+        return result.as_dict()
 
     @task(inlets=[AUDIT_TRANSFER])
     def export_ledger_head() -> str:
-        import os
-        from pathlib import Path
-
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from commerce_sync.audit.heads import HEADS_DIR_ENV, LedgerKeyMissing, export_head, ledger_key
+        from commerce_sync.audit.heads import LedgerKeyMissing, export_head, ledger_key
         from commerce_sync.db import connect
-        from commerce_sync.settings import data_dir
 
-        target = Path(os.environ.get(HEADS_DIR_ENV) or data_dir() / "ledger-heads")
+        target = _heads_dir()
         try:
             key = ledger_key()
         except LedgerKeyMissing as exc:

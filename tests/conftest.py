@@ -13,6 +13,12 @@ from psycopg import sql
 from commerce_sync.db import database_name, drop_database, ensure_server, with_database
 from commerce_sync.hub.migrate import migrate
 
+# The ledger refuses to write unkeyed rows: tests bring their own key (scripts/common.sh sets one for
+# dev and CI; a test that needs another, or none, monkeypatches it). Set at import so subprocesses
+# (Airflow, the CLI) inherit the same key.
+TEST_LEDGER_KEY = "cs-test-ledger-key"
+os.environ.setdefault("COMMERCE_SYNC_LEDGER_KEY", TEST_LEDGER_KEY)
+
 BASE_URL = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 TEMPLATE = f"cs_test_template_{os.getpid()}"
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -98,11 +99,16 @@ def sandbox_servers() -> Iterator[None]:
 
 
 def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[str, bool, float, Path]]:
-    """Run DAGs once, in order, in one child process; return (dag_id, ok, seconds, log) per DAG."""
+    """Run DAGs once, in order, in one child process; return (dag_id, ok, seconds, log) per DAG.
+
+    The results file and the runner's log are this call's own (named by process and a random
+    tag): concurrent demo runs sharing ``log_dir`` never read or delete each other's results.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
-    results_file = log_dir / "results.jsonl"
-    results_file.unlink(missing_ok=True)
-    with (log_dir / "runner.log").open("wb") as out:
+    run_tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    results_file = log_dir / f"results-{run_tag}.jsonl"
+    runner_log = log_dir / f"runner-{run_tag}.log"
+    with runner_log.open("wb") as out:
         subprocess.run(
             [
                 sys.executable,
@@ -123,11 +129,12 @@ def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[
         for line in results_file.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             done[record["dag_id"]] = record
+        results_file.unlink()
     outcome = []
     for dag_id in dag_ids:
         record = done.get(dag_id)
         if record is None:
-            outcome.append((dag_id, False, 0.0, log_dir / "runner.log"))
+            outcome.append((dag_id, False, 0.0, runner_log))
         else:
             outcome.append((dag_id, record["state"] == "success", float(record["seconds"]), Path(record["log"])))
     return outcome

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from commerce_sync.audit.ledger import RunContext
 from commerce_sync.connections import get_connection
+from commerce_sync.db import as_data_error, lost_connection_is_transient
 from commerce_sync.errors import BreakerTripped, ChannelError, ConfigError, DataError, TransientError
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM, Override
 
@@ -65,7 +67,9 @@ def operator_errors(what: str) -> Iterator[None]:
         what: the subject, e.g. ``"supplier 'acme'"``; it starts every failure message.
     """
     try:
-        yield
+        # A terminated backend or a dropped connection is a temporary fault like a network error.
+        with lost_connection_is_transient():
+            yield
     except ConfigError as exc:
         raise AirflowFailException(
             f"{what}: configuration problem, not retried. {exc}\n"
@@ -88,6 +92,15 @@ def operator_errors(what: str) -> Iterator[None]:
         raise AirflowFailException(
             f"{what}: the channel refused the request, not retried. {exc}\n"
             "What to do: read the channel's message above; fix credentials or offer data, then clear the task."
+        ) from exc
+    except psycopg.Error as exc:
+        refused = as_data_error(exc)
+        if refused is None:
+            raise
+        raise AirflowFailException(
+            f"{what}: {refused} Not retried: the same data fails the same way.\n"
+            "What to do: find the value in the message (and the rows in hub.quarantine), fix the source data "
+            "or widen the check that let it through, then clear the task."
         ) from exc
     except TransientError as exc:
         raise AirflowException(

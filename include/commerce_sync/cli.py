@@ -2,8 +2,10 @@
 
 commerce-sync db setup            create the hub database if missing and apply migrations
 commerce-sync db migrate          apply pending migrations
-commerce-sync ledger verify       walk the audit chain; exit 1 on the first broken row
-                                  (--heads-dir DIR: also check every signed exported head)
+commerce-sync ledger verify       walk the audit chain (links, hashes, keyed MACs), recompute every
+                                  transfer's change digest from audit.change, check the signed
+                                  exported heads (--heads-dir DIR, default $COMMERCE_SYNC_LEDGER_HEADS_DIR)
+                                  and report rows not yet anchored by a head; exit 1 on any problem
 commerce-sync ledger export-head  write the signed chain head to --target DIR
 commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, --format json|text)
 commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from commerce_sync.db import connect, ensure_database, redact
+from commerce_sync.db import connect, ensure_database, lost_connection_is_transient, redact
 from commerce_sync.errors import CommerceSyncError
 from commerce_sync.settings import hub_database_url
 
@@ -43,28 +47,63 @@ def _db_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_report(chain: dict[str, Any], heads: dict[str, Any] | None, expected_given: bool) -> list[str]:
+    """The lines an operator reads (the JSON above them has every figure)."""
+    lines = [
+        f"chain: {chain['rows_checked']} rows, head seq {chain['head_seq']}; "
+        f"{chain['legacy_rows']} legacy (unkeyed, written before keying) rows precede "
+        f"{chain['keyed_rows']} keyed rows",
+        f"change rows: {chain['transfers_with_changes']} transfers recomputed from audit.change, "
+        f"{chain['change_mismatches']} mismatches",
+    ]
+    if chain["problem"]:
+        lines.append(f"PROBLEM at seq {chain['first_broken_seq']}: {chain['problem']}")
+    if heads is None:
+        after = (
+            "after the expected head"
+            if expected_given
+            else "(no head files checked: --heads-dir DIR or COMMERCE_SYNC_LEDGER_HEADS_DIR)"
+        )
+        lines.append(f"not yet anchored: {chain['not_anchored_rows']} rows {after}")
+    else:
+        lines.append(
+            f"heads: {heads['heads_checked']} files, newest valid at seq {heads['anchored_seq']}; "
+            f"not yet anchored: {heads['not_anchored_rows']} rows after it"
+        )
+        # The chain's own problem is the PROBLEM line above.
+        lines.extend(f"PROBLEM in {p['file']}: {p['problem']}" for p in heads["problems"] if p["file"] != "(chain)")
+    return lines
+
+
 def _ledger_verify(args: argparse.Namespace) -> int:
-    from commerce_sync.audit.ledger import verify
+    from commerce_sync.audit.heads import HEADS_DIR_ENV, verify_against_heads
+    from commerce_sync.audit.ledger import ledger_key, verify
 
-    if args.heads_dir:
-        from commerce_sync.audit.heads import ledger_key, verify_against_heads
-
-        key = ledger_key()
+    key = ledger_key()  # LedgerKeyMissing names the variable (exit 2)
+    heads_dir = args.heads_dir or os.environ.get(HEADS_DIR_ENV)
+    ok = True
+    heads: dict[str, Any] | None = None
+    if heads_dir:
         with connect(hub_database_url()) as conn:
-            checked = verify_against_heads(conn, Path(args.heads_dir), key)
-        print(json.dumps(checked.as_dict(), indent=2))
-        if args.expect_head is None:
-            return 0 if checked.ok else 1
-        if not checked.ok:
-            return 1
+            checked = verify_against_heads(conn, Path(heads_dir), key)
+        heads = checked.as_dict()
+        ok = checked.ok
     expected = None
     if args.expect_head:
         seq, _, digest = args.expect_head.partition(":")
         expected = (int(seq), digest)
-    with connect(hub_database_url()) as conn:
-        result = verify(conn, expected_head=expected)
-    print(json.dumps(result.__dict__, indent=2))
-    return 0 if result.ok else 1
+    if heads is None or expected is not None:
+        with connect(hub_database_url()) as conn:
+            result = verify(conn, expected_head=expected, key=key)
+        chain = result.as_dict()
+        ok = ok and result.ok
+    else:
+        chain = heads["chain"]
+    if args.format == "json":
+        print(json.dumps({"ok": ok, "chain": chain, "heads": heads}, indent=2, default=str))
+    else:
+        print("\n".join([f"ledger {'OK' if ok else 'BROKEN'}", *_verify_report(chain, heads, expected is not None)]))
+    return 0 if ok else 1
 
 
 def _ledger_export_head(args: argparse.Namespace) -> int:
@@ -117,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     led = sub.add_parser("ledger", help="audit ledger").add_subparsers(dest="action", required=True)
     verify = led.add_parser("verify", help="verify the hash chain")
     verify.add_argument("--expect-head", help="SEQ:HASH of a previously exported chain head")
-    verify.add_argument("--heads-dir", help="directory of signed head files (ledger export-head) to check against")
+    verify.add_argument(
+        "--heads-dir",
+        help="directory of signed head files (ledger export-head) to check against "
+        "(default: $COMMERCE_SYNC_LEDGER_HEADS_DIR if set)",
+    )
+    verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(func=_ledger_verify)
     export = led.add_parser("export-head", help="write the signed chain head outside the database")
     export.add_argument("--target", required=True, help="directory for ledger-head-<seq>-<timestamp>.json")
@@ -141,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with lost_connection_is_transient():
+            return int(args.func(args))
     except CommerceSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from commerce_sync.errors import CommerceSyncError
+from commerce_sync.errors import CommerceSyncError, DatabaseDataError, TransientError
+
+# SQLSTATEs of a server going away under a session: class 08 (connection exception), 57P01
+# admin_shutdown (pg_terminate_backend, a fast shutdown), 57P02 crash_shutdown, 57P03 cannot_connect_now.
+_LOST_STATES = ("57P01", "57P02", "57P03")
 
 
 def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -29,6 +33,51 @@ def transaction(dsn: str) -> Iterator[psycopg.Connection]:
     """Yield a connection inside one transaction: commit on success, roll back on error."""
     with connect(dsn) as conn:
         yield conn
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database session went away (terminated, server restart, network),
+    as opposed to a statement the database refused."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        # No SQLSTATE: the client lost the socket ("server closed the connection unexpectedly",
+        # "consuming input failed", a connect timeout): nothing the server said about the data.
+        return True
+    return state in _LOST_STATES or state.startswith("08")
+
+
+@contextmanager
+def lost_connection_is_transient(what: str = "the database") -> Iterator[None]:
+    """Re-raise a lost database session inside the block as :class:`TransientError` (retryable).
+
+    Other database errors pass through unchanged.
+    """
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if not connection_lost(exc):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TransientError(
+            f"lost the connection to {what} ({type(exc).__name__}: {detail}); the transaction was rolled back"
+        ) from exc
+
+
+def as_data_error(exc: BaseException) -> DatabaseDataError | None:
+    """The non-retryable :class:`DatabaseDataError` for a data exception from PostgreSQL, else None.
+
+    SQLSTATE class 22 (data exception: numeric overflow, invalid text representation, division by
+    zero ...) and 23 (integrity constraint violation) depend on the data, not on the moment.
+    """
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    if not sqlstate or sqlstate[:2] not in ("22", "23"):
+        return None
+    diag = exc.diag if isinstance(exc, psycopg.Error) else None
+    message = (diag.message_primary if diag is not None else None) or str(exc)
+    detail = diag.message_detail if diag is not None else None
+    return DatabaseDataError(sqlstate, f"{message} ({detail})" if detail else message)
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -15,6 +15,17 @@ class DataError(CommerceSyncError):
     """The input data is unusable as a whole (not retryable: fixing the data is needed)."""
 
 
+class DatabaseDataError(DataError):
+    """The database refused a value (SQLSTATE class 22 data exception or 23 integrity violation).
+
+    Retrying the same statement on the same data fails the same way, so this is never transient.
+    """
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(f"the database refused the data (SQLSTATE {sqlstate}): {message}")
+
+
 class FeedError(DataError):
     """A supplier feed could not be read or parsed; names the supplier and the location."""
 

@@ -30,16 +30,32 @@ class World:
 
 
 @contextmanager
-def sandbox_world(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[World]:
-    """Set up the sandbox, point the Airflow connections at it (in os.environ), tear it all down."""
-    if not (REPO / ".airflow").exists() and "AIRFLOW_HOME" not in os.environ:
+def sandbox_world(
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    n: int = 300,
+    hub_template: str | None = None,
+    needs_airflow: bool = True,
+) -> Iterator[World]:
+    """Set up the sandbox, point the Airflow connections at it (in os.environ), tear it all down.
+
+    Args:
+        tmp: where feeds, simulator state and the data directory go.
+        extra_env: more environment for the run (restored afterwards).
+        n: catalog size (ERP products, supplier feed items, simulator offers).
+        hub_template: a migrated hub database to copy (faster than migrating).
+        needs_airflow: skip unless the embedded Airflow home exists (whole-DAG runs need it).
+    """
+    if needs_airflow and not (REPO / ".airflow").exists() and "AIRFLOW_HOME" not in os.environ:
         pytest.skip("needs the embedded Airflow home: run through `make test`")
-    hub_url = new_database()
+    hub_url = new_database(hub_template)
     erp_url = new_database()
-    migrate(hub_url)
-    load_erp(erp_url)
-    write_feeds(tmp / "sandbox" / "feeds")
-    server = SandboxServer(tmp / "sandbox" / "feeds", tmp / "sandbox" / "allegro_state.json").start()
+    if hub_template is None:
+        migrate(hub_url)
+    load_erp(erp_url, n=n)
+    write_feeds(tmp / "sandbox" / "feeds", n=n)
+    server = SandboxServer(tmp / "sandbox" / "feeds", tmp / "sandbox" / "allegro_state.json", catalog_n=n).start()
     env = {
         "HUB_DATABASE_URL": hub_url,
         "ERP_DATABASE_URL": erp_url,

@@ -35,6 +35,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from commerce_sync.audit import ledger
+from commerce_sync.audit.view import DATA_DOCS_CSP, PAGE_CSP
 from tests.integration.audit_view_hostile import IMG, SCRIPT, fill_hostile
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,7 @@ SCRIPT_FLAG = "<script>window.__xssScript = 1</script>"
 IMG_FLAG = '"><img src=x onerror="window.__xssImg = 1">'
 BROWSER_PAYLOADS = (SCRIPT_FLAG, IMG_FLAG, SCRIPT, IMG)
 XSS_STATE = "() => ({script: window.__xssScript ?? null, img: window.__xssImg ?? null})"
+INJECT = "html => document.body.append(document.createRange().createContextualFragment(html))"
 ACME_ID = uuid.UUID("00000000-0000-4000-8000-00000000ac01")
 SKU = "SKU-000001"
 
@@ -303,7 +305,20 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
             anonymous_page.wait_for_url("**/auth/login?next=*")
             anonymous.close()
 
-            # Hostile hub text: shown as text on every page that shows it, never run.
+            # Every page comes with a strict CSP (no script at all), so payloads could not run even unescaped.
+            response = page.goto(f"{base}/audit/verify")
+            assert response is not None
+            assert response.headers["content-security-policy"] == PAGE_CSP
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["referrer-policy"] == "same-origin"
+            page.evaluate(INJECT, "".join((SCRIPT_FLAG, IMG_FLAG)))
+            page.wait_for_timeout(1_000)
+            assert page.evaluate(XSS_STATE) == {"script": None, "img": None}, "the CSP blocks injected markup"
+
+            # Hostile hub text: shown as text on every page that shows it, never run. The CSP is bypassed
+            # here, so that escaping alone is what stops the payloads (the control below shows they would run).
+            unguarded = browser.new_context(bypass_csp=True, storage_state=context.storage_state())
+            page = unguarded.new_page()
             hostile = fill_hostile(api_server["hub"], BROWSER_PAYLOADS)
             dialogs: list[str] = []
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -321,10 +336,7 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
             shot("hostile_text")
             assert dialogs == []
             # Control: the same payloads inserted as markup do run here, so the checks above can fail.
-            page.evaluate(
-                "html => document.body.append(document.createRange().createContextualFragment(html))",
-                "".join(BROWSER_PAYLOADS),
-            )
+            page.evaluate(INJECT, "".join(BROWSER_PAYLOADS))
             page.wait_for_function("() => window.__xssScript === 1 && window.__xssImg === 1", timeout=10_000)
             assert dialogs, "the control's alert payloads opened no dialog"
         finally:
@@ -335,3 +347,106 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(last, keep / "audit_view.png")
     print(f"timings: {timings}; screenshots: {shots}; latest copied to {keep / 'audit_view.png'}")
+
+
+def _quarantine_hostile_offers(dsn: str, docs_dir: Path) -> ledger.Transfer:
+    """A supplier batch whose bad rows carry payloads, through the real gate: GX renders its Data Docs."""
+    from commerce_sync.config import BatchBreakers
+    from commerce_sync.quality.gate import check_batch
+    from commerce_sync.quality.suites import NUMBER_SPACES, SUPPLIER_OFFER_COLUMNS, SUPPLIER_OFFERS, price_pattern
+
+    good = {"gtin": "5901234123457", "name": "Kubek", "purchase_price": "12,30", "currency": "PLN", "quantity": "4"}
+    rows = [dict(good, supplier_sku=f"S-{i}") for i in range(1, 9)]
+    rows[1].update(supplier_sku=IMG_FLAG, purchase_price="0")  # quarantined: its key is the payload
+    rows[2].update(gtin=SCRIPT_FLAG, name=IMG_FLAG)  # quarantined: the observed GTIN is the payload
+    transfer = ledger.Transfer(
+        source="supplier:acme",
+        target="hub",
+        dataset="supplier_offer",
+        run=ledger.RunContext(run_id="manual__xss", dag_id="supplier_feeds", task_id="load_acme"),
+    )
+    columns = ("transfer_id", "supplier", "record_no", "source_line", *SUPPLIER_OFFER_COLUMNS)
+    statement = f"COPY staging.supplier_offer ({', '.join(columns)}) FROM STDIN"
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(statement) as copy:
+        for no, row in enumerate(rows, start=1):
+            copy.write_row((transfer.transfer_id, "acme", no, no + 1, *(row[c] for c in SUPPLIER_OFFER_COLUMNS)))
+    transfer.rows_read = len(rows)
+    check_batch(
+        dsn,
+        SUPPLIER_OFFERS,
+        transfer,
+        limits=BatchBreakers(),
+        override=None,
+        docs_dir=docs_dir,
+        params={"decimal_separator": ",", "price_pattern": price_pattern(","), "spaces": NUMBER_SPACES},
+    )
+    assert transfer.rows_rejected == 2
+    with psycopg.connect(dsn) as conn:
+        ledger.append(conn, transfer, "success")
+    return transfer
+
+
+def test_quarantined_payloads_do_not_run_in_data_docs(
+    api_server: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supplier SKU ``<img src=x onerror=...>`` quarantined by the gate, its Data Docs page opened
+    through the view: the text is shown, the handler does not run, nothing is fetched from a CDN."""
+    from playwright.sync_api import sync_playwright
+
+    from commerce_sync.config import data_docs_root, load_quality
+
+    monkeypatch.setenv("COMMERCE_SYNC_DATA_DIR", str(tmp_path))  # the api-server's data dir
+    docs_dir = data_docs_root(load_quality())
+    transfer = _quarantine_hostile_offers(api_server["hub"], docs_dir)
+    site = docs_dir / Path(transfer.details["data_docs"]).parent
+    rows_page = next(p for p in site.rglob("*.html") if "onerror" in p.read_text(encoding="utf-8"))
+    base = api_server["base"]
+    rows_url = f"{base}/audit/data-docs/{quote(rows_page.relative_to(docs_dir).as_posix())}"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context()
+            context.set_default_timeout(30_000)
+            page = context.new_page()
+            page.goto(f"{base}/audit/transfers/{transfer.transfer_id}")
+            page.wait_for_url("**/auth/login**")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(api_server["password"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{base}/audit/**")
+            href = page.locator("#data-docs").get_attribute("href")
+            assert href == f"/audit/data-docs/{transfer.details['data_docs']}"
+
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            for url in (rows_url, f"{base}{href}"):
+                response = page.goto(url, wait_until="load")  # "load": a broken <img> has fired onerror by now
+                assert response is not None and response.status == 200, url
+                assert response.headers["content-security-policy"] == DATA_DOCS_CSP
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert response.headers["referrer-policy"] == "same-origin"
+                assert page.evaluate(XSS_STATE) == {"script": None, "img": None}, url
+                assert page.locator("img[onerror], script").count() == 0, url
+            page.goto(rows_url, wait_until="load")
+            body = page.locator("body").inner_text()
+            assert f"key {IMG_FLAG}" in body, "the quarantined SKU reads as text"
+            assert SCRIPT_FLAG in body
+            assert dialogs == []
+            assert requested and all(u.startswith(base) for u in requested), "no CDN: every request stays local"
+            # GX's own styles are inline in its pages and still apply (the CSP allows inline style there).
+            assert page.evaluate("() => [...document.styleSheets].filter(s => s.cssRules.length > 0).length") > 0
+            page.screenshot(path=str(tmp_path / "data_docs_hostile.png"), full_page=True)
+
+            # Control: with the CSP bypassed, the same payloads inserted as markup do run on this page,
+            # so the checks above can fail.
+            unguarded = browser.new_context(bypass_csp=True, storage_state=context.storage_state())
+            control = unguarded.new_page()
+            control.goto(rows_url, wait_until="load")
+            assert control.evaluate(XSS_STATE) == {"script": None, "img": None}, "escaping alone stops them too"
+            control.evaluate(INJECT, SCRIPT_FLAG + IMG_FLAG)
+            control.wait_for_function("() => window.__xssScript === 1 && window.__xssImg === 1", timeout=10_000)
+        finally:
+            browser.close()

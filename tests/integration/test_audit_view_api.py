@@ -332,9 +332,52 @@ def test_data_docs_are_linked_and_served_without_path_traversal(
         served = client.get(f"/audit/data-docs/{relative}", headers=viewer)
         assert served.status_code == 200 and "GX evidence of acme" in served.text
         assert served.headers["content-type"].startswith("text/html")
+        # GX pages show feed data: sandboxed, no script may run there.
+        csp = served.headers["content-security-policy"]
+        assert csp.startswith("sandbox ") and "allow-scripts" not in csp and "script-src" not in csp
+        assert "default-src 'none'" in csp and "frame-ancestors 'self'" in csp
+        assert served.headers["x-content-type-options"] == "nosniff"
         assert client.get(f"/audit/data-docs/supplier_acme/{ACME_ID}/validations/page.html", headers=viewer).text
         for escape in ("../secret.txt", "%2e%2e/secret.txt", "supplier_acme/../../secret.txt", "link", "/etc/passwd"):
             assert client.get(f"/audit/data-docs/{escape}", headers=viewer).status_code == 404, escape
         assert client.get(f"/audit/data-docs/{relative}").status_code in (303, 401), "auditors must log in"
     assert data_docs_file("../secret.txt", docs) is None
     assert data_docs_file(relative, docs) == (site / "index.html").resolve()
+
+
+def test_every_response_carries_the_security_headers(client: Any, viewer: dict[str, str]) -> None:
+    from commerce_sync.audit.view import PAGE_CSP
+
+    for path in (
+        "/audit/",
+        "/audit/verify",
+        f"/audit/transfers/{ACME_ID}",
+        "/audit/transfers.csv",
+        "/audit/static/audit.css",
+        "/audit/trace?channel=allegro&sku=x",
+    ):
+        response = client.get(path, headers=viewer)
+        assert response.status_code == 200, path
+        assert response.headers["content-security-policy"] == PAGE_CSP, path
+        assert "script-src" not in PAGE_CSP and "default-src 'none'" in PAGE_CSP
+        assert "frame-ancestors 'self'" in PAGE_CSP
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert response.headers["referrer-policy"] == "same-origin", path
+    refused = client.get("/audit/transfers.csv")  # no token: refused, with the headers all the same
+    assert refused.status_code == 401
+    assert refused.headers["content-security-policy"] == PAGE_CSP
+
+
+def test_absurd_page_numbers_and_nul_bytes_are_400(client: Any, viewer: dict[str, str]) -> None:
+    assert client.get("/audit/?page=99999999999999999999", headers=viewer).status_code == 400
+    assert client.get("/audit/?page=1000000000", headers=viewer).status_code == 200  # the last one answered
+    for path, params in (
+        ("/audit/", {"source": "supplier:\x00acme"}),
+        ("/audit/", {"dag_id": "\x00"}),
+        ("/audit/transfers.csv", {"target": "hub\x00"}),
+        ("/audit/trace", {"channel": "allegro", "sku": "SKU\x00"}),
+    ):
+        response = client.get(path, params=params, headers=viewer)
+        assert response.status_code == 400, (path, params)
+        assert "NUL" in response.text
+    assert client.get("/audit/", params={"source": "supplier:\x00acme"}).status_code == 303, "login comes first"

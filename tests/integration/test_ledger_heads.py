@@ -17,6 +17,12 @@ pytestmark = pytest.mark.integration
 KEY = b"test-ledger-key"
 
 
+@pytest.fixture(autouse=True)
+def _ledger_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are keyed with the same key the heads are signed with."""
+    monkeypatch.setenv(heads.KEY_ENV, KEY.decode())
+
+
 def _append(dsn: str, n: int) -> list[ledger.LedgerRow]:
     with connect(dsn) as conn:
         return [
@@ -27,8 +33,12 @@ def _append(dsn: str, n: int) -> list[ledger.LedgerRow]:
         ]
 
 
-def _rewrite_from(dsn: str, seq: int) -> None:
-    """What a superuser can do: change a row and recompute every hash from there on."""
+def _rewrite_from(dsn: str, seq: int, key: bytes | None = KEY) -> None:
+    """What a superuser can do: change a row and recompute every hash from there on.
+
+    With ``key`` (a superuser who also stole the ledger key) the MACs are recomputed too; without,
+    they are left as they were.
+    """
     with connect(dsn) as conn:
         conn.execute("ALTER TABLE audit.transfer DISABLE TRIGGER transfer_refuse_update_delete")
         conn.execute("UPDATE audit.transfer SET rows_read = rows_read + 1000 WHERE seq = %s", (seq,))
@@ -44,6 +54,10 @@ def _rewrite_from(dsn: str, seq: int) -> None:
                 conn.execute(
                     "UPDATE audit.transfer SET prev_hash = %s, hash = %s WHERE seq = %s", (prev, digest, row["seq"])
                 )
+                if key is not None:
+                    conn.execute(
+                        "UPDATE audit.transfer SET mac = %s WHERE seq = %s", (ledger.row_mac(key, digest), row["seq"])
+                    )
             prev = conn.execute("SELECT hash FROM audit.transfer WHERE seq = %s", (row["seq"],)).fetchone()[0]  # type: ignore[index]
         conn.execute("ALTER TABLE audit.transfer ENABLE ALWAYS TRIGGER transfer_refuse_update_delete")
 
@@ -89,7 +103,9 @@ def test_forged_head_file_is_reported(hub_dsn: str, tmp_path: Path) -> None:
         other_key = heads.verify_against_heads(conn, tmp_path, b"another key")
     assert [p.file for p in result.problems] == ["ledger-head-000000000099-forged.json"]
     assert "signature" in result.problems[0].problem
-    assert len(other_key.problems) == 2
+    # With another key both head files fail their signature, and the rows' MACs fail too.
+    assert len([p for p in other_key.problems if p.file != "(chain)"]) == 2
+    assert other_key.problems[0].file == "(chain)" and "MAC does not match" in other_key.problems[0].problem
 
 
 def test_export_refuses_without_key_or_on_a_broken_chain(hub_dsn: str, tmp_path: Path) -> None:
@@ -117,3 +133,55 @@ def test_cli_export_and_verify(hub_dsn: str, tmp_path: Path, monkeypatch: pytest
     _rewrite_from(hub_dsn, rows[1].seq)
     assert cli.main(["ledger", "verify"]) == 0
     assert cli.main(["ledger", "verify", "--heads-dir", str(tmp_path)]) == 1
+
+
+def test_superuser_rewrite_without_the_key_fails_verification_on_its_own(hub_dsn: str) -> None:
+    rows = _append(hub_dsn, 4)
+    _rewrite_from(hub_dsn, rows[1].seq, key=None)
+    with connect(hub_dsn) as conn:
+        result = ledger.verify(conn)
+    assert not result.ok
+    assert result.first_broken_seq == rows[1].seq
+    assert result.problem == "MAC does not match: row written or rewritten without the ledger key"
+
+
+def test_rows_after_the_last_head_are_not_yet_anchored(
+    hub_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HUB_DATABASE_URL", hub_dsn)
+    monkeypatch.delenv(heads.HEADS_DIR_ENV, raising=False)
+    rows = _append(hub_dsn, 3)
+    with connect(hub_dsn) as conn:
+        heads.export_head(conn, tmp_path, KEY)
+    _append(hub_dsn, 2)
+    with connect(hub_dsn) as conn:
+        result = heads.verify_against_heads(conn, tmp_path, KEY)
+    assert result.ok, result
+    assert (result.anchored_seq, result.not_anchored_rows) == (rows[-1].seq, 2)
+
+    capsys.readouterr()
+    assert cli.main(["ledger", "verify", "--heads-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ledger OK" in out
+    assert f"newest valid at seq {rows[-1].seq}; not yet anchored: 2 rows after it" in out
+    assert "0 legacy (unkeyed, written before keying) rows precede 5 keyed rows" in out
+    monkeypatch.setenv(heads.HEADS_DIR_ENV, str(tmp_path))  # the default the DAG uses too
+    assert cli.main(["ledger", "verify", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads"]["not_anchored_rows"] == 2 and report["chain"]["keyed_rows"] == 5
+    monkeypatch.delenv(heads.HEADS_DIR_ENV)
+    assert cli.main(["ledger", "verify"]) == 0
+    assert "not yet anchored: 5 rows (no head files checked" in capsys.readouterr().out
+
+
+def test_verify_without_a_key_names_the_variable(
+    hub_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _append(hub_dsn, 1)
+    monkeypatch.setenv("HUB_DATABASE_URL", hub_dsn)
+    monkeypatch.delenv(heads.KEY_ENV)
+    assert cli.main(["ledger", "verify"]) == 2
+    assert heads.KEY_ENV in capsys.readouterr().err
+    with connect(hub_dsn) as conn:
+        result = ledger.verify(conn)  # the library reports it instead of raising (the audit view shows it)
+    assert not result.ok and heads.KEY_ENV in (result.problem or "")

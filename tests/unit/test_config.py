@@ -30,7 +30,9 @@ def _edit(path: Path, change) -> None:
 def test_shipped_config_loads() -> None:
     config = load_config(SHIPPED)
     assert {s.id for s in config.suppliers if s.enabled} == {"acme", "bravo"}
-    assert {s.format for s in config.suppliers} == {"xml", "csv", "bmecat"}  # disabled examples validate too
+    # Disabled examples validate too (a supplier with several feeds has a format per feed).
+    assert {v.format for s in config.suppliers for v in s.feed_views()} == {"xml", "csv", "bmecat"}
+    assert [v.feed_id for v in config.supplier("echo").feed_views()] == ["catalogue", "stock"]
     assert {c.id for c in config.channels} == {"allegro", "ebay", "amazon", "google", "meta", "ceneo"}
     for channel in config.channels:
         assert config.rule_for(channel).version >= 1

@@ -234,3 +234,17 @@ def test_xml_field_paths_follow_local_names_first_matches_and_attributes(tmp_pat
         "quantity": None,
     }
     assert set(records[1].values.values()) == {None}
+
+
+@pytest.mark.parametrize("bound", ["NaN", "nan", "Infinity", "-Infinity", "-inf", "1e999"])
+def test_bmecat_non_finite_lower_bound_never_wins_the_scale(bound: str) -> None:
+    from lxml import etree
+
+    def price(lower_bound: str) -> etree._Element:
+        element = etree.Element("ARTICLE_PRICE")
+        etree.SubElement(element, "LOWER_BOUND").text = lower_bound
+        return element
+
+    weird, normal = price(bound), price("5")
+    assert BmecatFeedReader._lower_bound(weird) == float("inf")
+    assert min([weird, normal], key=BmecatFeedReader._lower_bound) is normal

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from commerce_sync.audit import ledger
+if TYPE_CHECKING:  # ledger.verify recomputes digests with this module's fragments: no runtime cycle
+    from commerce_sync.audit import ledger
 
 # The columns a change row (aliased ``c``) is identified by in the digest (not change_id / recorded_at).
 ROW_TEXT = sql.SQL(

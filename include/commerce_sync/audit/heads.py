@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,39 +24,24 @@ from typing import Any
 import psycopg
 
 from commerce_sync.audit import ledger
-from commerce_sync.errors import CommerceSyncError, ConfigError
+from commerce_sync.audit.ledger import KEY_ENV, KEY_VARIABLE, LedgerKeyMissing, ledger_key
+from commerce_sync.errors import CommerceSyncError
 
-KEY_ENV = "COMMERCE_SYNC_LEDGER_KEY"
-KEY_VARIABLE = "commerce_sync_ledger_key"
+__all__ = [
+    "HEADS_DIR_ENV",
+    "KEY_ENV",
+    "KEY_VARIABLE",
+    "HeadProblem",
+    "HeadsVerification",
+    "LedgerKeyMissing",
+    "export_head",
+    "ledger_key",
+    "verify_against_heads",
+]
+
 HEADS_DIR_ENV = "COMMERCE_SYNC_LEDGER_HEADS_DIR"
 SIGNED_FIELDS = ("seq", "hash", "rows", "exported_at")
 _FILE_GLOB = "ledger-head-*.json"
-
-
-class LedgerKeyMissing(ConfigError):
-    """No signing key is configured: heads are never exported unsigned."""
-
-
-def ledger_key() -> bytes:
-    """The HMAC key: ``COMMERCE_SYNC_LEDGER_KEY``, else the Airflow Variable ``commerce_sync_ledger_key``.
-
-    Raises:
-        LedgerKeyMissing: neither is set (or Airflow is not importable and the variable is unset).
-    """
-    value = os.environ.get(KEY_ENV)
-    if not value:
-        try:
-            from airflow.sdk import Variable
-
-            value = Variable.get(KEY_VARIABLE, default=None)
-        except Exception:  # outside a task context the SDK may not reach the API server
-            value = None
-    if not value:
-        raise LedgerKeyMissing(
-            f"no ledger signing key: set the environment variable {KEY_ENV} or the Airflow Variable "
-            f"{KEY_VARIABLE} (keep it out of the hub database)"
-        )
-    return value.encode("utf-8")
 
 
 def _signature(fields: dict[str, Any], key: bytes) -> str:
@@ -85,7 +69,7 @@ def export_head(conn: psycopg.Connection, target_dir: Path, key: bytes) -> Path:
     """
     if not key:
         raise LedgerKeyMissing("refusing to export a ledger head without a signing key")
-    result = ledger.verify(conn)
+    result = ledger.verify(conn, key=key)
     if not result.ok:
         raise CommerceSyncError(f"ledger broken at seq {result.first_broken_seq} ({result.problem}); no head exported")
     if result.head_seq is None or result.head_hash is None:
@@ -123,13 +107,19 @@ class HeadsVerification:
     heads_checked: int
     chain: ledger.VerifyResult | None
     problems: list[HeadProblem] = field(default_factory=list)
+    anchored_seq: int | None = None
+    """The newest exported head that still holds: rows up to it are anchored outside the database."""
+    not_anchored_rows: int = 0
+    """Rows after ``anchored_seq`` (all rows without a valid head): not yet anchored."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (for the CLI and task return values)."""
         return {
             "ok": self.ok,
             "heads_checked": self.heads_checked,
-            "chain": self.chain.__dict__ if self.chain else None,
+            "anchored_seq": self.anchored_seq,
+            "not_anchored_rows": self.not_anchored_rows,
+            "chain": self.chain.as_dict() if self.chain else None,
             "problems": [p.__dict__ for p in self.problems],
         }
 
@@ -148,7 +138,7 @@ def verify_against_heads(conn: psycopg.Connection, target_dir: Path, key: bytes)
     """
     if not key:
         raise LedgerKeyMissing("cannot check head signatures without the signing key")
-    chain = ledger.verify(conn)
+    chain = ledger.verify(conn, key=key)
     problems: list[HeadProblem] = []
     heads: dict[str, tuple[int, str]] = {}
     files = sorted(target_dir.glob(_FILE_GLOB)) if target_dir.is_dir() else []
@@ -166,7 +156,10 @@ def verify_against_heads(conn: psycopg.Connection, target_dir: Path, key: bytes)
             continue
         heads[path.name] = (seq, digest)
     stored = _chain_hashes(conn, sorted({seq for seq, _ in heads.values()}))
+    anchored_seq: int | None = None
     for name, (seq, digest) in heads.items():
+        if stored.get(seq) == digest:
+            anchored_seq = max(seq, anchored_seq or seq)
         if seq not in stored:
             problems.append(HeadProblem(name, f"exported head seq {seq} is no longer in the chain", seq))
         elif stored[seq] != digest:
@@ -181,4 +174,12 @@ def verify_against_heads(conn: psycopg.Connection, target_dir: Path, key: bytes)
         problems.insert(
             0, HeadProblem("(chain)", f"{chain.problem} at seq {chain.first_broken_seq}", chain.first_broken_seq)
         )
-    return HeadsVerification(ok=not problems, heads_checked=len(files), chain=chain, problems=problems)
+    after = conn.execute("SELECT count(*) FROM audit.transfer WHERE seq > %s", (anchored_seq or 0,)).fetchone()
+    return HeadsVerification(
+        ok=not problems,
+        heads_checked=len(files),
+        chain=chain,
+        problems=problems,
+        anchored_seq=anchored_seq,
+        not_anchored_rows=int(after[0]) if after else 0,
+    )

@@ -16,6 +16,13 @@ Airflow UI uses (``_token`` cookie set at login, or ``Authorization: Bearer``), 
 same dependency as Airflow's own REST API (``airflow.api_fastapi.core_api.security.get_user``).
 Without one, HTML pages redirect to the Airflow login page and the other endpoints answer 401.
 
+Every response carries security headers (:func:`security_headers`): a strict
+Content-Security-Policy (no script at all, style sheets and images from this app only, framed only
+by the Airflow UI of the same origin), ``X-Content-Type-Options: nosniff`` and a ``Referrer-Policy``.
+Data Docs pages, rendered by Great Expectations from feed data, are additionally served with the
+CSP ``sandbox`` directive: even markup that escaped the escaping cannot run a script there.
+A NUL byte in a query parameter, or a page number past any real list, is answered with 400.
+
 Pages are Jinja2 templates (``audit/templates``: one base layout, one template per page) rendered
 with autoescaping and ``StrictUndefined``; no template marks data safe. The data comes from
 :mod:`commerce_sync.audit.view_queries`, which connects to the hub through the ``hub_db`` Airflow
@@ -59,6 +66,8 @@ from commerce_sync.audit.view_queries import (
 from commerce_sync.errors import ConfigError
 
 __all__ = [
+    "DATA_DOCS_CSP",
+    "PAGE_CSP",
     "VIEW_NAME",
     "LazyASGIApp",
     "create_app",
@@ -66,6 +75,7 @@ __all__ = [
     "csv_lines",
     "data_docs_file",
     "read_only",
+    "security_headers",
     "templates",
 ]
 
@@ -77,6 +87,31 @@ MONO_SUFFIXES = ("hash", "sha256", "_id")
 STATUSES = ("success", "failed")
 # Responses of these paths are data, not pages: an unauthenticated request gets 401, no login redirect.
 NON_HTML_SUFFIXES = (".csv", ".json", ".css")
+# The largest page number asked for that is still answered (50 a page: 50 billion transfers);
+# beyond it the OFFSET would overflow PostgreSQL's bigint.
+MAX_PAGE = 1_000_000_000
+# The pages need nothing but their own style sheet: no script, no inline style, no other host.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
+)
+# GX's Data Docs use inline styles and their own fonts and images; scripts never run (``sandbox``
+# without ``allow-scripts``). ``allow-same-origin`` keeps the session cookie on the pages' own
+# style sheets; without scripts it gives the page nothing else.
+DATA_DOCS_CSP = (
+    "sandbox allow-same-origin allow-popups; default-src 'none'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+DATA_DOCS_PREFIX = "/data-docs/"
+
+
+def security_headers(path: str) -> dict[str, str]:
+    """The security headers of the response to ``path`` (the path inside the app)."""
+    return {
+        "Content-Security-Policy": DATA_DOCS_CSP if path.startswith(DATA_DOCS_PREFIX) else PAGE_CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "SAMEORIGIN",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,11 +343,28 @@ def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Pat
             raise NotAuthorized(user.get_name())
         return user
 
-    # App-level dependency: runs before anything else on every route (FastAPI caches the result
+    def refuse_nul(request: Request) -> None:
+        """400 for a NUL byte in a query parameter: PostgreSQL text cannot hold one."""
+        if any("\0" in key or "\0" in value for key, value in request.query_params.multi_items()):
+            raise HTTPException(status_code=400, detail="a query parameter holds a NUL byte")
+
+    # App-level dependencies: run before anything else on every route (FastAPI caches the result
     # for the route's own ``Depends(require_viewer)``), so no endpoint can be added unprotected.
     app = FastAPI(
-        title=VIEW_NAME, docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(require_viewer)]
+        title=VIEW_NAME,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(require_viewer), Depends(refuse_nul)],
     )
+
+    @app.middleware("http")
+    async def add_security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        root = str(request.scope.get("root_path", ""))
+        path = request.url.path[len(root) :] if root and request.url.path.startswith(root) else request.url.path
+        response.headers.update(security_headers(path))
+        return response
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.endswith(NON_HTML_SUFFIXES)
@@ -370,6 +422,8 @@ def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Pat
         user: Viewer,
         page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
     ) -> HTMLResponse:
+        if page_no > MAX_PAGE:
+            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
         with read_only(dsn()) as conn:
             listing = transfer_page(conn, flt, page_no)
         base = _base(request)

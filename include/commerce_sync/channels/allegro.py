@@ -222,6 +222,7 @@ class AllegroMarketplace(Marketplace):
     max_items_per_request = MAX_OFFERS_PER_COMMAND
     pipeline_window = PIPELINE_WINDOW
     request_noun = "command"
+    idempotent_requests = True
     client: AllegroClient
 
     def __init__(self, client: AllegroClient, poll_timeout: float = 60.0) -> None:

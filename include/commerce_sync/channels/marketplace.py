@@ -61,6 +61,8 @@ class Item:
     payload: dict[str, Any]
     offer_id: str | None
     problem: str | None = None
+    in_doubt: bool = False
+    """An earlier send of this row may have reached the channel without its outcome being recorded."""
 
     @property
     def amount(self) -> Decimal:
@@ -123,6 +125,9 @@ class Marketplace(ABC):
             (False: addressed by our SKU).
         reads_back_by_sku: read-back asks for the SKUs the hub published instead of listing everything.
         request_noun: what the API calls one request ("command", "call", "feed"), for logs and the demo.
+        idempotent_requests: a request sent again is applied once (Allegro's command ids). Otherwise rows
+            whose earlier send may have reached the channel unrecorded are read back before being sent
+            again (see :func:`_settle_in_doubt`).
     """
 
     kind: ClassVar[str]
@@ -132,6 +137,7 @@ class Marketplace(ABC):
     needs_offer_id: ClassVar[bool] = True
     reads_back_by_sku: ClassVar[bool] = False
     request_noun: ClassVar[str] = "call"
+    idempotent_requests: ClassVar[bool] = False
 
     def __init__(self, client: HttpClient) -> None:
         self.client = client
@@ -201,7 +207,7 @@ class Marketplace(ABC):
 
 _PLAN = (
     "SELECT o.id, o.sku, o.field, o.idempotency_key, o.offer_version, o.payload, l.offer_id, "
-    "co.floor_price, co.currency "
+    "co.floor_price, co.currency, EXISTS (SELECT 1 FROM hub.outbox_attempt a WHERE a.outbox_id = o.id) "
     "FROM hub.outbox o LEFT JOIN hub.channel_listing l ON l.channel = o.channel AND l.sku = o.sku "
     "LEFT JOIN hub.channel_offer co ON co.channel = o.channel AND co.sku = o.sku "
     "WHERE o.channel = %s AND o.status = 'pending' ORDER BY o.id"
@@ -214,10 +220,11 @@ def plan(
     """The channel's pending outbox rows, each with the problem that keeps it from being sent (if any)."""
     planned: list[Item] = []
     rejected: dict[int, list[prepublish.Rejection]] = {}
-    for row_id, sku, field_name, key, version, payload, offer_id, floor_price, offer_currency in conn.execute(
+    for row_id, sku, field_name, key, version, payload, offer_id, floor_price, offer_currency, in_doubt in conn.execute(
         _PLAN, (channel.id,)
     ):
         item = Item(row_id, sku, field_name, key, version, payload if isinstance(payload, dict) else {}, offer_id)
+        item.in_doubt = bool(in_doubt)
         item.problem = market.check(item) if isinstance(payload, dict) else "payload is not a JSON object"
         if item.problem is None and item.field == "price":
             problems = prepublish.check_price_change(
@@ -336,27 +343,36 @@ def publish_outbox(
                 result.failed += len(refused)
                 result.rejected_skus += sorted({item.sku for item in refused})
         run.account()
-        batches = list(market.batches([item for item in planned if item.problem is None], size))
-        window_size = max(1, market.pipeline_window)
-        for start in range(0, len(batches), window_size):
-            with conn.transaction():
-                window = batches[start : start + window_size]
-                locked = outbox.lock_pending(conn, [item.id for batch in window for item in batch])
-                in_flight: list[tuple[Request, Any]] = []
-                for batch in window:
-                    items = [item for item in batch if item.id in locked]
-                    if not items:  # another publisher holds or already sent them
-                        continue
-                    request = market.build(items)
-                    run.digest.update(encode_json(request.body))
-                    result.claimed += len(items)
-                    in_flight.append((request, market.send(request)))
-                    result.requests += 1
-                    if request.request_id:
-                        result.request_ids.append(request.request_id)
-                for request, sent in in_flight:
-                    run.record(conn, channel.id, request, market.collect(request, sent))
+        sendable = [item for item in planned if item.problem is None]
+        if not market.idempotent_requests and any(item.in_doubt for item in sendable):
+            sendable = _settle_in_doubt(conn, channel, market, sendable, run)
             run.account()
+        batches = list(market.batches(sendable, size))
+        window_size = max(1, market.pipeline_window)
+        with connect(dsn, autocommit=True) as attempts:
+            for start in range(0, len(batches), window_size):
+                with conn.transaction():
+                    window = batches[start : start + window_size]
+                    locked = outbox.lock_pending(conn, [item.id for batch in window for item in batch])
+                    # Committed before anything is sent: a crash from here to the commit below leaves
+                    # the rows pending and in doubt, and the next run reads the channel before re-sending.
+                    _note_attempt(attempts, channel.id, sorted(locked), transfer)
+                    in_flight: list[tuple[Request, Any]] = []
+                    for batch in window:
+                        items = [item for item in batch if item.id in locked]
+                        if not items:  # another publisher holds or already sent them
+                            continue
+                        request = market.build(items)
+                        run.digest.update(encode_json(request.body))
+                        result.claimed += len(items)
+                        in_flight.append((request, market.send(request)))
+                        result.requests += 1
+                        if request.request_id:
+                            result.request_ids.append(request.request_id)
+                    for request, sent in in_flight:
+                        run.record(conn, channel.id, request, market.collect(request, sent))
+                    conn.execute("DELETE FROM hub.outbox_attempt WHERE outbox_id = ANY(%s)", (sorted(locked),))
+                run.account()
     run.account()
     log.info(
         "%s %s: %d %ss, %d rows sent, %d failed, %d superseded, %d quarantined",
@@ -370,6 +386,117 @@ def publish_outbox(
         result.quarantined,
     )
     return result
+
+
+def _note_attempt(attempts: psycopg.Connection, channel_id: str, ids: list[int], transfer: ledger.Transfer) -> None:
+    if ids:
+        attempts.execute(
+            "INSERT INTO hub.outbox_attempt (outbox_id, channel, transfer_id) SELECT unnest(%s::bigint[]), %s, %s "
+            "ON CONFLICT DO NOTHING",
+            (ids, channel_id, transfer.transfer_id),
+        )
+
+
+def _shown(offer: ChannelOffer | None, field_name: str) -> dict[str, Any] | None:
+    """What the channel shows for one field, in the outbox payload's shape."""
+    if offer is None:
+        return None
+    if field_name == "price":
+        if offer.price is None:
+            return None
+        return {"amount": str(offer.price.quantize(_CENT)), "currency": offer.currency}
+    return {"value": offer.quantity}
+
+
+def _same(payload: dict[str, Any] | None, shown: dict[str, Any] | None, field_name: str) -> bool:
+    if payload is None or shown is None:
+        return payload is None and shown is None
+    if field_name == "price":
+        try:
+            amount = Decimal(str(payload.get("amount"))).quantize(_CENT)
+        except InvalidOperation:
+            return False
+        return str(amount) == shown["amount"] and payload.get("currency") == shown["currency"]
+    return payload.get("value") == shown["value"]
+
+
+def _settle_in_doubt(
+    conn: psycopg.Connection, channel: Channel, market: Marketplace, items: list[Item], run: _Run
+) -> list[Item]:
+    """Read the channel before re-sending rows whose earlier send may have reached it; return what to send.
+
+    Per in-doubt row: the channel already shows the row's value -> the earlier send applied: recorded as
+    sent without sending again (eBay and Amazon take no idempotency key). The channel still shows the last
+    value the hub sent -> the send did not apply: sent again. The channel shows something else -> it was
+    edited on the channel after our unconfirmed send: ``hub_wins`` sends the hub's value anyway (and says
+    so in the log); ``channel_wins`` and ``report_only`` do not overwrite it: the row fails with the
+    channel's value as its response, and the read-back reconciliation adopts or reports it.
+    """
+    doubtful = [item for item in items if item.in_doubt]
+    skus = sorted({item.sku for item in doubtful})
+    shown = {
+        offer.sku: offer
+        for offer in market.read_offers(skus if market.reads_back_by_sku else None)
+        if offer.sku in skus
+    }
+    last_sent = {
+        (sku, field_name): payload
+        for sku, field_name, payload in conn.execute(
+            "SELECT DISTINCT ON (sku, field) sku, field, payload FROM hub.outbox "
+            "WHERE channel = %s AND status = 'sent' AND sku = ANY(%s) ORDER BY sku, field, offer_version DESC, id DESC",
+            (channel.id, skus),
+        )
+    }
+    confirmed: list[Outcome] = []
+    held: list[Outcome] = []
+    for item in doubtful:
+        now = _shown(shown.get(item.sku), item.field)
+        last = last_sent.get((item.sku, item.field))
+        if _same(item.payload, now, item.field):
+            confirmed.append(Outcome(item.id, "sent", {"confirmed_by_read_back": now}))
+            continue
+        if last is None or _same(last, now, item.field):
+            continue  # the earlier send did not apply: send again
+        # Changed on the channel after our unconfirmed send (a direct edit in the window).
+        if channel.reconcile == "hub_wins":
+            log.warning(
+                "%s: SKU %s %s was changed on %s (%s) after an unconfirmed send; hub_wins: sending %s",
+                channel.id,
+                item.sku,
+                item.field,
+                market.title,
+                now,
+                item.payload,
+            )
+            continue
+        held.append(
+            Outcome(
+                item.id,
+                "failed",
+                {"in_doubt": True, "channel_value": now},
+                f"SKU {item.sku} {item.field}: {market.title} shows {now}, set on the channel after an "
+                f"unconfirmed send; not overwritten (reconcile: {channel.reconcile})",
+            )
+        )
+    settled = {outcome.row_id for outcome in [*confirmed, *held]}
+    if settled:
+        with conn.transaction():
+            locked = outbox.lock_pending(conn, sorted(settled))
+            outcomes = [outcome for outcome in [*confirmed, *held] if outcome.row_id in locked]
+            request = Request([item for item in doubtful if item.id in locked], None, "read-back")
+            run.record(conn, channel.id, request, outcomes)
+            run.result.claimed += len(outcomes)
+            conn.execute("DELETE FROM hub.outbox_attempt WHERE outbox_id = ANY(%s)", (sorted(locked),))
+    log.info(
+        "%s: %d in-doubt rows read back on %s: %d already applied, %d held, %d to send again",
+        channel.id,
+        len(doubtful),
+        market.title,
+        len(confirmed),
+        len(held),
+        len(doubtful) - len(settled),
+    )
+    return [item for item in items if item.id not in settled]
 
 
 def sync_listings(dsn: str, channel_id: str, market: Marketplace, transfer: ledger.Transfer) -> int:

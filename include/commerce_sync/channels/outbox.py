@@ -68,7 +68,8 @@ def mark_published(conn: psycopg.Connection, channel_id: str, skus: list[str]) -
     """Advance ``published_version`` to the newest version whose outbox rows are all settled.
 
     A version counts as published when it was sent and no row up to it is still pending, and
-    every failed row up to it was overtaken by a later sent row of the same field.
+    every failed row up to it was overtaken by a later sent row of the same field (a newer version,
+    or the same version sent again later, as the read-back re-queues a value the channel refused).
     """
     conn.execute(
         "UPDATE hub.channel_offer co SET published_version = v.version, published_at = now() "
@@ -78,7 +79,8 @@ def mark_published(conn: psycopg.Connection, channel_id: str, skus: list[str]) -
         "AND NOT EXISTS (SELECT 1 FROM hub.outbox p WHERE p.channel = co.channel AND p.sku = co.sku "
         "  AND p.offer_version <= v.version AND (p.status = 'pending' OR (p.status = 'failed' "
         "  AND NOT EXISTS (SELECT 1 FROM hub.outbox s WHERE s.channel = p.channel AND s.sku = p.sku "
-        "    AND s.field = p.field AND s.status = 'sent' AND s.offer_version > p.offer_version "
+        "    AND s.field = p.field AND s.status = 'sent' "
+        "    AND (s.offer_version > p.offer_version OR (s.offer_version = p.offer_version AND s.id > p.id)) "
         "    AND s.offer_version <= v.version))))",
         {"channel": channel_id, "skus": skus},
     )

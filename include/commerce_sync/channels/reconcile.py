@@ -1,7 +1,9 @@
 """Read-back reconciliation: does the marketplace show what the hub last published?
 
 The channel's current offers (read through its client) are compared with the hub's last
-published state: per (SKU, field) the payload of the newest ``sent`` outbox row. SKUs with a
+published state: per (SKU, field) the payload of the newest outbox row the channel received, whether
+it applied it (``sent``) or refused it item by item (``failed`` with the channel's answer), so a
+per-item refusal is retried by the read-back. SKUs with a
 pending outbox row are skipped (a change is in flight). Each difference — an offer edited
 directly on the marketplace, or a change the channel silently did not apply — is logged, written
 to a formula-injection-safe CSV report, recorded in ``hub.channel_reconciliation`` and counted in
@@ -71,9 +73,13 @@ class ReconcileResult:
     sample: list[str] = field(default_factory=list)
 
 
+# The newest value the hub sent per (SKU, field): applied ('sent'), or refused by the channel item by item
+# ('failed' with the channel's answer). A refused value is what the hub still wants, so the read-back finds
+# the difference and hub_wins sends it again. Rows the hub itself refused (pre-publish check, no offer id)
+# carry no answer and are not compared: they were never sent.
 _PUBLISHED = """
 SELECT DISTINCT ON (sku, field) sku, field, payload, offer_version
-FROM hub.outbox WHERE channel = %s AND status = 'sent'
+FROM hub.outbox WHERE channel = %s AND (status = 'sent' OR (status = 'failed' AND response IS NOT NULL))
 ORDER BY sku, field, offer_version DESC, id DESC
 """
 _IN_FLIGHT = "SELECT DISTINCT sku FROM hub.outbox WHERE channel = %s AND status = 'pending'"

@@ -14,6 +14,12 @@ transfer where they are:
 The site is rendered to ``<data_docs_dir>/<source>/<transfer_id>/`` and its ``index.html`` path,
 relative to ``data_docs_dir``, goes into the ledger row (``details.data_docs``). The auditor's view
 serves that directory (``/audit/data-docs/...``).
+
+Feed text is hostile until proven otherwise, and GX writes table cells into its pages unescaped
+(its ``.j2`` templates are not autoescaped). So every text the queries hand to GX is HTML-escaped in
+SQL (:func:`html_text`), and each rendered page is stripped of scripts and of every reference to a
+CDN (:func:`harden_pages`): the pages work offline and carry no code. The view also serves them with
+a ``Content-Security-Policy: sandbox`` that forbids scripts, should a page escape both.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ from commerce_sync.quality.suites import Suite, ValidationOutcome
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# What harden_pages removes from GX's pages: every script (inline or from a CDN; the pages read fine
+# without them) and every style sheet, icon or image fetched from another host.
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script\s*>", re.IGNORECASE | re.DOTALL)
+_REMOTE = re.compile(r"<(?:link|img)\b[^>]*\b(?:href|src)\s*=\s*[\"']?(?:https?:)?//[^>]*>", re.IGNORECASE | re.DOTALL)
+_REMOTE_CSS_URL = re.compile(r"url\(\s*[\"']?(?:https?:)?//[^)]*\)", re.IGNORECASE)
+_HTML_ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#x27;"))
 # Failing rows listed per expectation on the page (GX's own cap on query results is 200).
 ROWS_SHOWN = 200
 
@@ -114,6 +126,38 @@ def _min_rows(decision: Decision | None) -> int:
     return 1
 
 
+def html_text(expression: str) -> str:
+    """SQL that HTML-escapes the text ``expression`` (``&`` first, then ``<>"'``), as ``html.escape`` does.
+
+    GX puts query results into its pages as they are; escaped here, a SKU such as
+    ``<img src=x onerror=...>`` reads as text on the page. No ``%``: GX's DBAPI treats it specially.
+    """
+    for char, entity in _HTML_ENTITIES:
+        quoted = char.replace("'", "''")
+        expression = f"replace({expression}, '{quoted}', '{entity}')"
+    return expression
+
+
+def harden_pages(site_dir: Path) -> int:
+    """Remove scripts and remote style sheets, icons and images from every page of a rendered site.
+
+    Returns how many tags were removed. GX's pages load jQuery, Bootstrap and Vega from public CDNs
+    (so they break offline) and run inline scripts; what stays is HTML and GX's own style sheet from
+    the site's ``static`` directory.
+    """
+    removed = 0
+    for page in site_dir.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        text, scripts = _SCRIPT.subn("", text)
+        text, remote = _REMOTE.subn("", text)
+        text, css = _REMOTE_CSS_URL.subn("none", text)
+        remote += css
+        if scripts or remote:
+            page.write_text(text, encoding="utf-8")
+            removed += scripts + remote
+    return removed
+
+
 def share_static(docs_dir: Path, site_dir: Path) -> None:
     """Replace the site's ``static`` (4 MB of GX CSS/JS/fonts, the same for every site) by a
     relative symlink to one shared copy, ``<docs_dir>/_static``: 88 kB per transfer instead of 4 MB.
@@ -163,10 +207,14 @@ def render(
     rejected = datasource.add_query_asset(
         f"{dataset}_quarantine",
         query=(
-            "SELECT record_no, record_key, source_line, expectation, column_name, observed_value, reason, "
+            f"SELECT record_no, {html_text('record_key')} AS record_key, source_line, expectation, column_name, "
+            f"{html_text('observed_value')} AS observed_value, {html_text('reason')} AS reason, "
             # Concatenation, not format(): GX passes the query through a DBAPI that treats % specially.
-            "'record ' || record_no || ' (key ' || coalesce(record_key, '-') || ', line ' "
-            "|| coalesce(source_line::text, '-') || '): ' || reason AS finding "
+            + html_text(
+                "'record ' || record_no || ' (key ' || coalesce(record_key, '-') || ', line ' "
+                "|| coalesce(source_line::text, '-') || '): ' || reason"
+            )
+            + " AS finding "
             f"FROM hub.quarantine WHERE transfer_id = '{tid}' AND dataset = '{dataset}'"
         ),
     )
@@ -228,6 +276,7 @@ def render(
     index = site_dir / "index.html"
     if not index.exists():
         raise RuntimeError(f"GX did not render Data Docs into {site_dir}")
+    harden_pages(site_dir)
     share_static(docs_dir, site_dir)
     log.info(
         "Data Docs of %s from %s (transfer %s, %d rows, %d quarantined): %s",

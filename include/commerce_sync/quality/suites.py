@@ -155,11 +155,26 @@ def digits_only_sql(text: str) -> str:
     return f"({text} <> '' AND translate({text}, '0123456789', '') = '')"
 
 
+# A well-formed number with more significant digits than this is out of every column's range: it is
+# typed as 'Infinity' (fails the range check, quarantined with its value) instead of being cast, as a
+# number of 131,073 digits would overflow even PostgreSQL's unconstrained numeric and fail the batch.
+SIGNIFICANT_DIGITS_MAX = 100
+
+
+def bounded_numeric_sql(text: str, numeric: str) -> str:
+    """SQL: ``numeric`` (the cast of well-formed ``text``), or 'Infinity' when ``text`` has too many digits."""
+    return (
+        f"CASE WHEN length(ltrim({text}, '+-0')) <= {SIGNIFICANT_DIGITS_MAX} THEN {numeric} "
+        "ELSE 'Infinity'::numeric END"
+    )
+
+
 def integer_value_sql(text: str) -> str:
     """SQL: ``text`` as numeric when it is a whole number with at most one leading sign, else NULL."""
     unsigned = f"ltrim({text}, '+-')"
     return (
-        f"CASE WHEN {digits_only_sql(unsigned)} AND length({text}) - length({unsigned}) <= 1 THEN {text}::numeric END"
+        f"CASE WHEN {digits_only_sql(unsigned)} AND length({text}) - length({unsigned}) <= 1 "
+        f"THEN {bounded_numeric_sql(text, text + '::numeric')} END"
     )
 
 
@@ -238,6 +253,8 @@ def price_pattern(decimal_separator: str) -> str:
     return "^[+-]?[0-9]+(" + escaped + "[0-9]{1,4})?$"
 
 
+_PRICE_CAST = "replace(t.price_text, %(decimal_separator)s, '.')::numeric"
+
 SUPPLIER_OFFERS = Suite(
     name=SUPPLIER_OFFER_SUITE,
     staging="staging.supplier_offer",
@@ -247,7 +264,8 @@ SUPPLIER_OFFERS = Suite(
     typed_select=f"""
         SELECT t.*,
                CASE WHEN t.price_text ~ %(price_pattern)s
-                    THEN replace(t.price_text, %(decimal_separator)s, '.')::numeric END AS price_value,
+                    THEN {bounded_numeric_sql("t.price_text", _PRICE_CAST)}
+                END AS price_value,
                {integer_value_sql("t.quantity_text")} AS quantity_value,
                {gtin_value_sql("t.gtin_digits")} AS gtin_value
           FROM (SELECT s.record_no, s.source_line, s.supplier_sku, s.gtin, s.name, s.purchase_price,
@@ -314,6 +332,14 @@ SUPPLIER_OFFERS = Suite(
             gtin_failing_sql("r.gtin", "r.gtin_value"),
             gtin_reason_sql("r.gtin", "r.gtin_digits", "r.gtin_value"),
             {"lengths": [8, 12, 13, 14], "check_digit": "GS1 mod 10"},
+        ),
+        # The same limit as the ERP's product names: a 100,000-character name is a broken feed, not a name.
+        RowExpectation(
+            "expect_column_value_lengths_to_be_between",
+            "name",
+            f"length(r.name) > {NAME_MAX_LENGTH}",
+            f"format('name has %%s characters, at most {NAME_MAX_LENGTH} allowed', length(r.name))",
+            {"max_value": NAME_MAX_LENGTH},
         ),
         *_currency_expectations(),
     ),

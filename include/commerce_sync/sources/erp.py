@@ -10,6 +10,7 @@ with the same timestamp is never missed, and the hash comparison makes the re-re
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from commerce_sync.audit import changes, ledger
 from commerce_sync.config import ErpRestSource, ErpSource, QualityFile, data_docs_root, load_quality
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
+from commerce_sync.hub.source_lock import source_lock
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.suites import ERP_PRODUCTS
@@ -85,6 +87,12 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
+# Integer digits beyond which an ERP number is refused while streaming (the columns hold far fewer;
+# the SQL suite names the exact limits): it keeps giant values out of int() and out of every cast.
+_DIGITS_MAX = 20
+_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+
 def validate_row(
     record_no: int, row: dict[str, Any], currency: str, cursor_column: str = "updated_at"
 ) -> tuple[list[str | None] | None, RowProblem | None]:
@@ -111,17 +119,23 @@ def validate_row(
         return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number")
     if not price.is_finite():
         return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is not a number")
+    if price.adjusted() > _DIGITS_MAX:  # 1e200000 is finite but overflows numeric in SQL
+        return problem("purchase_price_numeric", "purchase_price", f"SKU {sku}: purchase price is out of range")
     try:
         vat = Decimal(raw.get("vat_rate") or "")
     except InvalidOperation:
         return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is not a number")
     if not vat.is_finite():
         return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is not a number")
+    if vat.adjusted() > _DIGITS_MAX:
+        return problem("vat_rate_numeric", "vat_rate", f"SKU {sku}: VAT rate is out of range")
     counts: dict[str, int] = {}
     for column in ("stock", "reserved"):
         value = raw.get(column) or "0"
-        if not value.lstrip("-").isdigit():
+        if not _INTEGER.match(value):  # ASCII digits only: str.isdigit() accepts "²", which int() refuses
             return problem(f"{column}_integer", column, f"SKU {sku}: {column} is not an integer")
+        if len(value.lstrip("-").lstrip("0")) > _DIGITS_MAX:  # int() refuses > 4300 digits; SQL checks the range
+            return problem(f"{column}_integer", column, f"SKU {sku}: {column} is out of range")
         counts[column] = int(value)
     active_text = (raw.get("active") or "true").lower()
     if active_text not in _TRUE | _FALSE:
@@ -367,7 +381,8 @@ def sync_erp(
     """
     transfer = ledger.Transfer(source=erp.id, target="hub", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
-    with ledger.recording(hub_dsn, transfer):
+    # One run of this ERP at a time; the first thing under the lock: clear killed runs' staging.
+    with ledger.recording(hub_dsn, transfer), source_lock(hub_dsn, erp.id, tid, staging=("staging.erp_product",)):
         with connect(hub_dsn) as conn:
             since = None if full_resync else _read_watermark(conn, erp.id)
         transfer.details = {"full_resync": full_resync, "since": since.isoformat() if since else None}

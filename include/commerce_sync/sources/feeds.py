@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -396,7 +397,8 @@ class BmecatFeedReader(FeedReader):
         if bound is None:
             return Decimal(1)
         value = _decimal(bound)
-        return value if value is not None else Decimal("Infinity")  # an unreadable tier is never the cost
+        # An unreadable tier, or one no order reaches (1e999 overflows a float), is never the cost.
+        return value if value is not None and math.isfinite(float(value)) else Decimal("Infinity")
 
     def _cost(self, price: etree._Element, gross: bool, order: etree._Element | None) -> str | None:
         """The cost per sellable unit as text; a part that is not a number marks the amount (quarantined)."""

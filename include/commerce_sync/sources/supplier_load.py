@@ -38,6 +38,7 @@ from commerce_sync.config import PriceChangeReport, QualityFile, Supplier, data_
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError, DataError, FeedError
+from commerce_sync.hub.source_lock import source_lock
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.quarantine import resolve_fixed
@@ -91,6 +92,9 @@ def _row_hash(gtin: str, name: str, price: str, currency: str, quantity: str, ac
 
 # Typed, valid rows of one transfer. Quarantined records are excluded; the casts cannot fail on
 # what is left because validation checked the same normalisation (NUMBER_SPACES, separators).
+# The exclusion happens inside an OFFSET 0 subquery: PostgreSQL neither flattens it nor pushes the
+# callers' predicates into it, so no cast (and no predicate over a cast, e.g. the price-change
+# report's join with the hub) ever sees a quarantined value such as 'Infinity' or '1e308'.
 _TYPED_SOURCE = sql.SQL(
     """
     SELECT v.*, {row_hash} AS row_hash
@@ -108,11 +112,13 @@ _TYPED_SOURCE = sql.SQL(
                    CASE WHEN %(sets_price)s THEN true ELSE coalesce(h.active, false) END AS active,
                    s.record_no,
                    s.source_line
-              FROM staging.supplier_offer AS s
+              FROM (SELECT s.*
+                      FROM staging.supplier_offer AS s
+                     WHERE s.transfer_id = %(transfer_id)s
+                       AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
+                                        WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
+                    OFFSET 0) AS s
               LEFT JOIN hub.supplier_offer AS h ON h.supplier = s.supplier AND h.supplier_sku = s.supplier_sku
-             WHERE s.transfer_id = %(transfer_id)s
-               AND NOT EXISTS (SELECT 1 FROM hub.quarantine AS q
-                                WHERE q.transfer_id = %(transfer_id)s AND q.record_no = s.record_no)
            ) AS v
     """
 ).format(row_hash=_row_hash("v.gtin", "v.name", "v.purchase_price", "v.currency", "v.quantity", "v.active"))
@@ -442,7 +448,13 @@ def sync_supplier(
     report: price_changes.PriceChangeSummary | None = None
     fingerprint = config_fingerprint(supplier)
     try:
-        with ledger.recording(dsn, transfer):
+        # One run of this supplier at a time; the first thing under the lock: clear killed runs' staging.
+        # The lock is the supplier's, not the feed's: its feeds write the same offers, and each fills the
+        # fields it does not deliver from what the others wrote (a concurrent feed would be overwritten).
+        with (
+            ledger.recording(dsn, transfer),
+            source_lock(dsn, f"supplier:{supplier.id}", transfer_id, staging=("staging.supplier_offer",)),
+        ):
             fetched = fetch(supplier, conn, work_dir, previous_fetch(dsn, source))
             transfer.details = {
                 "location": fetched.location,

@@ -53,6 +53,8 @@ VOLATILE = {
     "source_file_sha256",
     "source_record_no",
     "source_line",
+    "price_transfer_id",  # the transfer that last set a supplier offer's price / quantity (split feeds)
+    "quantity_transfer_id",
 }
 STEPS = ("erp", "suppliers", "merge", "price", "publish", "feeds")
 

@@ -139,10 +139,17 @@ def suppliers_to_hub_offers() -> None:
         outlets=[assets.HUB_SKU_SUPPLY],
     )
     def merge_supplier_offers() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
-        from commerce_sync.sources.supply_merge import merge_supply
+        from commerce_sync.sources.supply_merge import loaded_in_run, merge_supply
 
+        with operator_errors("supplier merge"):
+            loaded = loaded_in_run(hub_dsn(), run_context())
+        if not loaded:
+            # No feed was due (a 15-minute run between hourly loads): no sku_supply event, no pricing run.
+            raise AirflowSkipException("no supplier feed was loaded in this run; hub.sku_supply is unchanged")
         with operator_errors("supplier merge"):
             config = load_config()
             result = merge_supply(hub_dsn(), config.suppliers, config.supply_merge, run_context(), check_run=True)

@@ -414,3 +414,19 @@ def test_an_empty_mapped_stock_cell_is_quarantined_not_filled_from_the_hub(hub_d
         assert db.execute("SELECT record_key, reason FROM hub.quarantine").fetchall() == [
             ("O-1", "quantity is missing")
         ]
+
+
+def test_the_merge_knows_whether_this_run_loaded_any_feed(hub_dsn: str) -> None:
+    from commerce_sync.sources.supply_merge import loaded_in_run
+
+    assert loaded_in_run(hub_dsn, RUN) is False  # a scheduled run with no feed due: the merge is skipped
+    with psycopg.connect(hub_dsn) as db:
+        other = ledger.RunContext(run_id="scheduled__1", dag_id=RUN.dag_id)
+        ledger.append(
+            db, ledger.Transfer(source="supplier:lima", target="hub", dataset="supplier_offer", run=other), "success"
+        )
+        assert loaded_in_run(hub_dsn, RUN) is False
+        ledger.append(
+            db, ledger.Transfer(source="supplier:lima", target="hub", dataset="supplier_offer", run=RUN), "failed"
+        )
+    assert loaded_in_run(hub_dsn, RUN) is True

@@ -272,3 +272,14 @@ def failed_in_run(dsn: str, run: ledger.RunContext) -> list[str]:
         cur = db.cursor(row_factory=tuple_row)
         rows = cur.execute(_FAILED_IN_RUN, (SUPPLIER_DATASET, run.dag_id, run.run_id)).fetchall()
     return [str(source).removeprefix("supplier:") for (source,) in rows]
+
+
+_LOADED_IN_RUN = "SELECT EXISTS (SELECT 1 FROM audit.transfer WHERE dataset = %s AND dag_id = %s AND run_id = %s)"
+
+
+def loaded_in_run(dsn: str, run: ledger.RunContext) -> bool:
+    """Whether this DAG run tried to load any supplier feed (a scheduled run loads only the feeds due)."""
+    with connect(dsn) as db:
+        cur = db.cursor(row_factory=tuple_row)
+        row = cur.execute(_LOADED_IN_RUN, (SUPPLIER_DATASET, run.dag_id, run.run_id)).fetchone()
+    return bool(row and row[0])

@@ -5,7 +5,8 @@ One mapped task per feed of each enabled supplier in `include/config/suppliers.y
 one feed, or several such as a BMEcat price catalogue plus a CSV stock feed: each loads on its own and
 sets only the fields it delivers; the offer keeps the other feed's fields). The DAG runs every 15 minutes;
 a scheduled run loads the feeds that are due (`every_minutes` per feed, default 60, so a stock feed can load
-every run and a catalogue once a day); a manual run loads every feed. Each task: fetch the feed (HTTP with
+every run and a catalogue once a day); a manual run loads every feed. A scheduled run with no feed due
+skips `merge_supplier_offers` (no `sku_supply` event, so no pricing run). Each task: fetch the feed (HTTP with
 conditional GET, SFTP with a checked host key, or a local file; `.gz` accepted; incomplete transfers
 refused whole), parse it streamed (generic XML mapping, BMEcat 1.2/2005 or CSV), COPY it into
 staging, validate it (failing rows go to `hub.quarantine` with the reason), then merge valid rows

@@ -118,9 +118,9 @@ def test_task_fails_without_retry_on_a_database_data_error(hub_dsn: str) -> None
 
 
 def test_task_still_retries_a_lost_connection() -> None:
-    from commerce_sync.airflow_glue import operator_errors
-
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from commerce_sync.airflow_glue import operator_errors
 
     # Not a data error: a temporary fault that Airflow retries, never AirflowFailException.
     with (

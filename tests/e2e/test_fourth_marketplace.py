@@ -186,7 +186,9 @@ def test_a_kind_registered_outside_the_package_publishes_and_reads_back(world: d
 
     (first_read,) = _ledger(hub, "channel_reconciliation")
     assert first_read[:4] == ("marketplaces_to_hub_reconciliation", "reconcile_offers", "success", len(shown))
-    assert first_read[6]["differences"] == 0
+    # The unlisted SKU, refused item by item, is the one difference: reported as missing, not re-sent.
+    assert (first_read[6]["differences"], first_read[6]["requeued"]) == (1, 0)
+    assert first_read[6]["sample"][0].startswith(f"{UNLISTED} missing")
 
     # The seller edits one price directly on Tinymart: the read-back finds it and the hub's value goes out again.
     edited = sorted(shown)[3]
@@ -194,6 +196,6 @@ def test_a_kind_registered_outside_the_package_publishes_and_reads_back(world: d
         simulator.offers[edited]["price"] = "0.99"
     _run(("marketplaces_to_hub_reconciliation", "hub_to_marketplaces"), world["tmp"] / "logs-2")
     second_read = _ledger(hub, "channel_reconciliation")[-1]
-    assert (second_read[6]["differences"], second_read[6]["requeued"]) == (1, 1)
+    assert (second_read[6]["differences"], second_read[6]["requeued"]) == (2, 1)
     assert simulator.offers[edited]["price"] == offers[edited][0]
     assert Decimal(simulator.offers[edited]["price"]) != Decimal("0.99")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -124,6 +124,14 @@ def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
                 "data_docs": hostile.data_docs,
             },
         )
+        # Change rows belong to their transfer's own transaction, before its ledger row (the database
+        # refuses them afterwards), and the ledger row carries their count and digest.
+        conn.execute(
+            """INSERT INTO audit.change (transfer_id, dataset, sku, field, old_value, new_value)
+               VALUES (%s, 'product', %s, 'name', 'Kettle', %s)""",
+            (hostile.transfer_id, hostile.sku, hostile.change_value),
+        )
+        changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "failed")
         for record_no in (1, 2):
             conn.execute(
@@ -167,10 +175,5 @@ def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
                                                quantity, row_hash, transfer_id)
                VALUES (%s, %s, %s, %s, 40, 'PLN', 7, 'h-hostile', %s)""",
             (hostile.supplier, hostile.sku, GTIN, hostile.product_name, hostile.transfer_id),
-        )
-        conn.execute(
-            """INSERT INTO audit.change (transfer_id, dataset, sku, field, old_value, new_value)
-               VALUES (%s, 'product', %s, 'name', 'Kettle', %s)""",
-            (hostile.transfer_id, hostile.sku, hostile.change_value),
         )
     return hostile

@@ -118,8 +118,14 @@ def test_task_fails_without_retry_on_a_database_data_error(hub_dsn: str) -> None
 
 
 def test_task_still_retries_a_lost_connection() -> None:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
     from commerce_sync.airflow_glue import operator_errors
 
-    # Not a data error: it propagates as it is (Airflow retries it), not as AirflowFailException.
-    with pytest.raises(psycopg.OperationalError), operator_errors("supplier 'acme'"):
+    # Not a data error: a temporary fault that Airflow retries, never AirflowFailException.
+    with (
+        pytest.raises(AirflowException, match="temporary fault, will retry") as raised,
+        operator_errors("supplier 'acme'"),
+    ):
         raise psycopg.OperationalError("connection lost")
+    assert not isinstance(raised.value, AirflowFailException)

@@ -308,7 +308,13 @@ def test_supplier_records_price_and_quantity_changes_with_file_and_record(
         ("A-1", "acme", "purchase_price", "1.0000", "1.5000"),
         ("A-2", "acme", "quantity", "9", "0"),  # full mode: gone from the feed
     ]
-    assert rows[0][9] == {"file_sha256": sha, "record_no": 1, "source_line": rows[0][9]["source_line"], "gtin": None}
+    assert rows[0][9] == {
+        "feed": "main",  # which of the supplier's feeds set the field (a single-feed supplier's is "main")
+        "file_sha256": sha,
+        "record_no": 1,
+        "source_line": rows[0][9]["source_line"],
+        "gtin": None,
+    }
     assert rows[1][9]["deactivated"] is True and rows[1][9]["file_sha256"] == sha
     assert _ledger_digest(hub_dsn, str(second.transfer_id))[0] == 2
 

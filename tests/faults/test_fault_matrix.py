@@ -33,6 +33,7 @@ from commerce_sync.settings import data_dir
 from commerce_sync.transport.http import CircuitBreaker
 from commerce_sync_sandbox.sftp_server import SandboxSftpServer
 from tests.faults.world import STEPS, digest, run, run_steps, step_erp, step_feeds, step_publish, step_suppliers
+from tests.integration.test_ledger_changes import _forged_row
 from tests.unit.test_channel_base import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -721,28 +722,12 @@ def test_the_app_role_appends_a_forged_ledger_row(
 ) -> None:
     run_steps(world.hub)
     with connect(app_role) as conn:
-        prev = conn.execute("SELECT hash FROM audit.transfer ORDER BY seq DESC LIMIT 1").fetchone()
-        row: dict[str, Any] = dict.fromkeys(ledger.HASHED_FIELDS)
-        row.update(
-            transfer_id=uuid.uuid4(),
-            source="erp",
-            target="hub",
-            dataset="product",
-            rows_read=1,
-            rows_written=1,
-            rows_rejected=0,
-            rows_changed=1,
-            status="success",
-            details={},
-            started_at=ledger.utcnow(),
-            finished_at=ledger.utcnow(),
-        )
-        row.update(prev_hash=prev[0], hash=ledger.row_hash(prev[0], row), mac=None)
+        row = _forged_row(conn)  # a "success" row whose hash the application role can compute
         columns = [*ledger.HASHED_FIELDS, "prev_hash", "hash", "mac"]
         (seq,) = conn.execute(
             f"INSERT INTO audit.transfer ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)}) "
             "RETURNING seq",
-            dict(row, details=Jsonb({})),
+            dict(row, details=Jsonb({}), mac=None),
         ).fetchone()
     with connect(world.hub) as conn:
         result = ledger.verify(conn)

@@ -2,7 +2,7 @@
 
 A channel kind (``allegro``, ``ebay``, ``amazon``, ``google_merchant_feed``, ...) is registered with a
 :class:`ChannelKind` that declares its family (a marketplace API or a feed file), its capabilities
-(publish offers, read them back; the orders work adds importing orders), the outbox fields pricing
+(publish offers, read them back, import orders), the outbox fields pricing
 queues for it, how its marketplace adapter is built from an Airflow connection, the settings model
 that validates its ``settings`` in channels.yaml, and the asset its tasks write or read. DAGs, pricing,
 the config model and the publish/reconcile entry points dispatch through :func:`get` and :func:`kinds`,
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Family = Literal["marketplace", "feed"]
-Capability = Literal["publish", "read_back"]
-CAPABILITIES: frozenset[str] = frozenset({"publish", "read_back"})
+Capability = Literal["publish", "read_back", "import_orders"]
+CAPABILITIES: frozenset[str] = frozenset({"publish", "read_back", "import_orders"})
 OUTBOX_FIELDS = ("price", "quantity")
 """The fields pricing queues in ``hub.outbox`` for a kind that publishes through it."""
 
@@ -71,7 +71,8 @@ class ChannelKind:
         name: the ``kind`` value in channels.yaml (lower case).
         family: ``marketplace`` (an API fed through ``hub.outbox``) or ``feed`` (a generated file).
         title: how messages and the UI name it ("Allegro", "Google Merchant Center").
-        capabilities: what its tasks can do: ``publish``, ``read_back``.
+        capabilities: what its tasks can do: ``publish``, ``read_back``, ``import_orders``
+            (:meth:`~commerce_sync.channels.marketplace.Marketplace.read_orders`).
         asset: the Asset a channel of this kind writes (marketplace offers, or the channel's feed file).
         outbox_fields: the fields pricing queues in ``hub.outbox`` for it (empty: none, e.g. feeds).
         marketplace: builds the kind's :class:`~commerce_sync.channels.marketplace.Marketplace` from the

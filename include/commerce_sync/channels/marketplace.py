@@ -38,6 +38,7 @@ import psycopg
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
+from commerce_sync.channels.orders import OrderBatch
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.config import Channel
 from commerce_sync.db import connect
@@ -171,6 +172,13 @@ class Marketplace(ABC):
     def listings(self) -> Iterator[tuple[str | None, str | None]]:
         """Every (SKU, offer id) pair the marketplace has; ``None`` where an offer carries no SKU or id."""
         raise NotImplementedError(f"{self.title} addresses offers by SKU: it has no offer ids to list")
+
+    def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch:
+        """The orders that changed since ``cursor`` (``None``: start now), at most about ``limit`` of them.
+
+        Kinds with the ``import_orders`` capability implement it; see :mod:`commerce_sync.channels.orders`.
+        """
+        raise NotImplementedError(f"{self.title} ({self.kind}) does not import orders")
 
     def prepare(self) -> None:  # noqa: B027 (an optional hook: most kinds need nothing)
         """Fail early, before anything is claimed, when the connection lacks what publishing needs."""

@@ -7,7 +7,9 @@ the same names) arm them:
 * ``outage``: the next N API requests answer 503 (a 5xx burst);
 * ``drop_after_apply``: the next N writes are applied, then the connection is closed without an answer;
 * ``slow``: every API request waits this many seconds before answering;
-* ``reject``: SKUs whose item-level changes are refused with a per-item error.
+* ``reject``: SKUs whose item-level changes are refused with a per-item error;
+* ``duplicate_events``: order event pages carry every event twice (Allegro delivers events at least once);
+* ``shuffle_events``: order event pages come out of order (ids and ``occurredAt`` not ascending).
 
 Counters record what fired, so tests can assert that a fault really happened.
 """
@@ -35,6 +37,8 @@ class Faults:
     drop_after_apply: int = 0
     slow: float = 0.0
     reject: dict[str, str] = field(default_factory=dict)
+    duplicate_events: bool = False
+    shuffle_events: bool = False
     fired: dict[str, int] = field(default_factory=lambda: {"throttle": 0, "outage": 0, "drop": 0, "reject": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -54,7 +58,15 @@ class Faults:
 
     def clear(self) -> None:
         """Disarm everything (counters stay)."""
-        self.arm(throttle=0, outage=0, drop_after_apply=0, slow=0.0, reject={})
+        self.arm(
+            throttle=0,
+            outage=0,
+            drop_after_apply=0,
+            slow=0.0,
+            reject={},
+            duplicate_events=False,
+            shuffle_events=False,
+        )
 
     def before_request(self) -> tuple[int, dict[str, str]] | None:
         """An error answer (status, headers) to give instead of handling the request, or None."""
@@ -105,5 +117,7 @@ class Faults:
                 "drop_after_apply": self.drop_after_apply,
                 "slow": self.slow,
                 "reject": dict(self.reject),
+                "duplicate_events": self.duplicate_events,
+                "shuffle_events": self.shuffle_events,
                 "fired": dict(self.fired),
             }

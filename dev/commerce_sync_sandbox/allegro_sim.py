@@ -256,11 +256,8 @@ class AllegroSimulator:
         return offer["id"], offer["name"], price["amount"], price["currency"]
 
     def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
-        """A ``/_sandbox/orders...`` request; the state is saved after a change."""
-        answer = order_book.handle(self.orders, method, parts, body)
-        if answer is not None and method == "POST" and answer[0] < 300:
-            self.save()
-        return answer
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
 
     # ------------------------------------------------------------------ orders API
     def order_events(self, after: str | None, types: list[str], limit: int) -> dict[str, Any]:
@@ -643,7 +640,8 @@ class AllegroHandler(JsonHandler):
         if method != "GET":
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
         if parts == ["events"]:
-            after = (query.get("from") or [None])[0]
+            froms = query.get("from")
+            after = froms[0] if froms else None
             limit = _int_param(query, "limit", 100)
             self._send(200, self.simulator.order_events(after, query.get("type") or [], limit))
         elif parts == ["event-stats"]:

@@ -221,12 +221,8 @@ class AmazonSimulator:
         return details["asin"], details["name"], listing["price"], listing["currency"]
 
     def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
-        """A ``/_sandbox/orders...`` request; the state is saved after a change."""
-        answer = order_book.handle(self.orders, method, parts, body)
-        if answer is not None and method == "POST" and answer[0] < 300:
-            with self._lock:
-                self._save()
-        return answer
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
 
     # ------------------------------------------------------------------ orders API
     def search_orders(self, query: dict[str, list[str]]) -> dict[str, Any]:

@@ -158,12 +158,8 @@ class EbaySimulator:
         return offer["offerId"], f"Item {sku}", price["value"], price["currency"]
 
     def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
-        """A ``/_sandbox/orders...`` request; the state is saved after a change."""
-        answer = order_book.handle(self.orders, method, parts, body)
-        if answer is not None and method == "POST" and answer[0] < 300:
-            with self._lock:
-                self._save()
-        return answer
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
 
     # ------------------------------------------------------------------ fulfillment API
     def search_orders(self, query: dict[str, list[str]], href: str) -> dict[str, Any]:
@@ -479,8 +475,10 @@ class EbayHandler(JsonHandler):
                     return
                 self._send(status, answer)
             elif parts == ["sell", "fulfillment", "v1", "order"] and method == "GET":
-                host, port = self.server.server_address[:2]
-                self._send(200, self.simulator.search_orders(query, f"http://{host!s}:{port}{self.path}"))
+                address = self.server.server_address
+                assert isinstance(address, tuple)
+                href = f"http://{address[0]!s}:{address[1]}{self.path}"
+                self._send(200, self.simulator.search_orders(query, href))
             elif parts[:4] == ["sell", "fulfillment", "v1", "order"] and len(parts) == 5 and method == "GET":
                 self._send(200, self.simulator.get_order(parts[4]))
             elif parts == ["sell", "inventory", "v1", "offer"] and method == "GET":

@@ -289,10 +289,23 @@ class OrderBook:
             return self.log[-1] if self.log else None
 
 
-def handle(book: OrderBook, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
-    """Answer a ``/_sandbox/orders...`` request (``parts`` after ``_sandbox``), or None if it is not one."""
+def handle(
+    book: OrderBook, method: str, parts: list[str], body: bytes, save: Callable[[], None]
+) -> tuple[int, Any] | None:
+    """Answer a ``/_sandbox/orders...`` request (``parts`` after ``_sandbox``), or None if it is not one.
+
+    ``save`` persists the simulator's state; it is called, under the book's lock, after every change.
+    """
     if parts[:1] != ["orders"]:
         return None
+    answer = _answer(book, method, parts, body)
+    if method == "POST" and answer[0] < 300:
+        with book.lock:
+            save()
+    return answer
+
+
+def _answer(book: OrderBook, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
     try:
         document = json.loads(body or b"{}")
         if not isinstance(document, dict):

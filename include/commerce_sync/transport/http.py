@@ -295,6 +295,10 @@ class HttpClient:
             rate_limiter = TokenBucket(*self.requests_per_period)
         self.rate_limiter = rate_limiter
         self.breaker = breaker or CircuitBreaker(self.channel)
+        self.retries = 0
+        """Requests sent again after a network error, 429 or 5xx (reported in the ledger)."""
+        self.throttled = 0
+        """429 answers received."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channel={self.channel!r}, base_url={self.base_url!r})"
@@ -400,11 +404,13 @@ class HttpClient:
                 if status not in RETRY_STATUSES:
                     raise ChannelRequestError(self.channel, method, shown_path, status, error_text(response))
                 problem = f"status {status}: {error_text(response)}"
+                self.throttled += status == 429
             if attempt >= self.max_attempts:
                 raise TransientError(
                     f"{self.channel}: {method} {shown_path} failed after {attempt} attempts; last: {problem}"
                 )
             wait = self.backoff(attempt, response)
+            self.retries += 1
             log.warning(
                 "%s: %s %s attempt %d/%d failed (%s); retrying in %.1fs",
                 self.channel,

@@ -279,6 +279,9 @@ class AmazonSimulator:
                 if len(found) > size:
                     break
             page = [_amazon_order(order, included, self.marketplace_id) for _, order in found[:size]]
+        if self.faults.sparse_orders:
+            for listed in page:
+                listed.pop("fulfillment", None)
         answer: dict[str, Any] = {"orders": page, "lastUpdatedBefore": iso(bound)}
         if len(found) > size:
             key = found[size - 1][0]

@@ -190,6 +190,9 @@ class EbaySimulator:
         with self._lock:
             window = [order for _, order in self.orders.changed(start, end)]
             page = [_order(order, full=False) for order in window[offset : offset + limit]]
+        if self.faults.sparse_orders:
+            for listed in page:
+                del listed["cancelStatus"]
         answer: dict[str, Any] = {"href": href, "total": len(window), "limit": limit, "offset": offset, "orders": page}
         if offset + limit < len(window):
             answer["next"] = _with_offset(href, offset + limit)

@@ -9,7 +9,9 @@ the same names) arm them:
 * ``slow``: every API request waits this many seconds before answering;
 * ``reject``: SKUs whose item-level changes are refused with a per-item error;
 * ``duplicate_events``: order event pages carry every event twice (Allegro delivers events at least once);
-* ``shuffle_events``: order event pages come out of order (ids and ``occurredAt`` not ascending).
+* ``shuffle_events``: order event pages come out of order (ids and ``occurredAt`` not ascending);
+* ``sparse_orders``: order searches leave out what a reader must then fetch per order (eBay getOrders
+  without ``cancelStatus``, Amazon searchOrders without ``fulfillment``).
 
 Counters record what fired, so tests can assert that a fault really happened.
 """
@@ -39,6 +41,7 @@ class Faults:
     reject: dict[str, str] = field(default_factory=dict)
     duplicate_events: bool = False
     shuffle_events: bool = False
+    sparse_orders: bool = False
     fired: dict[str, int] = field(default_factory=lambda: {"throttle": 0, "outage": 0, "drop": 0, "reject": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -66,6 +69,7 @@ class Faults:
             reject={},
             duplicate_events=False,
             shuffle_events=False,
+            sparse_orders=False,
         )
 
     def before_request(self) -> tuple[int, dict[str, str]] | None:
@@ -119,5 +123,6 @@ class Faults:
                 "reject": dict(self.reject),
                 "duplicate_events": self.duplicate_events,
                 "shuffle_events": self.shuffle_events,
+                "sparse_orders": self.sparse_orders,
                 "fired": dict(self.fired),
             }

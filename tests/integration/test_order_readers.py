@@ -186,6 +186,25 @@ def test_pages_until_every_order_is_read(sim: Sim) -> None:
     assert {seen[order_id].status for order_id in ids} == {"unpaid", "ready"}
 
 
+def test_orders_changed_while_paging_are_neither_skipped_nor_lost(sim: Sim) -> None:
+    cursor = start(sim)
+    ids = sandbox_orders.buy_bulk(sim.url, [{"sku": SKU, "quantity": 1, "paid": False}] * 30)
+    first = sim.market.read_orders(cursor, limit=10)
+    assert first.more
+    read_first = [order.order_id for order in first.orders]
+    time.sleep(0.005)  # the changes below come after the window's end (millisecond timestamps)
+    for order_id in read_first[:5]:
+        sandbox_orders.pay(sim.url, order_id)  # these leave the window being paged; later pages shift up
+    assert first.cursor is not None
+    seen, cursor, batches = drain(sim.market, first.cursor, limit=10)
+    assert set(ids) <= set(read_first) | set(seen), "no order was skipped"
+    later, _, _ = drain(sim.market, cursor, limit=10)  # the next run: what changed after the window
+    seen.update(later)
+    assert all(seen[order_id].status == "ready" for order_id in read_first[:5])
+    if sim.kind == "ebay":
+        assert sum(batch.details.get("stepped_back", 0) for batch in batches) == 5
+
+
 def test_cursor_rewound_by_a_day_reads_the_same_orders_again(sim: Sim) -> None:
     cursor = start(sim)
     ids = sandbox_orders.buy_bulk(sim.url, [{"sku": SKU, "quantity": 1, "paid": True}] * 7)
@@ -219,6 +238,30 @@ def test_an_outage_beyond_the_retries_says_the_cursor_did_not_move(sandbox: Sand
     sandbox.ebay.faults.arm(outage=5)
     with pytest.raises(TransientError, match=r"eBay: reading orders failed .*cursor did not move"):
         market.read_orders(cursor)
+
+
+@pytest.mark.parametrize("kind", ["ebay", "amazon"])
+def test_orders_listed_without_their_status_are_read_one_by_one(sandbox: SandboxServer, kind: str) -> None:
+    market = _market(kind, sandbox, [])
+    url = sandbox.ebay_url if kind == "ebay" else sandbox.amazon_url
+    faults = sandbox.ebay.faults if kind == "ebay" else sandbox.amazon.faults
+    cursor = market.read_orders(None).cursor
+    kept = sandbox_orders.buy(url, SKU, 1)
+    cancelled = sandbox_orders.buy(url, SKU, 1, paid=False)
+    sandbox_orders.cancel(url, cancelled)
+    faults.arm(sparse_orders=True)
+    seen, _, batches = drain(market, cursor)
+    assert (seen[kept].status, seen[cancelled].status) == ("ready", "cancelled")
+    assert sum(batch.details.get("get_order_calls", 0) for batch in batches) >= 2
+
+
+def test_slow_answers_beyond_the_read_timeout_fail_as_transient(sandbox: SandboxServer) -> None:
+    market = _market("amazon", sandbox, [], timeout=(2.0, 0.2), max_attempts=2)
+    cursor = market.read_orders(None).cursor
+    sandbox.amazon.faults.arm(slow=0.5)
+    with pytest.raises(TransientError, match=r"Amazon: reading orders failed .*ReadTimeout"):
+        market.read_orders(cursor)
+    sandbox.amazon.faults.clear()
 
 
 def test_allegro_duplicated_and_out_of_order_events(sandbox: SandboxServer) -> None:

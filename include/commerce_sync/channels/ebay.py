@@ -13,7 +13,8 @@ its first page is read, so orders modified meanwhile leave the window (they fall
 instead of joining it; an order leaving shifts the later pages, which the reader notices in ``total``
 and answers by stepping ``offset`` back as far, so a page re-reads orders rather than skipping one.
 The next window starts ``overlap`` before the newest ``lastModifiedDate`` seen (or before ``to`` when
-the window was empty), which also covers a clock difference between eBay and us.
+the window was empty), which also covers a clock difference between eBay and us; when orders left the
+window while it was paged, the last page says ``more`` so that the next window is read at once.
 Cancellations are ``cancelStatus.cancelState``; an order the list returns without it is read with
 getOrder.
 """
@@ -203,9 +204,12 @@ class EbayMarketplace(Marketplace):
             end = str(state.get("to") or iso_ms(_now()))
             offset = int(state.get("offset") or 0)
             expected = state.get("total")
+            left = int(state.get("left") or 0)
             page = self.client.orders_page(start, end, limit=limit, offset=offset)
             reading.count("pages")
             total = int(page.get("total") or 0)
+            if expected is not None and total < int(expected):
+                left += int(expected) - total
             if expected is not None and total < int(expected) and offset > 0:
                 # Orders left the window since the last page: later ones moved up; read from as far back.
                 offset = max(0, offset - (int(expected) - total))
@@ -222,16 +226,19 @@ class EbayMarketplace(Marketplace):
             )
             newest = max(filter(None, (parse_time(state.get("newest")), newest_here)), default=None)
             offset += len(listed)
-        more = bool(listed) and offset < total
-        if more:
+        paging = bool(listed) and offset < total
+        if paging:
             cursor_state: dict[str, Any] = {"from": start, "to": end, "offset": offset, "total": total}
             if newest is not None:
                 cursor_state["newest"] = iso_ms(newest)
+            if left:
+                cursor_state["left"] = left
         else:
             basis = newest or parse_time(end) or _now()
             cursor_state = {"from": iso_ms(max(basis - self.order_overlap, parse_time(start) or basis))}
         reading.counts["window"] = [start, end]
-        return reading.batch(cursor_state, more)
+        # Orders that left the window while it was paged changed after its end: the next window has them.
+        return reading.batch(cursor_state, more=paging or left > 0)
 
     def listings(self) -> Iterator[tuple[str | None, str | None]]:
         for offer in self.client.list_offers():

@@ -257,6 +257,15 @@ def test_orders_listed_without_their_status_are_read_one_by_one(sandbox: Sandbox
     assert sum(batch.details.get("get_order_calls", 0) for batch in batches) >= 2
 
 
+def test_an_expired_amazon_pagination_token_reads_the_window_again(sandbox: SandboxServer) -> None:
+    market = _market("amazon", sandbox, [])
+    after = iso_ms(datetime.now(UTC) - timedelta(seconds=1))
+    bought = sandbox_orders.buy(sandbox.amazon_url, SKU, 1)
+    batch = market.read_orders(json.dumps({"after": after, "token": "expired-token"}))
+    assert [order.order_id for order in batch.orders] == [bought]
+    assert batch.details["restarted_windows"] == 1
+
+
 def test_slow_answers_beyond_the_read_timeout_fail_as_transient(sandbox: SandboxServer) -> None:
     market = _market("amazon", sandbox, [], timeout=(2.0, 0.2), max_attempts=2)
     cursor = market.read_orders(None).cursor

@@ -5,6 +5,8 @@ commerce-sync-dev sandbox set-price S P    change one purchase price in the sand
 commerce-sync-dev sandbox serve [...]      run the supplier feed server and the marketplace simulators
                                            (the options of ``python -m commerce_sync_sandbox serve``)
 commerce-sync-dev demo                     run every DAG once against the sandbox and print a summary
+commerce-sync-dev celery [...]             Airflow on the CeleryExecutor: api-server, scheduler, dag-processor,
+                                           triggerer, N workers (--workers 2), Flower (--flower-port P)
 
 The databases come from ``HUB_DATABASE_URL`` and ``ERP_DATABASE_URL`` (default ``commerce_erp`` beside the
 hub), the sandbox's files from ``COMMERCE_SYNC_DATA_DIR``/sandbox, as for ``commerce-sync``.
@@ -50,6 +52,12 @@ def _demo(_: argparse.Namespace) -> int:
     return run_demo(erp_url=erp_database_url(), hub_url=hub_database_url())
 
 
+def _celery(args: argparse.Namespace) -> int:
+    from commerce_sync_devtools.celery_stack import main as celery_main
+
+    return celery_main(args.options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commerce-sync-dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,13 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_sandbox_serve)  # its options are the sandbox server's own (main passes them on)
 
     sub.add_parser("demo", help="run every DAG once against the sandbox").set_defaults(func=_demo)
+    sub.add_parser(
+        "celery", help="run Airflow on the CeleryExecutor (every component, N workers) until Ctrl-C", add_help=False
+    ).set_defaults(func=_celery)  # its options are celery_stack's own (main passes them on)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, options = parser.parse_known_args(argv)
-    if options and args.func is not _sandbox_serve:
+    if options and args.func not in (_sandbox_serve, _celery):
         parser.error(f"unrecognized arguments: {' '.join(options)}")
     args.options = options
     try:

@@ -12,12 +12,7 @@ ensure_hub
 ensure_metadata_db
 ensure_airflow_home
 ensure_pools
-commerce-sync-dev sandbox prepare
-commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" \
-  --feeds-port "$SANDBOX_FEEDS_PORT" --allegro-port "$SANDBOX_ALLEGRO_PORT" \
-  --ebay-port "$SANDBOX_EBAY_PORT" --amazon-port "$SANDBOX_AMAZON_PORT" &
-SANDBOX_PID=$!
-trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
+start_sandbox
 log "Airflow UI: http://127.0.0.1:$AIRFLOW__API__PORT  (user admin; password in .airflow-celery/simple_auth_manager_passwords.json.generated)"
 log "Flower: http://127.0.0.1:${FLOWER_PORT:-5555}"
 trap - INT

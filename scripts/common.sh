@@ -145,6 +145,16 @@ ensure_metadata_db() {
   "$VENV/bin/python" -c 'import os, sys; from commerce_sync.db import ensure_database, redact; u = os.environ["AIRFLOW_DATABASE_URL"]; ensure_database(u) and print("created Airflow metadata database", redact(u))'
 }
 
+# The sandbox (ERP data, feeds, marketplace simulators) in the background until this shell exits.
+start_sandbox() {
+  commerce-sync-dev sandbox prepare
+  commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" \
+    --feeds-port "$SANDBOX_FEEDS_PORT" --allegro-port "$SANDBOX_ALLEGRO_PORT" \
+    --ebay-port "$SANDBOX_EBAY_PORT" --amazon-port "$SANDBOX_AMAZON_PORT" &
+  SANDBOX_PID=$!
+  trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
+}
+
 setup_all() {
   ensure_venv
   export_env

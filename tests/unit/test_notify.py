@@ -11,16 +11,10 @@ import pytest
 from commerce_sync.airflow_glue import parse_duration, sync_deadline
 from commerce_sync.errors import ConfigError
 from commerce_sync.notify import NO_RUNBOOK, Message, runbook_entries, runbook_line
+from commerce_sync_devtools.demo import DAG_ORDER
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-SYNC_DAGS = (
-    "erp_to_hub_products",
-    "suppliers_to_hub_offers",
-    "hub_to_channel_offers",
-    "hub_to_marketplaces",
-    "hub_to_catalog_feeds",
-    "marketplaces_to_hub_reconciliation",
-)
+SYNC_DAGS = tuple(dag_id for dag_id in DAG_ORDER if dag_id != "hub_maintenance")
 
 
 def _doc(dag_id: str) -> str:

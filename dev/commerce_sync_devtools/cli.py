@@ -10,6 +10,8 @@ commerce-sync-dev sandbox buy --channel C --sku S --quantity N [--unpaid] [--for
 commerce-sync-dev sandbox pay --channel C --order ID       the buyer pays an unpaid order
 commerce-sync-dev sandbox cancel --channel C --order ID    cancel an order (the units go back on the listing)
 commerce-sync-dev demo                     run every DAG once against the sandbox and print a summary
+commerce-sync-dev celery [...]             Airflow on the CeleryExecutor: api-server, scheduler, dag-processor,
+                                           triggerer, N workers (--workers 2), Flower (--flower-port P)
 
 The simulators are found at ``http://127.0.0.1:$SANDBOX_<CHANNEL>_PORT`` (8702, 8703, 8704 by default) or
 ``--url``.
@@ -95,6 +97,12 @@ def _demo(_: argparse.Namespace) -> int:
     return run_demo(erp_url=erp_database_url(), hub_url=hub_database_url())
 
 
+def _celery(args: argparse.Namespace) -> int:
+    from commerce_sync_devtools.celery_stack import main as celery_main
+
+    return celery_main(args.options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commerce-sync-dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,13 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         change.set_defaults(func=_sandbox_order)
 
     sub.add_parser("demo", help="run every DAG once against the sandbox").set_defaults(func=_demo)
+    sub.add_parser(
+        "celery", help="run Airflow on the CeleryExecutor (every component, N workers) until Ctrl-C", add_help=False
+    ).set_defaults(func=_celery)  # its options are celery_stack's own (main passes them on)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, options = parser.parse_known_args(argv)
-    if options and args.func is not _sandbox_serve:
+    if options and args.func not in (_sandbox_serve, _celery):
         parser.error(f"unrecognized arguments: {' '.join(options)}")
     args.options = options
     try:

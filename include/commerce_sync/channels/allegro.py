@@ -472,5 +472,8 @@ registry.register(
         marketplace=AllegroMarketplace.from_connection,
         needs_connection=True,
         asset=registry.fixed_asset("ALLEGRO_OFFERS"),
+        pool="allegro_api",
+        pool_slots=1,
+        rate_limit="9,000 requests/min per client id; each task's bucket allows 9,000/min: 1 x 9,000/min",
     )
 )

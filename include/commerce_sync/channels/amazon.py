@@ -579,5 +579,8 @@ registry.register(
         marketplace=AmazonMarketplace.from_connection,
         needs_connection=True,
         asset=registry.fixed_asset("AMAZON_LISTINGS"),
+        pool="amazon_api",
+        pool_slots=1,
+        rate_limit="createFeed 5 per 5 min per region; each task's bucket allows 5 per 5 min: 1 x 5",
     )
 )

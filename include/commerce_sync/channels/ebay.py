@@ -349,5 +349,8 @@ registry.register(
         marketplace=EbayMarketplace.from_connection,
         needs_connection=True,
         asset=registry.fixed_asset("EBAY_OFFERS"),
+        pool="ebay_api",
+        pool_slots=2,
+        rate_limit="daily call quotas per app; each task's bucket allows 50 requests/s: 2 x 50/s = 100/s",
     )
 )

@@ -114,8 +114,10 @@ def marketplaces_to_hub_orders() -> None:
         results = [r for per_kind in imports for r in (per_kind or []) if r]
         if not any(r.get("lines_reserved") or r.get("lines_released") for r in results):
             raise AirflowSkipException("no reservation changed: no quantity to push")
+        # The marketplace that sold (or took a cancelled order's units back) changed its own quantity.
+        resend = [(r["channel"], sku) for r in results for sku in r.get("touched_skus", [])]
         with operator_errors("quantity push"):
-            computed = push(hub_dsn(), load_config(), run_context())
+            computed = push(hub_dsn(), load_config(), run_context(), resend=resend)
         for result in computed:
             report_transfer(result.transfer_id)
         return [asdict(r) for r in computed]

@@ -16,6 +16,10 @@ Amazon is read through the Listings Items API (`searchListingsItems`, 5 requests
 the hub published, 20 per request, because Amazon pages through at most 1,000 results of a search.
 A catalog of N published SKUs takes about N / 100 seconds.
 
+Before comparing, a channel whose kind imports orders has its new orders imported and their quantities
+pushed (as `marketplaces_to_hub_orders` does): a marketplace lowers an offer's quantity itself when it
+sells, and that must not be mistaken for an edit and sent back up.
+
 **Runbook**
 - Many differences at once usually mean someone bulk-edited offers on the marketplace: check the CSV
   report before the next publish run re-sends the hub's values (set `reconcile: report_only` to pause).
@@ -83,15 +87,19 @@ def marketplaces_to_hub_reconciliation() -> None:
         from commerce_sync.channels.publish import reconcile_channel
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_input, report_transfer
+        from commerce_sync.orders.importer import catch_up
         from commerce_sync.settings import data_dir
 
         label_map_index(channel_id=channel_id)
         with operator_errors(f"channel {channel_id!r}"):
-            channel = load_config().channel(channel_id)
+            config = load_config()
+            channel = config.channel(channel_id)
             # Each mapped instance reads one marketplace, known only at run time.
             report_input(registry.get(channel.kind).asset(channel))
+            # Sales first: a quantity the marketplace lowered by selling must not be "corrected" back up.
+            orders = catch_up(hub_dsn(), config, channel, run_context())
             result = reconcile_channel(hub_dsn(), channel, run_context(), data_dir() / "reports")
-        for transfer_id in result["transfer_ids"]:
+        for transfer_id in orders + result["transfer_ids"]:
             report_transfer(transfer_id)
         return result
 

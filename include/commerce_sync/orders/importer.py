@@ -18,11 +18,12 @@ the fields that changed are enqueued: a quantity-only change sends no price.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from commerce_sync import registry
-from commerce_sync.audit import ledger
+from commerce_sync.audit import changes, ledger
 from commerce_sync.db import connect
 from commerce_sync.orders.store import DATASET, BatchResult, store_batch
 
@@ -52,6 +53,7 @@ class ImportResult:
     def as_dict(self) -> dict[str, Any]:
         totals = asdict(self.totals)
         totals["oversold"] = [line.describe() for line in self.totals.oversold]
+        totals["touched_skus"] = sorted(self.totals.touched_skus)
         return {
             "channel": self.channel,
             "batches": self.batches,
@@ -135,8 +137,16 @@ def import_orders(
     return result
 
 
-def push_quantities(dsn: str, config: Config, run: ledger.RunContext) -> list[OfferComputation]:
-    """Recompute (incrementally) every enabled channel's offers; return what each run changed."""
+def push_quantities(
+    dsn: str, config: Config, run: ledger.RunContext, *, resend: Iterable[tuple[str, str]] = ()
+) -> list[OfferComputation]:
+    """Recompute (incrementally) every enabled channel's offers; return what each run changed.
+
+    ``resend``: (channel, SKU) pairs whose marketplace changed its own quantity (it sold, or put a
+    cancelled order's units back). Where the hub's quantity for such a pair did not change, nothing
+    would be enqueued and the marketplace would keep its own figure: the hub's quantity is queued again
+    (:func:`resend_quantities`).
+    """
     from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
 
     setup = PricingSetup(config.rules, tuple(config.rule_overrides))
@@ -144,7 +154,68 @@ def push_quantities(dsn: str, config: Config, run: ledger.RunContext) -> list[Of
     for channel in config.channels:
         if channel.enabled:
             results.append(compute_channel_offers(dsn, channel, config.rule_for(channel), run, setup=setup))
+    pairs = sorted(set(resend))
+    if pairs:
+        resend_quantities(dsn, config, pairs, run)
     return results
+
+
+_RESEND = """
+WITH due AS (
+    SELECT o.channel, o.sku, o.quantity, o.version
+    FROM hub.channel_offer AS o
+    WHERE o.channel = %(channel)s AND o.sku = ANY(%(skus)s)
+      AND NOT EXISTS (SELECT 1 FROM hub.outbox AS x WHERE x.channel = o.channel AND x.sku = o.sku
+                      AND x.field = 'quantity' AND x.status = 'pending')
+), queued AS (
+    INSERT INTO hub.outbox (channel, sku, field, payload, offer_version, idempotency_key, created_transfer_id)
+    SELECT channel, sku, 'quantity', jsonb_build_object('value', quantity), version,
+           channel || ':' || sku || ':quantity:v' || version || ':order:' || %(transfer_id)s,
+           %(transfer_id)s::uuid
+    FROM due
+    RETURNING channel, sku, payload, offer_version, idempotency_key
+)
+INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, source_ref)
+SELECT %(transfer_id)s::uuid, 'channel_offer', sku, channel, 'quantity', NULL, payload->>'value',
+       jsonb_build_object('offer_version', offer_version, 'idempotency_key', idempotency_key,
+                          'reason', 'the marketplace changed its own quantity for an order; the hub resends its own')
+FROM queued
+"""
+
+
+def resend_quantities(dsn: str, config: Config, pairs: list[tuple[str, str]], run: ledger.RunContext) -> int:
+    """Queue the hub's current quantity again for (channel, SKU) pairs without a pending quantity change."""
+    from commerce_sync.pricing.compute import lock_channel
+
+    by_channel: dict[str, list[str]] = {}
+    for channel_id, sku in pairs:
+        by_channel.setdefault(channel_id, []).append(sku)
+    queued = 0
+    for channel_id, skus in sorted(by_channel.items()):
+        channel = config.channel(channel_id)
+        if not channel.enabled or not registry.get(channel.kind).uses_outbox:
+            continue
+        transfer = ledger.Transfer(source="hub", target=f"channel:{channel_id}", dataset="channel_offer", run=run)
+        with connect(dsn) as conn:
+            try:
+                lock_channel(conn, channel_id)
+                conn.execute(_RESEND, {"channel": channel_id, "skus": skus, "transfer_id": str(transfer.transfer_id)})
+                count = changes.summarise(conn, transfer)
+                if not count:  # every pair already has a change on its way: no transfer
+                    conn.rollback()
+                    continue
+                transfer.rows_read = len(skus)
+                transfer.rows_written = transfer.rows_changed = count
+                transfer.details["reason"] = "quantity resent after the marketplace changed it for an order"
+                ledger.append(conn, transfer, "success")
+            except Exception as exc:
+                conn.rollback()
+                transfer.message = f"{type(exc).__name__}: {exc}"[:4000]
+                transfer.changes_count = transfer.changes_sha256 = None
+                ledger.append_separately(dsn, transfer, "failed")
+                raise
+            queued += count
+    return queued
 
 
 def import_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> ImportResult:
@@ -156,3 +227,20 @@ def import_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> Import
         raise ConfigError(f"channel {channel.id!r}: {spec.title} ({spec.name}) does not import orders")
     with spec.open(channel) as market:
         return import_orders(dsn, channel, market, run)
+
+
+def catch_up(dsn: str, config: Config, channel: Channel, run: ledger.RunContext) -> list[str]:
+    """Import ``channel``'s orders and push the quantities they change; return the ledger transfers.
+
+    Read-back reconciliation calls this first: a marketplace lowers an offer's quantity itself when it
+    sells, and comparing before the sale is imported would put the sold unit back on sale (hub wins).
+    After this, the affected SKUs carry pending quantity changes and read-back leaves them alone.
+    """
+    if not registry.get(channel.kind).can("import_orders"):
+        return []
+    imported = import_channel(dsn, channel, run)
+    transfer_ids = list(imported.transfer_ids)
+    if imported.totals.touched_skus:
+        resend = [(channel.id, sku) for sku in imported.totals.touched_skus]
+        transfer_ids += [result.transfer_id for result in push_quantities(dsn, config, run, resend=resend)]
+    return transfer_ids

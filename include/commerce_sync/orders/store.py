@@ -252,6 +252,8 @@ class BatchResult:
     rejected: int = 0
     unresolved_lines: int = 0
     oversold: list[OversoldLine] = field(default_factory=list)
+    touched_skus: set[str] = field(default_factory=set)
+    """SKUs whose units this channel's orders took or gave back: the marketplace changed its own quantity."""
 
     @property
     def changed(self) -> int:
@@ -271,6 +273,7 @@ class BatchResult:
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.oversold.extend(other.oversold)
+        self.touched_skus |= other.touched_skus
 
 
 def order_problem(order: MarketplaceOrder) -> str | None:
@@ -440,6 +443,9 @@ def store_batch(conn: psycopg.Connection, channel: str, batch: OrderBatch, trans
     result.lines_reserved, result.lines_released = int(counts[3]), int(counts[4])
     result.rejected, result.unresolved_lines = len(rejected), len(unresolved)
     result.oversold = [OversoldLine(channel, *row) for row in conn.execute(_OVERSOLD, params).fetchall()]
+    result.touched_skus = {
+        row[0] for row in conn.execute("SELECT DISTINCT sku FROM line_event WHERE field = 'reservation'").fetchall()
+    }
     conn.execute(_SAVE_CURSOR, {**params, "cursor": batch.cursor})
     changes.summarise(conn, transfer)
     transfer.rows_read += result.orders_read

@@ -7,6 +7,7 @@ inherited from the test. ``PAUSE`` says where the child stops and waits to be ki
 - ``copy``: after a few rows of the first COPY were streamed (the server holds a half-filled COPY);
 - ``recorded``: after the marketplace applied a request and the publisher read its answer, before the
   outcomes are written (the channel has the change, the hub does not know yet);
+- ``booked``: after the ERP booked the first order handed to it, before the hub records the hand-off;
 - ``none``: nowhere; the test blocks the step with a lock and kills it while it waits.
 """
 
@@ -51,6 +52,17 @@ def main(step: str, pause: str, marker: Path) -> None:
             _pause(marker)
 
         marketplace._Run.record = record  # type: ignore[method-assign]
+    elif pause == "booked":
+        from commerce_sync.orders import erp
+
+        book = erp.SqlOrderWriter.book
+
+        def booked(self: Any, order: Any) -> Any:
+            answer = book(self, order)
+            _pause(marker)
+            return answer
+
+        erp.SqlOrderWriter.book = booked  # type: ignore[method-assign]
     STEP_FUNCTIONS[step](os.environ["HUB_DATABASE_URL"])
 
 

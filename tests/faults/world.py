@@ -123,6 +123,27 @@ def step_feeds(hub: str) -> None:
         write_feed(hub, config.channel(channel_id), data_dir(), run("feeds"))
 
 
+def step_orders(hub: str) -> None:
+    """Import every marketplace's orders, then push the quantities they changed (the orders DAG's tasks)."""
+    from commerce_sync.orders.importer import import_channel, push_quantities
+
+    config = _config()
+    touched = []
+    for channel_id in registry.channels_that(config.channels, "import_orders"):
+        result = import_channel(hub, config.channel(channel_id), run("orders"))
+        touched += [(channel_id, sku) for sku in result.totals.touched_skus]
+    push_quantities(hub, config, run("push"), resend=touched)
+
+
+def step_handoff(hub: str) -> None:
+    """Hand ready orders to the ERP (and cancel cancelled ones there)."""
+    from commerce_sync.orders.erp import hand_off, open_writer
+
+    erp = _config().erp
+    with open_writer(erp) as writer:
+        hand_off(hub, erp, writer, run("handoff"))
+
+
 STEP_FUNCTIONS = {
     "erp": step_erp,
     "suppliers": step_suppliers,
@@ -130,6 +151,8 @@ STEP_FUNCTIONS = {
     "price": step_price,
     "publish": step_publish,
     "feeds": step_feeds,
+    "orders": step_orders,
+    "handoff": step_handoff,
 }
 
 

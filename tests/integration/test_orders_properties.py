@@ -259,8 +259,8 @@ class OrderAccounting(RuleBasedStateMachine):
                 " - coalesce((SELECT sum(r.quantity) FROM hub.stock_reservation AS r WHERE r.sku = o.sku"
                 "   AND r.state = 'held' AND NOT (r.erp_booked_at IS NOT NULL AND r.erp_booked_at <= "
                 "   (SELECT max(source_updated_at) FROM hub.stock WHERE sku = o.sku))), 0) AS available) AS a ON true "
-                "WHERE o.sku = ANY(%s) AND o.quantity > greatest(a.available, 0)",
-                (self.skus,),
+                "WHERE o.sku = ANY(%s) AND o.channel = ANY(%s) AND o.quantity > greatest(a.available, 0)",
+                (self.skus, list(CHANNELS)),
             ).fetchall()
         assert over == [], f"published more than sellable: {over}"
 

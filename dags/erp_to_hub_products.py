@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from commerce_sync import assets
 from commerce_sync.airflow_glue import (
@@ -43,10 +43,15 @@ from commerce_sync.airflow_glue import (
     operator_errors,
     run_context,
 )
+from commerce_sync.triggers import erp_changes_asset
 
 
 @dag(
-    schedule="*/30 * * * *",
+    # The ERP doorbell (an AssetWatcher in the triggerer) starts a run as soon as the ERP changes;
+    # the cron stays as the safety net.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/30 * * * *", timezone="UTC"), assets=[erp_changes_asset()]
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -180,7 +180,7 @@ def hub_to_channel_offers() -> None:
     rates = load_exchange_rates()
     catalog = check_hub_catalog()
     computed = compute_offers.expand(channel_id=list_channels())
-    rates >> catalog >> computed
+    [rates, catalog] >> computed  # side by side: one task start-up less on the critical path
     summary = summarise_held_changes()
     computed >> summary >> approve >> publish_held_changes()
 

@@ -98,7 +98,8 @@ def _change_and_wait(airflow: AirflowStack, world: World, sku: str, price: str) 
 
 
 def _runs_after(airflow: AirflowStack, seen: int) -> list[dict[str, Any]]:
-    return airflow.dag_runs(ERP_DAG)[seen:]
+    """ERP runs the doorbell started since the first ``seen`` runs (the :00/:30 cron may add a scheduled one)."""
+    return [r for r in airflow.dag_runs(ERP_DAG)[seen:] if r["run_type"] == "asset_triggered"]
 
 
 def _doorbell_payloads(airflow: AirflowStack) -> list[dict[str, Any]]:
@@ -111,8 +112,8 @@ def test_an_erp_price_change_reaches_every_marketplace_with_no_trigger(stack: tu
     seconds = _change_and_wait(airflow, world, "SKU-000005", "321.00")
     print(f"ERP commit -> every marketplace: {seconds:.1f} s")
     runs = _runs_after(airflow, seen)
-    assert runs, "no ERP run was created"
-    assert {r["run_type"] for r in runs} == {"asset_triggered"}, runs
+    assert runs, "the doorbell started no ERP run"
+    assert not [r for r in airflow.dag_runs(ERP_DAG)[seen:] if r["run_type"] == "manual"]
     payloads = _doorbell_payloads(airflow)
     assert payloads and payloads[-1]["woken_by"].startswith("notify"), payloads
 
@@ -132,7 +133,7 @@ def test_a_change_made_while_the_triggerer_is_down_still_arrives(stack: tuple[Ai
         ARRIVAL_TIMEOUT_S,
     )
     print(f"triggerer restart -> every marketplace: {time.monotonic() - started:.1f} s")
-    assert {r["run_type"] for r in _runs_after(airflow, seen)} == {"asset_triggered"}
+    assert _runs_after(airflow, seen), "the doorbell started no ERP run after the restart"
     new_events = _doorbell_payloads(airflow)[events_before:]
     assert [p["woken_by"] for p in new_events][:1] == ["poll"], new_events
     assert new_events[0]["watermark"][1] == "SKU-000006"
@@ -158,7 +159,6 @@ def test_a_burst_of_200_changes_makes_one_or_a_few_runs(stack: tuple[AirflowStac
     )
     assert burst_s < 5
     assert 1 <= len(runs) <= 3, [r["run_id"] for r in runs]
-    assert {r["run_type"] for r in runs} == {"asset_triggered"}
 
 
 def test_a_rest_erp_rings_through_the_asset_events_api(stack: tuple[AirflowStack, World]) -> None:

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -209,7 +210,11 @@ def breakdown(airflow: AirflowStack, changes: list[Change]) -> None:
             by_task.setdefault(ti["task_id"], []).append(ti)
         last_end = 0.0
         for task_id, group in by_task.items():
-            done = [t for t in group if t.get("start_date") and t.get("end_date")]
+            done = [
+                t
+                for t in group
+                if t.get("start_date") and t.get("end_date") and not (t["state"] == "skipped" and not t.get("duration"))
+            ]
             if not done:
                 continue
             slowest = max(done, key=lambda t: _ts(t["end_date"]) or 0)
@@ -333,6 +338,8 @@ def main() -> None:
             "COMMERCE_SYNC_ERP_POLL_SECONDS": args.poll_seconds,
             "COMMERCE_SYNC_DATA_DIR": str(work / "data"),
         }
+        for leftover in ("airflow", "dags", "component-logs", "plugins"):  # a fresh Airflow every time
+            shutil.rmtree(work / leftover, ignore_errors=True)
         stack = AirflowStack(work, REPO, DAGS, env)
         changes: list[Change] = []
         try:
@@ -341,11 +348,12 @@ def main() -> None:
             stack.wait_ready(DAGS)
             log("Airflow is up; warm-up: publishing the simulators' offers")
             stack.call("POST", f"/api/v2/dags/{DAGS[2]}/dagRuns", {"logical_date": None})
+            # The warm-up is done when every run (also the cron's catch-up run of the last tick) has finished.
             stack.wait_until(
-                "the warm-up publish",
-                lambda: (r := stack.dag_runs(DAGS[2])) and r[-1]["state"] in ("success", "failed"),
-                900,
-                interval=2,
+                "the warm-up runs to finish",
+                lambda: all(r["state"] in ("success", "failed") for dag in DAGS for r in stack.dag_runs(dag)),
+                1800,
+                interval=3,
             )
             time.sleep(25)  # let the doorbell settle on the ERP's watermark
             skus = rng.sample([f"SKU-{i:06d}" for i in range(1, args.offers + 1)], args.changes)
@@ -369,11 +377,15 @@ def main() -> None:
                     + ", ".join(f"{m} {change.latency(m) or float('nan'):.1f} s" for m in MARKETPLACES)
                 )
             breakdown(stack, changes)
+        except BaseException:
+            for name in ("scheduler", "triggerer", "api-server"):
+                log(f"--- {name} log tail\n{stack.log_tail(name, 3000)}")
+            raise
         finally:
             stack.stop()
             server.stop()
-            if not args.keep:
-                stack.remove()
+        if not args.keep:
+            stack.remove()
     meta = {
         "n": args.n,
         "changes": len(changes),

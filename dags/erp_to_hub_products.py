@@ -40,7 +40,10 @@ no GTIN, currency or active flag (a price or stock change): pricing then runs on
 **Fast path** (a change of at most `COMMERCE_SYNC_FAST_PATH_MAX_SKUS` SKUs, default 1000): a clean
 incremental batch of that size gets no Great Expectations Data Docs (the SQL row checks, quarantine and
 breakers run as always; a batch with a failing row gets its Data Docs). Full resyncs and larger batches
-render them.
+render them. The critical path of an ERP change is five task start-ups in a row: `sync_erp_products` →
+(asset event) → `hub_to_channel_offers`: `load_exchange_rates` ‖ `check_hub_catalog` ‖ `list_channels` →
+`compute_offers[channel]` → (asset event) → `hub_to_marketplaces`: `list_channels` → `publish_offers[channel]`.
+`merge_supplier_offers` and the feeds are off it. Where the time goes: `make bench-latency` (bench/README.md).
 
 **Params**: `full_resync` (default off) reads everything and deactivates products the ERP no
 longer returns (never deletes them). `override_breakers` + `override_reason`: see below.

@@ -165,6 +165,10 @@ class AirflowStack:
             self.check_alive()
             try:
                 value = probe()
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    raise
+                value = None  # SQLite busy under load: the api-server answers 500, ask again
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 value = None
             if value:
@@ -177,7 +181,11 @@ class AirflowStack:
         self.wait_until("the api-server", lambda: self.call("GET", "/api/v2/version", timeout=3), timeout)
         for dag_id in dag_ids:
             self.wait_until(f"DAG {dag_id} to be parsed", lambda d=dag_id: self._dag(d), timeout)
-            self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            self.wait_until(
+                f"DAG {dag_id} to be unpaused",
+                lambda d=dag_id: self.call("PATCH", f"/api/v2/dags/{d}", {"is_paused": False}),
+                timeout,
+            )
 
     def _dag(self, dag_id: str) -> Any:
         try:

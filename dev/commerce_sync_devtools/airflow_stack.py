@@ -95,7 +95,7 @@ class AirflowStack:
 
     # ------------------------------------------------------------------ processes
     def migrate(self) -> None:
-        """Create Airflow's metadata schema (once per home)."""
+        """Create Airflow's metadata schema (once per home) and the marketplace pools."""
         log = self.logs / "db-migrate.log"
         with log.open("ab") as out:
             done = subprocess.run(
@@ -103,6 +103,18 @@ class AirflowStack:
             )
         if done.returncode:
             raise RuntimeError(f"airflow db migrate failed ({done.returncode}):\n{log.read_text()[-3000:]}")
+        # One pool per marketplace API, sized in the channel registry (as scripts/common.sh ensure_pools).
+        pools = self.home / "pools.json"
+        with pools.open("w") as out:
+            subprocess.run(
+                [str(self.bin / "commerce-sync"), "pools", "--format", "airflow"], env=self.env, stdout=out, check=True
+            )
+        with log.open("ab") as out:
+            done = subprocess.run(
+                [str(self.bin / "airflow"), "pools", "import", str(pools)], env=self.env, stdout=out, stderr=out
+            )
+        if done.returncode:
+            raise RuntimeError(f"airflow pools import failed ({done.returncode}):\n{log.read_text()[-3000:]}")
 
     def start(self, *components: str) -> None:
         """Start the named components (all four by default)."""

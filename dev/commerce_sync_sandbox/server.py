@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from commerce_sync_sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
 from commerce_sync_sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
 from commerce_sync_sandbox.ebay_sim import EbayError, EbayHTTPServer, EbaySimulator
+from commerce_sync_sandbox.http import RequestStats
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,13 @@ class SandboxServer:
             raise RuntimeError("the sandbox server is not running; call start() first")
         host, port = server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def request_stats(self, marketplace: str) -> RequestStats:
+        """What the ``allegro``, ``ebay`` or ``amazon`` simulator has answered (in flight, most at once)."""
+        server = {"allegro": self._allegro, "ebay": self._ebay, "amazon": self._amazon}[marketplace]
+        if server is None:
+            raise RuntimeError("the sandbox server is not running; call start() first")
+        return server.stats
 
     @property
     def feeds_url(self) -> str:

@@ -14,8 +14,9 @@ Reported (never asserted): p50 / p95 / max from the ERP commit to each marketpla
 one, and per hop (doorbell event, run created, each task's queue wait and run time), read back from
 Airflow's REST API. Results: ``bench/results/latency-<utc>.json`` and a Markdown table on stdout.
 
-The sale path (an order imported from a marketplace, pushed to the others) is left for the orders
-DAG: a sale scenario only needs its own "make the change" and "expected value" functions here.
+With ``--sales S`` it also times the sale path: S single-unit orders placed on the Allegro simulator,
+from the sale to eBay and Amazon showing the hub's new quantity (``marketplaces_to_hub_orders`` runs
+every minute and pushes the quantities; its asset event starts ``hub_to_marketplaces``).
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ sys.path.insert(0, str(REPO / "bench"))
 from commerce_sync.db import connect, drop_database, ensure_database, with_database  # noqa: E402
 from commerce_sync.hub.migrate import migrate  # noqa: E402
 from commerce_sync_devtools.airflow_stack import AirflowStack  # noqa: E402
+from commerce_sync_sandbox.erp import load_erp  # noqa: E402
 from commerce_sync_sandbox.server import SandboxServer  # noqa: E402
 
 SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MARKETPLACES = ("allegro", "ebay", "amazon")
 DAGS = ("erp_to_hub_products", "hub_to_channel_offers", "hub_to_marketplaces")
+ORDERS_DAG = "marketplaces_to_hub_orders"
+SALE_TARGETS = ("ebay", "amazon")  # a sale on Allegro must reach the others
 DOORBELL = "commerce_erp.erp.products.changes"
 
 
@@ -59,17 +63,22 @@ class Change:
     """One single-SKU ERP change and when each marketplace showed its result."""
 
     sku: str
-    cost: str
-    committed_at: float  # epoch seconds, taken right after COMMIT returned
+    cost: str  # the new ERP cost; for a sale, the units sold
+    committed_at: float  # epoch seconds, right after the ERP COMMIT returned (or the sale was taken)
+    kind: str = "erp"  # erp | sale
     arrived_at: dict[str, float] = field(default_factory=dict)
     hops: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return MARKETPLACES if self.kind == "erp" else SALE_TARGETS
 
     def latency(self, marketplace: str) -> float | None:
         at = self.arrived_at.get(marketplace)
         return None if at is None else at - self.committed_at
 
     def last(self) -> float | None:
-        values = [self.latency(m) for m in MARKETPLACES]
+        values = [self.latency(m) for m in self.targets]
         return None if any(v is None for v in values) else max(v for v in values if v is not None)
 
 
@@ -182,6 +191,43 @@ def wait_until_shown(
         check()
 
 
+def hub_quantities(hub: str, sku: str) -> dict[str, int]:
+    with connect(hub) as conn:
+        rows = conn.execute(
+            "SELECT channel, quantity FROM hub.channel_offer WHERE sku = %s AND channel = ANY(%s)",
+            (sku, list(MARKETPLACES)),
+        ).fetchall()
+    return {c: int(q) for c, q in rows}
+
+
+def shown_quantities(server: SandboxServer, sku: str) -> dict[str, int | None]:
+    return {
+        "allegro": server.simulator.available(sku),
+        "ebay": server.ebay.available(sku),
+        "amazon": server.amazon.available(sku),
+    }
+
+
+def wait_until_sale_shown(
+    hub: str, server: SandboxServer, change: Change, before: dict[str, int], timeout: float, check: Callable[[], None]
+) -> None:
+    """Poll until eBay and Amazon show the hub's lowered quantity of the sold SKU (or time out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(change.arrived_at) < len(SALE_TARGETS):
+        quantities = hub_quantities(hub, change.sku)
+        shown = shown_quantities(server, change.sku)
+        now = time.time()
+        for m in SALE_TARGETS:
+            if (
+                m not in change.arrived_at
+                and quantities.get(m, before.get(m)) < before.get(m, 0)
+                and shown[m] == quantities[m]
+            ):
+                change.arrived_at[m] = now
+        time.sleep(0.2)
+        check()
+
+
 def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
@@ -224,8 +270,25 @@ def breakdown(airflow: AirflowStack, changes: list[Change]) -> None:
             last_end = max(last_end, _ts(slowest["end_date"]) or 0)
         return last_end
 
+    orders_runs = airflow.dag_runs(ORDERS_DAG) if any(c.kind == "sale" for c in changes) else []
     for change in changes:
         hops = change.hops
+        if change.kind == "sale":
+            orders = _first(orders_runs, "start_date", change.committed_at)
+            if orders is None:
+                continue
+            hops["sale -> orders run started (every minute)"] = (_ts(orders["start_date"]) or 0) - change.committed_at
+            task_hops("orders ", ORDERS_DAG, orders, hops)
+            push = [t for t in instances(ORDERS_DAG, orders) if t["task_id"] == "push_quantities" and t.get("end_date")]
+            push_end = _ts(push[0]["end_date"]) if push else None
+            market = _first(runs[DAGS[2]], "queued_at", (push_end or 0) - 1) if push_end else None
+            if market is None:
+                continue
+            hops["quantity event -> marketplace run queued"] = (_ts(market["queued_at"]) or 0) - (push_end or 0)
+            publish_end = task_hops("marketplaces ", DAGS[2], market, hops)
+            last = max(change.arrived_at.values()) if change.arrived_at else publish_end
+            hops["last publish -> last simulator seen (poll 0.2 s)"] = last - publish_end
+            continue
         event = _first(events, "timestamp", change.committed_at - 1)
         if event is None:
             continue
@@ -263,28 +326,40 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(changes: list[Change], meta: dict[str, Any]) -> str:
-    lines = [
-        f"ERP commit → marketplace, {meta['changes']} single-SKU changes, hub of {meta['n']:,} SKUs "
-        f"({meta['date']}, {meta['host']}):",
-        "",
-        "| to | p50 s | p95 s | max s | arrived |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in (*MARKETPLACES, "last marketplace"):
-        values = [
-            v for v in ((c.last() if name == "last marketplace" else c.latency(name)) for c in changes) if v is not None
+    lines: list[str] = []
+    for kind, title, targets in (
+        ("erp", "ERP commit → marketplace", MARKETPLACES),
+        ("sale", "Allegro sale → other marketplaces' quantity", SALE_TARGETS),
+    ):
+        chosen = [c for c in changes if c.kind == kind]
+        if not chosen:
+            continue
+        lines += [
+            f"{title}, {len(chosen)} single-SKU events, hub of {meta['n']:,} SKUs ({meta['date']}, {meta['host']}):",
+            "",
+            "| to | p50 s | p95 s | max s | arrived |",
+            "|---|---:|---:|---:|---:|",
         ]
-        lines.append(
-            f"| {name} | {percentile(values, 0.5):.1f} | {percentile(values, 0.95):.1f} | "
-            f"{max(values, default=float('nan')):.1f} | {len(values)}/{len(changes)} |"
-        )
-    hop_names: list[str] = []
-    for c in changes:
-        hop_names += [h for h in c.hops if h not in hop_names]
-    lines += ["", "| hop | p50 s | p95 s | max s |", "|---|---:|---:|---:|"]
-    for hop in hop_names:
-        values = [c.hops[hop] for c in changes if hop in c.hops]
-        lines.append(f"| {hop} | {percentile(values, 0.5):.1f} | {percentile(values, 0.95):.1f} | {max(values):.1f} |")
+        for name in (*targets, "last marketplace"):
+            values = [
+                v
+                for v in ((c.last() if name == "last marketplace" else c.latency(name)) for c in chosen)
+                if v is not None
+            ]
+            lines.append(
+                f"| {name} | {percentile(values, 0.5):.1f} | {percentile(values, 0.95):.1f} | "
+                f"{max(values, default=float('nan')):.1f} | {len(values)}/{len(chosen)} |"
+            )
+        hop_names: list[str] = []
+        for c in chosen:
+            hop_names += [h for h in c.hops if h not in hop_names]
+        lines += ["", "| hop | p50 s | p95 s | max s |", "|---|---:|---:|---:|"]
+        for hop in hop_names:
+            values = [c.hops[hop] for c in chosen if hop in c.hops]
+            lines.append(
+                f"| {hop} | {percentile(values, 0.5):.1f} | {percentile(values, 0.95):.1f} | {max(values):.1f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -303,6 +378,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="products in the ERP and the hub")
     parser.add_argument("--changes", type=int, default=20, help="single-SKU ERP changes to time")
+    parser.add_argument("--sales", type=int, default=0, help="single-unit Allegro sales to time (orders DAG)")
     parser.add_argument("--pause", default="2,20", help="random pause between changes, min,max seconds")
     parser.add_argument("--offers", type=int, default=200, help="offers on each simulator (the SKUs changed)")
     parser.add_argument("--poll-seconds", default="20", help="the doorbell's watermark poll")
@@ -340,12 +416,15 @@ def main() -> None:
         }
         for leftover in ("airflow", "dags", "component-logs", "plugins"):  # a fresh Airflow every time
             shutil.rmtree(work / leftover, ignore_errors=True)
-        stack = AirflowStack(work, REPO, DAGS, env)
+        dag_ids = (*DAGS, ORDERS_DAG) if args.sales else DAGS
+        if args.sales:
+            load_erp(erp, n=0)  # the ERP's order tables and functions (idempotent; no rows are added)
+        stack = AirflowStack(work, REPO, dag_ids, env)
         changes: list[Change] = []
         try:
             stack.migrate()
             stack.start()
-            stack.wait_ready(DAGS)
+            stack.wait_ready(dag_ids)
             log("Airflow is up; warm-up: publishing the simulators' offers")
             stack.call("POST", f"/api/v2/dags/{DAGS[2]}/dagRuns", {"logical_date": None})
             # The warm-up is done when every run (also the cron's catch-up run of the last tick) has finished.
@@ -356,27 +435,39 @@ def main() -> None:
                 interval=3,
             )
             time.sleep(25)  # let the doorbell settle on the ERP's watermark
-            skus = rng.sample([f"SKU-{i:06d}" for i in range(1, args.offers + 1)], args.changes)
-            for number, sku in enumerate(skus, start=1):
+            pool = rng.sample([f"SKU-{i:06d}" for i in range(1, args.offers + 1)], args.changes + args.sales)
+            plan = ["erp"] * args.changes + ["sale"] * args.sales
+            rng.shuffle(plan)
+            for number, (kind, sku) in enumerate(zip(plan, pool, strict=True), start=1):
                 time.sleep(rng.uniform(pause_min, pause_max))
-                _, before = hub_prices(hub, sku)
-                with connect(erp) as conn:
-                    row = conn.execute(
-                        "UPDATE erp.products SET purchase_price = round(purchase_price * 1.05 + 0.01, 2) "
-                        "WHERE sku = %s RETURNING purchase_price",
-                        (sku,),
-                    ).fetchone()
-                    assert row is not None, sku
-                    conn.commit()
-                    committed = time.time()
-                change = Change(sku=sku, cost=str(row[0]), committed_at=committed)
-                changes.append(change)
-                wait_until_shown(hub, server, change, before, args.timeout, stack.check_alive)
+                if kind == "sale":
+                    before_q = hub_quantities(hub, sku)
+                    server.simulator.orders.buy(sku, 1, force=True)
+                    change = Change(sku=sku, cost="1", committed_at=time.time(), kind="sale")
+                    changes.append(change)
+                    wait_until_sale_shown(hub, server, change, before_q, args.timeout, stack.check_alive)
+                else:
+                    _, before = hub_prices(hub, sku)
+                    with connect(erp) as conn:
+                        row = conn.execute(
+                            "UPDATE erp.products SET purchase_price = round(purchase_price * 1.05 + 0.01, 2) "
+                            "WHERE sku = %s RETURNING purchase_price",
+                            (sku,),
+                        ).fetchone()
+                        assert row is not None, sku
+                        conn.commit()
+                        committed = time.time()
+                    change = Change(sku=sku, cost=str(row[0]), committed_at=committed)
+                    changes.append(change)
+                    wait_until_shown(hub, server, change, before, args.timeout, stack.check_alive)
                 log(
-                    f"change {number}/{args.changes} {sku}: "
-                    + ", ".join(f"{m} {change.latency(m) or float('nan'):.1f} s" for m in MARKETPLACES)
+                    f"{number}/{len(plan)} {kind} {sku}: "
+                    + ", ".join(f"{m} {change.latency(m) or float('nan'):.1f} s" for m in change.targets)
                 )
-            breakdown(stack, changes)
+            try:
+                breakdown(stack, changes)
+            except Exception as exc:  # the end-to-end figures stand without the hop attribution
+                log(f"per-hop breakdown failed: {type(exc).__name__}: {exc}")
         except BaseException:
             for name in ("scheduler", "triggerer", "api-server"):
                 log(f"--- {name} log tail\n{stack.log_tail(name, 3000)}")
@@ -388,7 +479,8 @@ def main() -> None:
             stack.remove()
     meta = {
         "n": args.n,
-        "changes": len(changes),
+        "changes": len([c for c in changes if c.kind == "erp"]),
+        "sales": len([c for c in changes if c.kind == "sale"]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "host": f"{os.cpu_count()} cores",
         "pause_s": [pause_min, pause_max],

@@ -14,7 +14,9 @@ superuser who rewrites the chain and recomputes every hash is caught by
 `COMMERCE_SYNC_LEDGER_KEY` or the Airflow Variable `commerce_sync_ledger_key`. `apply_retention`
 deletes staging leftovers older than `COMMERCE_SYNC_STAGING_RETENTION_HOURS` (default 24) and quarantine
 rows resolved more than `COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS` ago (default 365; `keep` = never);
-open quarantine rows and the ledger are never deleted.
+open quarantine rows and the ledger are never deleted. `check_hub_catalog` runs the hub catalog suite
+(GX on PostgreSQL, evidence in the ledger) over the whole catalog every day: pricing runs it itself only
+for changes above the fast-path size (`COMMERCE_SYNC_FAST_PATH_MAX_SKUS`, default 1000 SKUs).
 
 **Runbook**
 - *verify_ledger failed*: treat as a security incident. Do not "fix" the ledger; preserve the database,
@@ -37,7 +39,14 @@ from typing import Any
 from airflow.sdk import dag, task
 
 from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync.airflow_glue import (
+    DEFAULT_ARGS,
+    START_DATE,
+    check_hub_catalog_task,
+    hub_dsn,
+    operator_errors,
+    run_context,
+)
 
 AUDIT_TRANSFER = assets.hub_table("transfer", schema="audit")
 AUDIT_CHANGE = assets.hub_table("change", schema="audit")
@@ -122,7 +131,14 @@ def hub_maintenance() -> None:
         report_transfer(result.transfer_id)
         return asdict(result)
 
-    verified = migrate_hub() >> verify_ledger()
+    @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY])
+    def check_hub_catalog() -> dict[str, Any]:
+        """The whole-catalog suite, daily: pricing runs it only for changes above the fast-path size."""
+        return check_hub_catalog_task()
+
+    migrated = migrate_hub()
+    migrated >> check_hub_catalog()
+    verified = migrated >> verify_ledger()
     verified >> export_ledger_head()
     verified >> apply_retention()
 

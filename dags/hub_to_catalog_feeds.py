@@ -1,7 +1,7 @@
 """
 ### Hub → catalog feeds (Google Merchant Center, Meta catalog, Ceneo, and every registered feed kind)
 
-Triggered when channel offers change. One mapped task per enabled feed channel (every channel whose
+Runs every 15 minutes (not on each offer change). One mapped task per enabled feed channel (every channel whose
 kind is a feed, from the channel registry) writes its full catalog (Google: RSS 2.0 with the `g:`
 namespace; Meta: RSS; Ceneo: `<offers><group><o ...>`), streamed from the hub into a temporary file,
 checked by parsing it back (well-formed, required fields, item count = the hub's offers for the
@@ -9,6 +9,13 @@ channel minus quarantined ones), then renamed over the published file atomically
 changed. Out-of-stock offers are kept (a missing item would be removed by Google). With `feed.target`
 set, the file is also copied to SFTP or an object store (temporary name, then rename). Each mapped
 task reports its own file as its output asset (`feed.<channel id>`), so lineage names the file written.
+
+**Why a schedule, not the offer event**: a feed is the whole catalog (at 1M SKUs each file is a full
+stream of the hub), and the channels fetch it on their own schedule (Meta at most hourly, Google daily or
+hourly). Since the ERP rings a doorbell for every change, writing the feeds on each offer event would put
+three whole-catalog rewrites beside every single-SKU change on its way to the marketplaces. So the feeds
+follow within 15 minutes, and an unchanged catalog leaves the files untouched. Trigger the DAG by hand to
+publish a feed at once.
 
 **Runbook**
 - *Failed*: the previous feed file stays in place untouched; read the message (disk full, path not writable,
@@ -29,14 +36,14 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 
 from commerce_sync import assets
 from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context, sync_deadline
 
 
 @dag(
-    schedule=[assets.HUB_CHANNEL_OFFER],
+    schedule=CronTriggerTimetable("*/15 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

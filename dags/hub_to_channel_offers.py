@@ -16,6 +16,11 @@ Changed offers get a new version; for marketplace channels each changed field be
 - *Hub catalog suite* (`check_hub_catalog`, GX on PostgreSQL over `hub.product` + `hub.sku_supply`): its
   evidence (counts, sample SKUs, Data Docs) goes to the ledger; with `hub_catalog.max_failing_skus` set in
   `quality.yaml` an inconsistent catalog stops pricing before anything is computed or published.
+  **Fast path**: when at most `COMMERCE_SYNC_FAST_PATH_MAX_SKUS` SKUs (default 1000; 0 = never) changed
+  since the last pricing of every enabled channel, the task only counts them (indexed, no GX import) and
+  returns `{"fast_path": true, "skus_changed": N}`: a single ERP price change goes from the ERP commit to
+  the marketplaces without whole-catalog work. The whole suite then runs daily in `hub_maintenance`, and here
+  for every larger change, the first pricing of a channel and `full_recompute` runs.
 - *Circuit breakers* (`breakers` in channels.yaml): too many offers moving more than W %, or too many
   going to stock 0, fail the channel's task and write nothing.
 - *Change cap* (`change_cap`): when a run would move too many offers by more than X %, those price
@@ -54,6 +59,7 @@ from commerce_sync.airflow_glue import (
     DEFAULT_ARGS,
     START_DATE,
     breaker_override,
+    check_hub_catalog_task,
     hub_dsn,
     operator_errors,
     run_context,
@@ -103,20 +109,18 @@ def hub_to_channel_offers() -> None:
     @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY])
     def check_hub_catalog() -> dict[str, Any]:
         """The merged catalog suite (GX on PostgreSQL): evidence in the ledger, refusal above the limit."""
-        from commerce_sync.config import data_docs_root, load_quality
-        from commerce_sync.lineage import report_transfer
-        from commerce_sync.quality.catalog import check_hub_catalog as check
+        from commerce_sync.config import load_config
+        from commerce_sync.quality.catalog import small_change
+        from commerce_sync.settings import fast_path_max_skus
 
-        with operator_errors("hub catalog"):
-            quality = load_quality()
-            outcome = check(
-                hub_dsn(),
-                run_context(),
-                data_docs_root(quality),
-                max_failing_skus=quality.hub_catalog.max_failing_skus,
-                on_transfer=report_transfer,
-            )
-        return outcome.summary()
+        if not get_current_context()["params"].get("full_recompute"):
+            with operator_errors("hub catalog"):
+                channels = [c.id for c in load_config().channels if c.enabled]
+                limit = fast_path_max_skus()
+                pending = small_change(hub_dsn(), channels, limit)
+            if pending is not None:  # the fast path; the suite also runs daily in hub_maintenance
+                return {"fast_path": True, "skus_changed": pending, "limit": limit}
+        return check_hub_catalog_task()
 
     @task
     def list_channels() -> list[str]:
@@ -186,7 +190,7 @@ def hub_to_channel_offers() -> None:
     rates = load_exchange_rates()
     catalog = check_hub_catalog()
     computed = compute_offers.expand(channel_id=list_channels())
-    rates >> catalog >> computed
+    [rates, catalog] >> computed  # side by side: one task start-up less on the critical path
     summary = summarise_held_changes()
     computed >> summary >> approve >> publish_held_changes()
 

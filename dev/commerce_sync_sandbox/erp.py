@@ -71,6 +71,20 @@ CREATE OR REPLACE TRIGGER products_touch_updated_at
     FOR EACH ROW
     WHEN (OLD.* IS DISTINCT FROM NEW.*)
     EXECUTE FUNCTION erp.touch_updated_at();
+-- The doorbell of event-driven sync: every statement that changes products or stock rings it once
+-- per transaction (NOTIFY folds identical payloads), delivered at commit. The hub's trigger
+-- (commerce_sync.triggers.PostgresChangeTrigger) LISTENs and then reads the (updated_at, sku) watermark.
+CREATE OR REPLACE FUNCTION erp.notify_products_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('erp_products_changed', '');
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER products_notify_changed
+    AFTER INSERT OR UPDATE OR DELETE ON erp.products
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION erp.notify_products_changed();
 CREATE TABLE IF NOT EXISTS erp.orders (
     order_key    text PRIMARY KEY,
     channel      text NOT NULL,
@@ -133,6 +147,7 @@ BEGIN
 END
 $$;
 """
+NOTIFY_CHANNEL = "erp_products_changed"
 
 
 def load_erp(url: str, n: int = 300, seed: int = 42, *, reset: bool = False) -> int:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import threading
+from decimal import Decimal
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from commerce_sync_sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
 from commerce_sync_sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
-from commerce_sync_sandbox.ebay_sim import EbayHTTPServer, EbaySimulator
+from commerce_sync_sandbox.ebay_sim import EbayError, EbayHTTPServer, EbaySimulator
 from commerce_sync_sandbox.http import RequestStats
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,23 @@ class SandboxServer:
         self._threads.clear()
         self._feeds = self._allegro = self._ebay = self._amazon = None
         self.simulator.save()
+
+    def prices(self, sku: str) -> dict[str, Decimal | None]:
+        """What each marketplace simulator shows as the price of ``sku`` now (None: no offer).
+
+        Read from the simulators' state directly (tests and the latency bench poll it often).
+        """
+        allegro = self.simulator.list_offers(0, 1, external_ids=[sku])["offers"]
+        try:
+            ebay = self.ebay.offers(sku, 0, 1)["offers"]
+        except EbayError:  # an unknown SKU: eBay's 404 answer
+            ebay = []
+        amazon = self.amazon.listing(sku)
+        return {
+            "allegro": Decimal(allegro[0]["sellingMode"]["price"]["amount"]) if allegro else None,
+            "ebay": Decimal(ebay[0]["pricingSummary"]["price"]["value"]) if ebay else None,
+            "amazon": Decimal(amazon["price"]) if amazon else None,
+        }
 
     def __enter__(self) -> SandboxServer:
         return self.start()

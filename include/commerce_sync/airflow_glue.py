@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from airflow.sdk import get_current_context
@@ -112,6 +113,27 @@ def operator_errors(what: str) -> Iterator[None]:
             f"{what}: temporary fault, will retry with backoff. {exc}\n"
             "What to do: nothing unless retries are exhausted; then check the service's status and clear the task."
         ) from exc
+
+
+def check_hub_catalog_task() -> dict[str, Any]:
+    """The hub catalog suite (GX on PostgreSQL) as a task runs it: evidence in the ledger, refusal above the limit.
+
+    Shared by the pricing DAG (for changes above the fast-path size) and ``hub_maintenance`` (daily).
+    """
+    from commerce_sync.config import data_docs_root, load_quality
+    from commerce_sync.lineage import report_transfer
+    from commerce_sync.quality.catalog import check_hub_catalog
+
+    with operator_errors("hub catalog"):
+        quality = load_quality()
+        outcome = check_hub_catalog(
+            hub_dsn(),
+            run_context(),
+            data_docs_root(quality),
+            max_failing_skus=quality.hub_catalog.max_failing_skus,
+            on_transfer=report_transfer,
+        )
+    return outcome.summary()
 
 
 # Defaults every DAG uses: retries with exponential backoff for transient faults (bad data fails

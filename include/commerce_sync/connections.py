@@ -58,10 +58,29 @@ def get_connection(conn_id: str) -> ConnectionInfo:
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:  # Airflow raises its own not-found type, which moved between versions
-        raise ConfigError(
-            f"Airflow connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} "
-            "or create it under Admin > Connections"
-        ) from exc
+        raise _not_defined(conn_id) from exc
+    return _info(conn_id, conn)
+
+
+async def aget_connection(conn_id: str) -> ConnectionInfo:
+    """:func:`get_connection` for async code (triggers): Airflow's async connection API."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except Exception as exc:  # as above
+        raise _not_defined(conn_id) from exc
+    return _info(conn_id, conn)
+
+
+def _not_defined(conn_id: str) -> ConfigError:
+    return ConfigError(
+        f"Airflow connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} "
+        "or create it under Admin > Connections"
+    )
+
+
+def _info(conn_id: str, conn: Any) -> ConnectionInfo:
     extra = conn.extra_dejson if conn.extra else {}
     if isinstance(extra, str):
         extra = json.loads(extra)

@@ -45,3 +45,25 @@ def published_file_mode() -> int:
     if not 0 <= mode <= 0o777:
         raise ValueError(f"COMMERCE_SYNC_FILE_MODE={raw!r} is not a file mode between 0000 and 0777")
     return mode
+
+
+DEFAULT_FAST_PATH_MAX_SKUS = 1000
+
+
+def fast_path_max_skus() -> int:
+    """The largest change (in SKUs) that takes the fast path: ``COMMERCE_SYNC_FAST_PATH_MAX_SKUS`` or 1000.
+
+    A change of at most this many SKUs skips whole-catalog work between the source and the
+    marketplaces (the hub catalog suite, Data Docs of a clean ERP batch, a supply merge nothing
+    asked for); larger changes and the scheduled runs do it all. 0 turns the fast path off.
+    """
+    raw = os.environ.get("COMMERCE_SYNC_FAST_PATH_MAX_SKUS")
+    if not raw:
+        return DEFAULT_FAST_PATH_MAX_SKUS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"COMMERCE_SYNC_FAST_PATH_MAX_SKUS={raw!r} is not a whole number of SKUs") from None
+    if value < 0:
+        raise ValueError(f"COMMERCE_SYNC_FAST_PATH_MAX_SKUS={raw!r} must not be negative")
+    return value

@@ -49,3 +49,20 @@ def test_pricing_is_triggered_by_sku_supply(dagbag) -> None:
     condition = dagbag.dags["hub_to_channel_offers"].timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"  # any one of its inputs changing triggers pricing
     assert assets.HUB_SKU_SUPPLY.uri in _uris(condition.objects)
+
+
+def test_erp_dag_runs_on_the_doorbell_or_the_cron(dagbag) -> None:
+    from commerce_sync.triggers import ERP_NOTIFY_CHANNEL, PostgresChangeTrigger
+
+    dag = dagbag.dags["erp_to_hub_products"]
+    timetable = dag.timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.timetable.expression == "*/30 * * * *"  # the safety net
+    (asset,) = timetable.asset_condition.objects
+    (watcher,) = asset.watchers
+    trigger = watcher.trigger
+    assert isinstance(trigger, PostgresChangeTrigger)
+    _, kwargs = trigger.serialize()
+    # A connection id, never a DSN; a poll within the 15–30 s the design asks for.
+    assert kwargs["conn_id"] == "erp_db" and kwargs["channel"] == ERP_NOTIFY_CHANNEL
+    assert 15 <= kwargs["poll_seconds"] <= 30

@@ -87,6 +87,37 @@ HUB_CATALOG_CHECKS = (
 )
 
 
+# SKUs whose pricing inputs changed since the channel that is furthest behind last computed its
+# offers (the scope an incremental pricing run will see), counted up to a cap.
+_PENDING_SKUS = """
+WITH since AS (SELECT min(inputs_seen_until) AS t FROM hub.pricing_state WHERE channel = ANY(%(channels)s))
+SELECT count(*) FROM (
+    SELECT sku FROM hub.product, since WHERE updated_at > since.t
+    UNION SELECT sku FROM hub.stock, since WHERE updated_at > since.t
+    UNION SELECT sku FROM hub.sku_supply, since WHERE updated_at > since.t
+    LIMIT %(cap)s
+) AS pending
+"""
+
+
+def small_change(dsn: str, channels: list[str], max_skus: int) -> int | None:
+    """How many SKUs changed since the last pricing, if at most ``max_skus`` (the fast path); else None.
+
+    None also when one of ``channels`` was never priced (its first run is a whole-catalog run) or
+    ``max_skus`` is 0.
+    Uses the ``updated_at`` indexes: the cost does not grow with the catalog.
+    """
+    if max_skus <= 0:
+        return None
+    with connect(dsn) as conn:
+        priced = conn.execute("SELECT count(*) FROM hub.pricing_state WHERE channel = ANY(%s)", (channels,)).fetchone()
+        if not channels or not priced or priced[0] != len(set(channels)):
+            return None
+        row = conn.execute(_PENDING_SKUS, {"cap": max_skus + 1, "channels": channels}).fetchone()
+    pending = int(row[0]) if row else max_skus + 1
+    return pending if pending <= max_skus else None
+
+
 def check_hub_catalog(
     dsn: str,
     run: ledger.RunContext,

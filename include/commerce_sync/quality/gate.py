@@ -197,6 +197,7 @@ def check_batch(
     same_kind: Mapping[str, Any] | None = None,
     dataset: str | None = None,
     params: Mapping[str, Any] | None = None,
+    docs_when_clean: bool = True,
 ) -> tuple[ValidationOutcome, Decision]:
     """Validate the staged batch of ``transfer``, quarantine failing rows, decide the breakers.
 
@@ -217,6 +218,9 @@ def check_batch(
         same_kind: Ledger ``details`` a comparable last good batch must contain.
         dataset: Quarantine/ledger dataset name if it differs from the suite name.
         params: Query parameters the suite needs.
+        docs_when_clean: Render Data Docs also when no row failed and no breaker tripped. False is the
+            fast path of a small change: Great Expectations is not even imported; the row-level
+            results are in the ledger either way.
     """
     dataset = dataset or suite.name
     with connect(dsn) as db:
@@ -245,7 +249,11 @@ def check_batch(
             same_kind=same_kind,
         )
     decision.record(transfer)
-    if docs_dir is not None:
+    clean = outcome.rows_quarantined == 0 and not decision.tripped
+    if docs_dir is not None and not docs_when_clean and clean:
+        transfer.details["data_docs"] = None
+        transfer.details["data_docs_skipped"] = "fast path: a small batch with no failures"
+    elif docs_dir is not None:
         from commerce_sync.quality.evidence import render
 
         evidence = render(

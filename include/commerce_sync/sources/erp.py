@@ -29,6 +29,7 @@ from commerce_sync.hub.source_lock import source_lock
 from commerce_sync.quality.breakers import Override
 from commerce_sync.quality.gate import check_batch
 from commerce_sync.quality.suites import ERP_PRODUCTS
+from commerce_sync.settings import fast_path_max_skus
 from commerce_sync.sources.erp_readers import read_erp_rows
 from commerce_sync.sources.gtin import checked_gtin
 
@@ -76,6 +77,7 @@ class ErpSyncResult:
     rows_changed: int
     rows_deactivated: int
     watermark: str | None
+    supply_keys_changed: int = 0
 
 
 def _text(value: Any) -> str | None:
@@ -280,6 +282,17 @@ WHERE t.active
                   WHERE q.transfer_id = %(transfer_id)s AND q.record_key = t.sku)
 """
 
+# Products whose supplier matching can change (new, GTIN, active or currency changed), counted
+# before the merge: with none, the supply merge after this run has nothing to do.
+_SUPPLY_KEYS_CHANGED = """
+SELECT count(*)
+FROM staging.erp_product AS s
+LEFT JOIN hub.product AS t ON t.sku = s.sku
+WHERE s.transfer_id = %(transfer_id)s
+  AND (t.sku IS NULL OR t.gtin IS DISTINCT FROM s.gtin OR t.active IS DISTINCT FROM s.active::boolean
+       OR t.currency IS DISTINCT FROM s.currency)
+"""
+
 _RESOLVE_QUARANTINE = """
 UPDATE hub.quarantine AS q
 SET status = 'resolved', resolved_at = now(), resolved_transfer_id = %(transfer_id)s
@@ -352,6 +365,8 @@ def _validate(
         compare_row_count=full_resync,
         same_kind={"full_resync": True},
         dataset=DATASET,
+        # Fast path: a small, clean incremental batch (an ERP doorbell's usual change) skips Data Docs.
+        docs_when_clean=full_resync or transfer.rows_read > fast_path_max_skus(),
     )
     with connect(hub_dsn) as conn:
         conn.execute(_DROP_QUARANTINED, {"transfer_id": str(transfer.transfer_id)})
@@ -409,6 +424,7 @@ def sync_erp(
                     "source": erp.id,
                 }
                 conn.execute(_RECORD_CHANGES, params)
+                supply_keys = conn.execute(_SUPPLY_KEYS_CHANGED, params).fetchone()[0]  # type: ignore[index]
                 changed = conn.execute(_MERGE_PRODUCT, params).rowcount
                 deactivated = conn.execute(_DEACTIVATE_MISSING, params).rowcount if full_resync else 0
                 stock_changed = conn.execute(_MERGE_STOCK, params).rowcount
@@ -436,6 +452,7 @@ def sync_erp(
                     products_changed=changed,
                     products_deactivated=deactivated,
                     stock_changed=stock_changed,
+                    supply_keys_changed=supply_keys,
                     watermark=max_cursor.isoformat() if max_cursor else None,
                     rejected=[{"sku": p.key, "reason": p.reason} for p in problems[:20]],
                 )
@@ -451,4 +468,5 @@ def sync_erp(
         rows_changed=transfer.rows_changed,
         rows_deactivated=deactivated,
         watermark=max_cursor.isoformat() if max_cursor else None,
+        supply_keys_changed=supply_keys,
     )

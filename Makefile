@@ -1,5 +1,5 @@
 # Every target does its own set-up (venv, pinned packages, hub database, Airflow home).
-.PHONY: demo test faults ui celery bench bench-latency clean
+.PHONY: demo test faults ui celery bench bench-latency bench-orders clean
 
 demo: ## Run the whole sync once against the sandbox and print a summary
 	@bash scripts/demo.sh
@@ -27,6 +27,8 @@ bench-quality: ## Quality gate on an N-row staged batch (default 1000000): one S
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/quality.py --n $(or $(N),1000000)'
 bench-feeds: ## Google/Meta/Ceneo feeds at N items (default 1000000): items/s, peak RSS, parse-back, lxml comparison, hub end to end
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/feeds.py --n $(or $(N),1000000)'
+bench-orders: ## Order import into the hub: N orders (default 10000) over 3 simulators, reservations and outbox; orders/s, peak RSS
+	@bash -c 'source scripts/common.sh; export_env; ensure_venv; python bench/orders.py --n $(or $(N),10000)'
 bench-latency: ## ERP commit -> every marketplace under the real Airflow components, hub of N SKUs (default 1000000), CHANGES single-SKU changes (default 20)
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/latency.py --n $(or $(N),1000000) --changes $(or $(CHANGES),20) $(ARGS)'
 

@@ -196,10 +196,18 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
                 f"  {r['source']:<18} read back {r['rows_read']} offers: {d.get('differences', 0)} difference(s) "
                 f"from the hub's published state (policy {d.get('policy')}, re-queued {d.get('requeued', 0)})"
             )
+    for r in rows:
+        if r["dataset"] == "order" and r["source"] == "hub":
+            d = r["details"]
+            print(
+                f"  {r['target']:<18} orders handed over: {d.get('handed', 0)}, cancelled there: "
+                f"{d.get('cancelled_in_erp', 0)}, refused: {len(d.get('refused', []))}, reservations taken over "
+                f"by the ERP: {d.get('reservations_taken_over', 0)}"
+            )
     failed = [r for r in rows if r["status"] != "success"]
     for r in failed:
         problems.append(f"transfer {r['seq']} ({r['dag_id']}.{r['task_id']}) {r['status']}: {r['message']}")
-    expected = {"product", "supplier_offer", "channel_offer", "offer_update", "channel_reconciliation"}
+    expected = {"product", "supplier_offer", "channel_offer", "offer_update", "channel_reconciliation", "order"}
     missing = expected - {r["dataset"] for r in rows}
     if missing:
         problems.append(f"no ledger rows for: {', '.join(sorted(missing))}")
@@ -212,6 +220,89 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
     return problems
 
 
+ORDER_DAGS = ("marketplaces_to_hub_orders", "hub_to_marketplaces")
+# What the demo buys on the simulators: (channel, units, paid). The SKUs are picked at run time among
+# those every marketplace lists with stock to spare, below the listing caps (so the change shows).
+PURCHASES = (("allegro", 2, True), ("ebay", 1, True), ("amazon", 1, False))
+
+
+def _marketplace_urls() -> dict[str, str]:
+    return {
+        "allegro": f"http://127.0.0.1:{os.environ.get('SANDBOX_ALLEGRO_PORT', '8702')}",
+        "ebay": f"http://127.0.0.1:{os.environ.get('SANDBOX_EBAY_PORT', '8703')}",
+        "amazon": f"http://127.0.0.1:{os.environ.get('SANDBOX_AMAZON_PORT', '8704')}",
+    }
+
+
+def buy_on_marketplaces(hub_url: str) -> list[tuple[str, str, str, int, bool]]:
+    """Buy a few units on the simulators, as shoppers would; return (channel, order id, SKU, units, paid)."""
+    from commerce_sync_sandbox.orders import buy
+
+    with connect(hub_url) as conn:
+        skus = [
+            row[0]
+            for row in conn.execute(
+                "SELECT sku FROM hub.channel_offer WHERE channel IN ('allegro', 'ebay', 'amazon') "
+                "GROUP BY sku HAVING count(*) = 3 AND min(quantity) > 3 AND max(quantity) < 400 ORDER BY sku LIMIT %s",
+                (len(PURCHASES),),
+            )
+        ]
+    urls = _marketplace_urls()
+    bought = []
+    for (channel, units, paid), sku in zip(PURCHASES, skus, strict=False):
+        bought.append((channel, buy(urls[channel], sku, units, paid=paid), sku, units, paid))
+    return bought
+
+
+def _print_orders(hub_url: str, bought: list[tuple[str, str, str, int, bool]]) -> list[str]:
+    from commerce_sync.channels.publish import open_marketplace
+    from commerce_sync.config import load_config
+
+    problems: list[str] = []
+    print("\nOrders (bought on the simulators, imported, reserved, handed to the ERP)")
+    print(f"  {'channel':<9}{'order':<40}{'SKU':<12}{'units':>6}  {'status':<10}{'reservation':<13}ERP hand-off")
+    skus = sorted({sku for _, _, sku, _, _ in bought})
+    with connect(hub_url) as conn:
+        for channel, order_id, sku, units, _paid in bought:
+            row = conn.execute(
+                "SELECT o.status, r.state, o.erp_state FROM hub.sales_order AS o "
+                "LEFT JOIN hub.stock_reservation AS r USING (channel, order_id) "
+                "WHERE o.channel = %s AND o.order_id = %s",
+                (channel, order_id),
+            ).fetchone()
+            if row is None:
+                problems.append(f"{channel} order {order_id} was not imported")
+                continue
+            print(f"  {channel:<9}{order_id:<40}{sku:<12}{units:>6}  {row[0]:<10}{row[1] or '-':<13}{row[2]}")
+        hub_quantities = {
+            (c, s): q
+            for c, s, q in conn.execute(
+                "SELECT channel, sku, quantity FROM hub.channel_offer WHERE sku = ANY(%s)", (skus,)
+            ).fetchall()
+        }
+    print("\n  The new quantities: what the hub computed / what each marketplace shows now")
+    config = load_config()
+    shown: dict[tuple[str, str], int | None] = {}
+    for channel_id in ("allegro", "ebay", "amazon"):
+        with open_marketplace(config.channel(channel_id), "read_back") as market:
+            for offer in market.read_offers(skus if market.reads_back_by_sku else None):
+                if offer.sku in skus:
+                    shown[(channel_id, offer.sku)] = offer.quantity
+    for sku in skus:
+        cells = "  ".join(
+            f"{channel}: {hub_quantities.get((channel, sku), '-')}/{shown.get((channel, sku), '-')}"
+            for channel in ("allegro", "ebay", "amazon", "google")
+        )
+        print(f"  {sku:<12} {cells}")
+        for channel in ("allegro", "ebay", "amazon"):
+            if (channel, sku) in shown and shown[(channel, sku)] != hub_quantities.get((channel, sku)):
+                problems.append(
+                    f"{channel} shows {shown[(channel, sku)]} for {sku}, the hub computed "
+                    f"{hub_quantities.get((channel, sku))}"
+                )
+    return problems
+
+
 def run_demo(*, erp_url: str, hub_url: str) -> int:
     """Prepare the sandbox, run every DAG once and print the summary; 0 only if all went well."""
     print(prepare_sandbox(erp_url, sandbox_dir()))
@@ -220,16 +311,25 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
     since = datetime.now(UTC)
     failures: list[str] = []
     with sandbox_servers():
-        for dag_id, ok, seconds, log_file in run_dags(DAG_ORDER, log_dir):
+        # The first order import starts each marketplace's order cursor ("from now on").
+        for dag_id, ok, seconds, log_file in run_dags((*DAG_ORDER, ORDER_DAGS[0]), log_dir):
             print(f"  {dag_id:<26} {'ok' if ok else 'FAILED':<7} {seconds:5.1f} s   log: {log_file}")
             if not ok:
                 failures.append(f"DAG {dag_id} failed; see {log_file}")
-    problems = failures + _print_summary(ledger_summary(hub_url, since), hub_url)
+        bought = buy_on_marketplaces(hub_url)
+        print("\nBought on the simulators: " + ", ".join(f"{u} x {s} on {c}" for c, _, s, u, _ in bought))
+        for dag_id, ok, seconds, log_file in run_dags(ORDER_DAGS, log_dir):
+            print(f"  {dag_id:<26} {'ok' if ok else 'FAILED':<7} {seconds:5.1f} s   log: {log_file}")
+            if not ok:
+                failures.append(f"DAG {dag_id} failed; see {log_file}")
+        order_problems = _print_orders(hub_url, bought)
+    problems = failures + order_problems + _print_summary(ledger_summary(hub_url, since), hub_url)
     if problems:
         print("\nDemo FAILED:\n  " + "\n  ".join(problems))
         return 1
     print(
-        "\nDemo OK. Run it again: nothing changes. Change a price and rerun:\n"
+        "\nDemo OK. Run it again: the catalog sync changes nothing (the demo buys a few more units). "
+        "Change a price and rerun:\n"
         "  .venv/bin/commerce-sync-dev sandbox set-price SKU-000001 999.00 && make demo"
     )
     return 0

@@ -151,12 +151,22 @@ def push_quantities(
 
     setup = PricingSetup(config.rules, tuple(config.rule_overrides))
     results = []
+    failed: list[tuple[str, Exception]] = []
     for channel in config.channels:
-        if channel.enabled:
+        if not channel.enabled:
+            continue
+        try:  # one channel's breaker or missing rate must not keep the others at the old quantity
             results.append(compute_channel_offers(dsn, channel, config.rule_for(channel), run, setup=setup))
-    pairs = sorted(set(resend))
+        except Exception as exc:
+            log.error("channel %s: quantities not pushed: %s", channel.id, exc)
+            failed.append((channel.id, exc))
+    pairs = sorted((channel_id, sku) for channel_id, sku in set(resend) if channel_id not in dict(failed))
     if pairs:
         resend_quantities(dsn, config, pairs, run)
+    if failed:  # the first failure decides how the task fails (retry or not); the others are named
+        first = failed[0][1]
+        first.add_note(f"quantities not pushed to {', '.join(c for c, _ in failed)}; the other channels got theirs")
+        raise first
     return results
 
 

@@ -9,6 +9,11 @@ reached from the Airflow UI's *Browse* menu. Pages:
 * ``/transfers.csv``            the same list as CSV (current filters, every page)
 * ``/transfers/{id}``           one transfer: counts, checksum, details, validation, quarantined rows
 * ``/transfers/{id}/quarantine.csv``  that transfer's quarantined rows as CSV
+* ``/orders``                   marketplace orders: lines, reservation state (held / taken over / released,
+                                oversold units), ERP hand-off state and error, first seen, the transfers
+                                that changed them; filtered (channel, status, ERP state, oversold only),
+                                50 a page
+* ``/orders.csv``               the same list as CSV (current filters, every page)
 * ``/trace``                    a channel offer traced back to its sources (``audit.trace.trace_offer``)
 * ``/verify``                   walks the hash chain on demand (``audit.ledger.verify``)
 * ``/static/audit.css``         the pages' style sheet
@@ -55,12 +60,18 @@ import psycopg
 
 from commerce_sync.audit.health import airflow_database_url, health
 from commerce_sync.audit.view_queries import (
+    ERP_STATES,
+    ORDER_COLUMNS,
+    ORDER_STATUSES,
     QUARANTINE_COLUMNS,
     TRANSFER_COLUMNS,
+    OrderFilter,
     TransferFilter,
     chain_facts,
     hub_dsn,
+    iter_orders,
     iter_transfers,
+    order_page,
     quarantine_rows,
     read_only,
     transfer_detail,
@@ -464,6 +475,51 @@ def create_app(
                 yield from csv_lines([*TRANSFER_COLUMNS, "details"], iter_transfers(conn, flt))
 
         headers = {"Content-Disposition": 'attachment; filename="transfers.csv"'}
+        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    def _order_filter(channel: str = "", status: str = "", erp_state: str = "", oversold: bool = False) -> OrderFilter:
+        return OrderFilter(channel, status, erp_state, oversold)
+
+    Orders = Annotated[OrderFilter, Depends(_order_filter)]
+
+    @app.get("/orders", response_class=HTMLResponse)
+    def orders(
+        request: Request,
+        flt: Orders,
+        user: Viewer,
+        page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+    ) -> HTMLResponse:
+        if page_no > MAX_PAGE:
+            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
+        with read_only(dsn()) as conn:
+            listing = order_page(conn, flt, page_no)
+        base = _base(request)
+
+        def page_href(number: int) -> str:
+            return f"{base}/orders?{urlencode({**flt.query_params(), 'page': number})}"
+
+        return page(
+            request,
+            "orders.html",
+            "Orders",
+            user,
+            listing=listing,
+            filter=flt,
+            statuses=ORDER_STATUSES,
+            erp_states=ERP_STATES,
+            page_href=page_href,
+            export_href=f"{base}/orders.csv?{urlencode(flt.query_params())}",
+        )
+
+    @app.get("/orders.csv")
+    def orders_csv(flt: Orders, user: Viewer) -> Response:
+        dsn_value = dsn()
+
+        def generate() -> Iterator[str]:
+            with read_only(dsn_value) as conn:
+                yield from csv_lines(ORDER_COLUMNS, iter_orders(conn, flt))
+
+        headers = {"Content-Disposition": 'attachment; filename="orders.csv"'}
         return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
 
     @app.get("/transfers/{transfer_id}", response_class=HTMLResponse)

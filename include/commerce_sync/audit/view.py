@@ -431,26 +431,50 @@ def create_app(
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=f"dates must be YYYY-MM-DD: {exc}") from exc
 
+    def csv_export(
+        filename: str,
+        columns: Sequence[str],
+        rows: Callable[[psycopg.Connection], Iterator[Mapping[str, Any]]],
+    ) -> Response:
+        """A CSV download of ``rows`` (read in a read-only transaction while the response streams)."""
+        dsn_value = dsn()
+
+        def generate() -> Iterator[str]:
+            with read_only(dsn_value) as conn:
+                yield from csv_lines(columns, rows(conn))
+
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    def _page_no(page_no: Annotated[int, Query(alias="page", ge=1)] = 1) -> int:
+        if page_no > MAX_PAGE:
+            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
+        return page_no
+
+    def list_links(request: Request, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """A list page's ``page_href`` (page number -> URL) and ``export_href`` (its ``.csv``), filters kept."""
+        base = _base(request)
+
+        def page_href(number: int) -> str:
+            return f"{base}{path}?{urlencode({**params, 'page': number})}"
+
+        csv_path = "/transfers.csv" if path == "/" else f"{path}.csv"
+        return {"page_href": page_href, "export_href": f"{base}{csv_path}?{urlencode(params)}"}
+
     Viewer = Annotated[Any, Depends(require_viewer)]
     Filter = Annotated[TransferFilter, Depends(_filter)]
+    PageNo = Annotated[int, Depends(_page_no)]
 
     @app.get("/", response_class=HTMLResponse)
     def transfers(
         request: Request,
         flt: Filter,
         user: Viewer,
-        page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+        page_no: PageNo,
     ) -> HTMLResponse:
-        if page_no > MAX_PAGE:
-            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
         with read_only(dsn()) as conn:
             listing = transfer_page(conn, flt, page_no)
             report = health(conn, airflow_url() or "")
-        base = _base(request)
-
-        def page_href(number: int) -> str:
-            return f"{base}/?{urlencode({**flt.query_params(), 'page': number})}"
-
         return page(
             request,
             "transfers.html",
@@ -461,21 +485,13 @@ def create_app(
             statuses=STATUSES,
             list_columns=LIST_COLUMNS,
             count_columns=COUNT_COLUMNS,
-            page_href=page_href,
-            export_href=f"{base}/transfers.csv?{urlencode(flt.query_params())}",
             health=report,
+            **list_links(request, "/", flt.query_params()),
         )
 
     @app.get("/transfers.csv")
     def transfers_csv(flt: Filter, user: Viewer) -> Response:
-        dsn_value = dsn()
-
-        def generate() -> Iterator[str]:
-            with read_only(dsn_value) as conn:
-                yield from csv_lines([*TRANSFER_COLUMNS, "details"], iter_transfers(conn, flt))
-
-        headers = {"Content-Disposition": 'attachment; filename="transfers.csv"'}
-        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+        return csv_export("transfers.csv", [*TRANSFER_COLUMNS, "details"], lambda conn: iter_transfers(conn, flt))
 
     def _order_filter(channel: str = "", status: str = "", erp_state: str = "", oversold: bool = False) -> OrderFilter:
         return OrderFilter(channel, status, erp_state, oversold)
@@ -487,17 +503,10 @@ def create_app(
         request: Request,
         flt: Orders,
         user: Viewer,
-        page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+        page_no: PageNo,
     ) -> HTMLResponse:
-        if page_no > MAX_PAGE:
-            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
         with read_only(dsn()) as conn:
             listing = order_page(conn, flt, page_no)
-        base = _base(request)
-
-        def page_href(number: int) -> str:
-            return f"{base}/orders?{urlencode({**flt.query_params(), 'page': number})}"
-
         return page(
             request,
             "orders.html",
@@ -507,20 +516,12 @@ def create_app(
             filter=flt,
             statuses=ORDER_STATUSES,
             erp_states=ERP_STATES,
-            page_href=page_href,
-            export_href=f"{base}/orders.csv?{urlencode(flt.query_params())}",
+            **list_links(request, "/orders", flt.query_params()),
         )
 
     @app.get("/orders.csv")
     def orders_csv(flt: Orders, user: Viewer) -> Response:
-        dsn_value = dsn()
-
-        def generate() -> Iterator[str]:
-            with read_only(dsn_value) as conn:
-                yield from csv_lines(ORDER_COLUMNS, iter_orders(conn, flt))
-
-        headers = {"Content-Disposition": 'attachment; filename="orders.csv"'}
-        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+        return csv_export("orders.csv", ORDER_COLUMNS, lambda conn: iter_orders(conn, flt))
 
     @app.get("/transfers/{transfer_id}", response_class=HTMLResponse)
     def transfer(request: Request, transfer_id: uuid.UUID, user: Viewer) -> HTMLResponse:

@@ -176,14 +176,17 @@ def _select_transfers(flt: TransferFilter) -> tuple[sql.Composed, dict[str, Any]
     return query, params
 
 
-def list_transfers(
-    conn: psycopg.Connection, flt: TransferFilter, page: int = 1, page_size: int = PAGE_SIZE
+def _paged(
+    conn: psycopg.Connection,
+    count: sql.Composed,
+    select: tuple[sql.Composed, dict[str, Any]],
+    page: int,
+    page_size: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of transfers (newest first) and the total number matching the filters."""
-    where, params = flt.where()
-    total_row = conn.execute(sql.SQL("SELECT count(*) FROM audit.transfer{}").format(where), params).fetchone()
+    """The rows of ``page`` of the ``select`` query and the total ``count`` (same parameters)."""
+    query, params = select
+    total_row = conn.execute(count, params).fetchone()
     total = int(total_row[0]) if total_row else 0
-    query, params = _select_transfers(flt)
     paged = query + sql.SQL(" LIMIT %(limit)s OFFSET %(offset)s")
     params = dict(params, limit=page_size, offset=(max(page, 1) - 1) * page_size)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -191,13 +194,28 @@ def list_transfers(
     return rows, total
 
 
-def iter_transfers(conn: psycopg.Connection, flt: TransferFilter) -> Iterator[dict[str, Any]]:
-    """Every transfer matching the filters, newest first, through a server-side cursor."""
-    query, params = _select_transfers(flt)
-    with conn.cursor(name="audit_view_export", row_factory=dict_row) as cur:
-        cur.itersize = 2000
+def _streamed(
+    conn: psycopg.Connection, name: str, select: tuple[sql.Composed, dict[str, Any]], itersize: int
+) -> Iterator[dict[str, Any]]:
+    """Every row of the ``select`` query through the server-side cursor ``name``."""
+    query, params = select
+    with conn.cursor(name=name, row_factory=dict_row) as cur:
+        cur.itersize = itersize
         cur.execute(query, params)
         yield from cur
+
+
+def list_transfers(
+    conn: psycopg.Connection, flt: TransferFilter, page: int = 1, page_size: int = PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of transfers (newest first) and the total number matching the filters."""
+    count = sql.SQL("SELECT count(*) FROM audit.transfer{}").format(flt.where()[0])
+    return _paged(conn, count, _select_transfers(flt), page, page_size)
+
+
+def iter_transfers(conn: psycopg.Connection, flt: TransferFilter) -> Iterator[dict[str, Any]]:
+    """Every transfer matching the filters, newest first, through a server-side cursor."""
+    return _streamed(conn, "audit_view_export", _select_transfers(flt), 2000)
 
 
 def filter_choices(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -382,24 +400,13 @@ def list_orders(
     conn: psycopg.Connection, flt: OrderFilter, page: int = 1, page_size: int = PAGE_SIZE
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of orders (first seen newest first) and the total number matching the filters."""
-    where, params = flt.where()
-    total_row = conn.execute(sql.SQL("SELECT count(*) FROM hub.sales_order AS o{}").format(where), params).fetchone()
-    total = int(total_row[0]) if total_row else 0
-    query, params = _select_orders(flt)
-    paged = query + sql.SQL(" LIMIT %(limit)s OFFSET %(offset)s")
-    params = dict(params, limit=page_size, offset=(max(page, 1) - 1) * page_size)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(paged, params).fetchall()
-    return rows, total
+    count = sql.SQL("SELECT count(*) FROM hub.sales_order AS o{}").format(flt.where()[0])
+    return _paged(conn, count, _select_orders(flt), page, page_size)
 
 
 def iter_orders(conn: psycopg.Connection, flt: OrderFilter) -> Iterator[dict[str, Any]]:
     """Every order matching the filters, first seen newest first, through a server-side cursor."""
-    query, params = _select_orders(flt)
-    with conn.cursor(name="audit_view_orders_export", row_factory=dict_row) as cur:
-        cur.itersize = 500
-        cur.execute(query, params)
-        yield from cur
+    return _streamed(conn, "audit_view_orders_export", _select_orders(flt), 500)
 
 
 def order_page(conn: psycopg.Connection, flt: OrderFilter, page: int = 1) -> TransferPage:

@@ -9,6 +9,10 @@ commerce-sync ledger verify       walk the audit chain (links, hashes, keyed MAC
 commerce-sync ledger export-head  write the signed chain head to --target DIR
 commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, --format json|text)
 commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
+commerce-sync orders              recent marketplace orders with their reservations and ERP hand-off
+                                  (--channel C, --limit N, --format text|json); --oversold: the open
+                                  oversold lines; --resolve CHANNEL:ORDER_ID: mark that order's oversold
+                                  lines resolved (exit 1 if it had none open)
 commerce-sync status              per source and channel: last success, outbox backlog, open quarantine
                                   rows, held price moves; whether the event triggers are alive
 commerce-sync pools               the Airflow pools the channel kinds need (--format airflow: the JSON
@@ -147,6 +151,59 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_order(row: dict[str, Any]) -> list[str]:
+    """An order of ``audit.view_queries.list_orders`` as the lines an operator reads."""
+    error = f" error: {row['erp_error']}" if row["erp_error"] else ""
+    lines = [
+        f"{row['channel']}:{row['order_id']}  {row['status']} ({row['marketplace_status']})  "
+        f"first seen {row['first_seen_at']:%Y-%m-%d %H:%M:%S %Z}  ERP {row['erp_state']}{error}"
+    ]
+    for line in row["lines"]:
+        oversold = f", oversold {line['oversold']}" if line["oversold"] else ""
+        resolved = " (resolved)" if line["oversold"] and line["oversold_resolved_at"] else ""
+        lines.append(
+            f"    {line['line_id']}: {line['sku'] or '(unknown SKU, offer ' + str(line['offer_id']) + ')'} "
+            f"x {line['units']}, {line['reservation'] or 'no reservation'}{oversold}{resolved}"
+        )
+    return lines
+
+
+def _orders(args: argparse.Namespace) -> int:
+    from commerce_sync.orders.oversold import open_oversold, resolve
+
+    if args.limit < 1:
+        raise CommerceSyncError(f"--limit {args.limit}: must be at least 1")
+    dsn = hub_database_url()
+    if args.resolve:
+        channel, sep, order_id = args.resolve.partition(":")
+        if not sep or not channel or not order_id:
+            raise CommerceSyncError(f"--resolve {args.resolve!r}: expected CHANNEL:ORDER_ID, e.g. allegro:29d1-a")
+        count = resolve(dsn, args.resolve)
+        print(f"{args.resolve}: {count} oversold line(s) marked resolved")
+        return 0 if count else 1
+    if args.oversold:
+        open_lines = [o for o in open_oversold(dsn) if not args.channel or o.channel == args.channel]
+        if args.format == "json":
+            print(json.dumps([vars(o) for o in open_lines], indent=2, default=str))
+        else:
+            print(f"{len(open_lines)} open oversold line(s)")
+            for o in open_lines:
+                alerted = f"alerted {o.alerted_at:%Y-%m-%d %H:%M:%S %Z}" if o.alerted_at else "not alerted yet"
+                print(f"  {o.describe()} (reserved {o.reserved_at:%Y-%m-%d %H:%M:%S %Z}, {alerted})")
+        return 0
+    from commerce_sync.audit.view_queries import OrderFilter, list_orders
+
+    with connect(dsn) as conn:
+        rows, total = list_orders(conn, OrderFilter(channel=args.channel or ""), page=1, page_size=args.limit)
+    if args.format == "json":
+        print(json.dumps({"total": total, "orders": rows}, indent=2, default=str))
+    else:
+        print(f"{len(rows)} of {total} order(s), newest first")
+        for row in rows:
+            print("\n".join(_format_order(row)))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from commerce_sync.audit.health import format_health, health
 
@@ -204,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sku", required=True)
     explain.add_argument("--format", choices=("json", "text"), default="text")
     explain.set_defaults(func=_explain)
+
+    orders = sub.add_parser("orders", help="recent marketplace orders; open oversold lines; resolve one order")
+    orders.add_argument("--channel", help="only this channel's orders (or oversold lines)")
+    orders.add_argument("--limit", type=int, default=20, help="how many orders, newest first (default 20)")
+    orders.add_argument("--format", choices=("text", "json"), default="text")
+    action = orders.add_mutually_exclusive_group()
+    action.add_argument("--oversold", action="store_true", help="the oversold lines not resolved yet")
+    action.add_argument("--resolve", metavar="CHANNEL:ORDER_ID", help="mark the order's oversold lines resolved")
+    orders.set_defaults(func=_orders)
 
     status = sub.add_parser("status", help="health per source and channel, and of the event triggers")
     status.add_argument("--format", choices=("text", "json"), default="text")

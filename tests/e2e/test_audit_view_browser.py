@@ -5,7 +5,7 @@ connection pointing at a test hub holding a few ledger rows, offers and quaranti
 drives Debian's chromium with Playwright: log in, open *Browse > Audit ledger*, filter the
 transfers, open one, trace a SKU, verify the chain and download the CSV export. Then hub text
 carrying XSS payloads (``tests/integration/audit_view_hostile.py``) is shown on the list, a
-transfer's page and the SKU trace: it must read as text, and no payload may run (they would set
+transfer's page, the orders list and the SKU trace: it must read as text, and no payload may run (they would set
 page globals or open a dialog; a control injects the same payloads as markup to show they would).
 Screenshots go to the test's tmp dir; the chain verification is copied to
 ``.data/screenshots/audit_view.png``.
@@ -328,6 +328,8 @@ def test_auditor_view_in_the_airflow_ui(api_server: dict[str, Any], tmp_path: Pa
                 (f"{base}/audit/transfers/{hostile.transfer_id}", "#details", hostile.detail_value),
                 (f"{base}/audit/trace?channel=allegro&sku={quote(hostile.sku)}", "#trace", hostile.product_name),
                 (f"{base}/audit/trace?channel=allegro&sku={quote(hostile.sku)}", "#trace", hostile.outbox_error),
+                (f"{base}/audit/orders?channel=allegro&oversold=1", "#orders", hostile.order_id),
+                (f"{base}/audit/orders?channel=allegro&oversold=1", "#orders", hostile.erp_error),
             ]:
                 page.goto(url, wait_until="load")  # "load" waits for images: a broken <img> has fired onerror
                 assert page.evaluate(XSS_STATE) == {"script": None, "img": None}, url

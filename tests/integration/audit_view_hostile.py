@@ -2,8 +2,9 @@
 
 Used by the XSS test (``test_audit_view_xss.py``) and the browser test, each with its own
 payloads. :func:`fill_hostile` writes one ledger transfer from a hostile supplier with quarantined
-rows, a hostile product with its channel offer, a failed outbox row, a supplier offer and a
-change row, so the transfers list, the transfer page and the SKU trace all show hostile text.
+rows, a hostile product with its channel offer, a failed outbox row, a supplier offer, a
+marketplace order holding the product (oversold, refused by the ERP) and change rows, so the
+transfers list, the transfer page, the orders list and the SKU trace all show hostile text.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class Hostile:
     outbox_error: str  # a channel's error message on an outbox row
     rule_id: str
     change_value: str  # an audit.change row's new value
+    order_id: str  # a marketplace order on allegro (one line of the hostile SKU, held and oversold)
+    line_id: str
+    marketplace_status: str
+    erp_error: str  # why the ERP refused the order
 
     @property
     def source(self) -> str:
@@ -74,7 +79,21 @@ class Hostile:
     @property
     def trace_texts(self) -> tuple[str, ...]:
         """Texts the SKU trace on ``allegro`` shows (offer, outbox, product, suppliers, changes)."""
-        return (self.sku, self.product_name, self.supplier, self.outbox_error, self.rule_id, self.change_value)
+        return (
+            self.sku,
+            self.product_name,
+            self.supplier,
+            self.outbox_error,
+            self.rule_id,
+            self.change_value,
+            self.order_id,
+            self.line_id,
+        )
+
+    @property
+    def order_texts(self) -> tuple[str, ...]:
+        """Texts the orders list on ``allegro`` shows."""
+        return (self.order_id, self.line_id, self.sku, self.marketplace_status, self.erp_error)
 
 
 def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
@@ -104,6 +123,10 @@ def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
         outbox_error=text("channel refused:"),
         rule_id=text("rule"),
         change_value=text("new name"),
+        order_id=text("order"),
+        line_id=text("line"),
+        marketplace_status=text("READY"),
+        erp_error=text("ERP refused order:"),
     )
     with psycopg.connect(dsn) as conn:
         transfer = ledger.Transfer(
@@ -130,6 +153,11 @@ def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
             """INSERT INTO audit.change (transfer_id, dataset, sku, field, old_value, new_value)
                VALUES (%s, 'product', %s, 'name', 'Kettle', %s)""",
             (hostile.transfer_id, hostile.sku, hostile.change_value),
+        )
+        conn.execute(
+            """INSERT INTO audit.change (transfer_id, dataset, sku, channel, field, old_value, new_value, source_ref)
+               VALUES (%s, 'order', %s, 'allegro', 'reservation', NULL, 'held 1', %s)""",
+            (hostile.transfer_id, hostile.sku, Jsonb({"order_id": hostile.order_id, "line_id": hostile.line_id})),
         )
         changes.summarise(conn, transfer)
         ledger.append(conn, transfer, "failed")
@@ -169,6 +197,21 @@ def fill_hostile(dsn: str, payloads: Sequence[str] = PAYLOADS) -> Hostile:
                                        attempts, error, created_transfer_id)
                VALUES ('allegro', %s, 'price', %s, 1, %s, 'failed', 1, %s, %s)""",
             (hostile.sku, Jsonb({"price": "79.99"}), uuid.uuid4().hex, hostile.outbox_error, hostile.transfer_id),
+        )
+        conn.execute(
+            """INSERT INTO hub.sales_order (channel, order_id, status, marketplace_status, transfer_id, erp_error)
+               VALUES ('allegro', %s, 'ready', %s, %s, %s)""",
+            (hostile.order_id, hostile.marketplace_status, hostile.transfer_id, hostile.erp_error),
+        )
+        conn.execute(
+            """INSERT INTO hub.order_line (channel, order_id, line_id, sku, quantity) VALUES ('allegro', %s, %s, %s, 1)""",
+            (hostile.order_id, hostile.line_id, hostile.sku),
+        )
+        conn.execute(
+            """INSERT INTO hub.stock_reservation (channel, order_id, line_id, sku, quantity, state, oversold,
+                                                  available_at_reservation, transfer_id)
+               VALUES ('allegro', %s, %s, %s, 1, 'held', 1, 0, %s)""",
+            (hostile.order_id, hostile.line_id, hostile.sku, hostile.transfer_id),
         )
         conn.execute(
             """INSERT INTO hub.supplier_offer (supplier, supplier_sku, gtin, name, purchase_price, currency,

@@ -140,6 +140,8 @@ def _requests(route: Any, hostile: Hostile) -> list[tuple[str, dict[str, str]]]:
         "/": [{"source": hostile.source}, {"dag_id": hostile.dag_id, "status": "failed"}],
         "/trace": [{"channel": "allegro", "sku": hostile.sku}],
         "/transfers.csv": [{"source": hostile.source}],
+        "/orders": [{"channel": "allegro", "oversold": "1"}],
+        "/orders.csv": [{"channel": "allegro"}],
     }
     dependant = get_flat_dependant(route.dependant)
     paths = [route.path]
@@ -180,7 +182,7 @@ def test_every_page_escapes_hostile_hub_text(client: Any, app: Any, hostile: Hos
     never_ok = {path: codes for path, codes in answered.items() if not any(200 <= c < 300 for c in codes)}
     assert not never_ok, f"routes never answered 2xx, so never checked with data: {never_ok}"
     # The pages known today are among those checked (the route listing did not come back short).
-    assert {"/", "/transfers/{transfer_id}", "/trace", "/verify"} <= html_routes, html_routes
+    assert {"/", "/transfers/{transfer_id}", "/trace", "/verify", "/orders"} <= html_routes, html_routes
 
 
 def test_hostile_values_are_shown_escaped(client: Any, hostile: Hostile) -> None:
@@ -204,6 +206,12 @@ def test_hostile_values_are_shown_escaped(client: Any, hostile: Hostile) -> None
     assert_shown_escaped(trace.text, hostile.trace_texts, "SKU trace")
     assert f'name="sku" required value="{html.escape(hostile.sku)}"' in trace.text
     assert_no_markup_from(trace.text, hostile.payloads, "SKU trace")
+
+    orders = client.get(f"{PREFIX}/orders", params={"channel": "allegro", "oversold": "1"})
+    assert orders.status_code == 200 and "1 orders, page 1 of 1" in orders.text
+    assert_shown_escaped(orders.text, hostile.order_texts, "orders list")
+    assert f'href="{PREFIX}/transfers/{hostile.transfer_id}"' in orders.text
+    assert_no_markup_from(orders.text, hostile.payloads, "orders list")
 
     tail = "".join(hostile.payloads)
     reflected = client.get(f"{PREFIX}/trace", params={"channel": tail, "sku": tail, "at": tail})

@@ -15,7 +15,7 @@ import pytest
 from commerce_sync.audit import view
 from commerce_sync.audit.view import static_files, templates
 
-PAGES = ("transfers.html", "transfer.html", "trace.html", "verify.html", "message.html")
+PAGES = ("transfers.html", "transfer.html", "orders.html", "trace.html", "verify.html", "message.html")
 AUDIT_DIR = Path(view.__file__).parent
 
 

@@ -9,6 +9,11 @@ reached from the Airflow UI's *Browse* menu. Pages:
 * ``/transfers.csv``            the same list as CSV (current filters, every page)
 * ``/transfers/{id}``           one transfer: counts, checksum, details, validation, quarantined rows
 * ``/transfers/{id}/quarantine.csv``  that transfer's quarantined rows as CSV
+* ``/orders``                   marketplace orders: lines, reservation state (held / taken over / released,
+                                oversold units), ERP hand-off state and error, first seen, the transfers
+                                that changed them; filtered (channel, status, ERP state, oversold only),
+                                50 a page
+* ``/orders.csv``               the same list as CSV (current filters, every page)
 * ``/trace``                    a channel offer traced back to its sources (``audit.trace.trace_offer``)
 * ``/verify``                   walks the hash chain on demand (``audit.ledger.verify``)
 * ``/static/audit.css``         the pages' style sheet
@@ -55,12 +60,18 @@ import psycopg
 
 from commerce_sync.audit.health import airflow_database_url, health
 from commerce_sync.audit.view_queries import (
+    ERP_STATES,
+    ORDER_COLUMNS,
+    ORDER_STATUSES,
     QUARANTINE_COLUMNS,
     TRANSFER_COLUMNS,
+    OrderFilter,
     TransferFilter,
     chain_facts,
     hub_dsn,
+    iter_orders,
     iter_transfers,
+    order_page,
     quarantine_rows,
     read_only,
     transfer_detail,
@@ -420,26 +431,50 @@ def create_app(
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=f"dates must be YYYY-MM-DD: {exc}") from exc
 
+    def csv_export(
+        filename: str,
+        columns: Sequence[str],
+        rows: Callable[[psycopg.Connection], Iterator[Mapping[str, Any]]],
+    ) -> Response:
+        """A CSV download of ``rows`` (read in a read-only transaction while the response streams)."""
+        dsn_value = dsn()
+
+        def generate() -> Iterator[str]:
+            with read_only(dsn_value) as conn:
+                yield from csv_lines(columns, rows(conn))
+
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    def _page_no(page_no: Annotated[int, Query(alias="page", ge=1)] = 1) -> int:
+        if page_no > MAX_PAGE:
+            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
+        return page_no
+
+    def list_links(request: Request, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """A list page's ``page_href`` (page number -> URL) and ``export_href`` (its ``.csv``), filters kept."""
+        base = _base(request)
+
+        def page_href(number: int) -> str:
+            return f"{base}{path}?{urlencode({**params, 'page': number})}"
+
+        csv_path = "/transfers.csv" if path == "/" else f"{path}.csv"
+        return {"page_href": page_href, "export_href": f"{base}{csv_path}?{urlencode(params)}"}
+
     Viewer = Annotated[Any, Depends(require_viewer)]
     Filter = Annotated[TransferFilter, Depends(_filter)]
+    PageNo = Annotated[int, Depends(_page_no)]
 
     @app.get("/", response_class=HTMLResponse)
     def transfers(
         request: Request,
         flt: Filter,
         user: Viewer,
-        page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+        page_no: PageNo,
     ) -> HTMLResponse:
-        if page_no > MAX_PAGE:
-            raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
         with read_only(dsn()) as conn:
             listing = transfer_page(conn, flt, page_no)
             report = health(conn, airflow_url() or "")
-        base = _base(request)
-
-        def page_href(number: int) -> str:
-            return f"{base}/?{urlencode({**flt.query_params(), 'page': number})}"
-
         return page(
             request,
             "transfers.html",
@@ -450,21 +485,43 @@ def create_app(
             statuses=STATUSES,
             list_columns=LIST_COLUMNS,
             count_columns=COUNT_COLUMNS,
-            page_href=page_href,
-            export_href=f"{base}/transfers.csv?{urlencode(flt.query_params())}",
             health=report,
+            **list_links(request, "/", flt.query_params()),
         )
 
     @app.get("/transfers.csv")
     def transfers_csv(flt: Filter, user: Viewer) -> Response:
-        dsn_value = dsn()
+        return csv_export("transfers.csv", [*TRANSFER_COLUMNS, "details"], lambda conn: iter_transfers(conn, flt))
 
-        def generate() -> Iterator[str]:
-            with read_only(dsn_value) as conn:
-                yield from csv_lines([*TRANSFER_COLUMNS, "details"], iter_transfers(conn, flt))
+    def _order_filter(channel: str = "", status: str = "", erp_state: str = "", oversold: bool = False) -> OrderFilter:
+        return OrderFilter(channel, status, erp_state, oversold)
 
-        headers = {"Content-Disposition": 'attachment; filename="transfers.csv"'}
-        return StreamingResponse(generate(), media_type="text/csv; charset=utf-8", headers=headers)
+    Orders = Annotated[OrderFilter, Depends(_order_filter)]
+
+    @app.get("/orders", response_class=HTMLResponse)
+    def orders(
+        request: Request,
+        flt: Orders,
+        user: Viewer,
+        page_no: PageNo,
+    ) -> HTMLResponse:
+        with read_only(dsn()) as conn:
+            listing = order_page(conn, flt, page_no)
+        return page(
+            request,
+            "orders.html",
+            "Orders",
+            user,
+            listing=listing,
+            filter=flt,
+            statuses=ORDER_STATUSES,
+            erp_states=ERP_STATES,
+            **list_links(request, "/orders", flt.query_params()),
+        )
+
+    @app.get("/orders.csv")
+    def orders_csv(flt: Orders, user: Viewer) -> Response:
+        return csv_export("orders.csv", ORDER_COLUMNS, lambda conn: iter_orders(conn, flt))
 
     @app.get("/transfers/{transfer_id}", response_class=HTMLResponse)
     def transfer(request: Request, transfer_id: uuid.UUID, user: Viewer) -> HTMLResponse:

@@ -147,7 +147,7 @@ class TransferFilter:
 
 @dataclass(frozen=True)
 class TransferPage:
-    """One page of the transfers list, with what the filter form offers."""
+    """One page of a list (the transfers, the orders), with what the filter form offers."""
 
     rows: list[dict[str, Any]]
     total: int
@@ -176,14 +176,17 @@ def _select_transfers(flt: TransferFilter) -> tuple[sql.Composed, dict[str, Any]
     return query, params
 
 
-def list_transfers(
-    conn: psycopg.Connection, flt: TransferFilter, page: int = 1, page_size: int = PAGE_SIZE
+def _paged(
+    conn: psycopg.Connection,
+    count: sql.Composed,
+    select: tuple[sql.Composed, dict[str, Any]],
+    page: int,
+    page_size: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of transfers (newest first) and the total number matching the filters."""
-    where, params = flt.where()
-    total_row = conn.execute(sql.SQL("SELECT count(*) FROM audit.transfer{}").format(where), params).fetchone()
+    """The rows of ``page`` of the ``select`` query and the total ``count`` (same parameters)."""
+    query, params = select
+    total_row = conn.execute(count, params).fetchone()
     total = int(total_row[0]) if total_row else 0
-    query, params = _select_transfers(flt)
     paged = query + sql.SQL(" LIMIT %(limit)s OFFSET %(offset)s")
     params = dict(params, limit=page_size, offset=(max(page, 1) - 1) * page_size)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -191,13 +194,28 @@ def list_transfers(
     return rows, total
 
 
-def iter_transfers(conn: psycopg.Connection, flt: TransferFilter) -> Iterator[dict[str, Any]]:
-    """Every transfer matching the filters, newest first, through a server-side cursor."""
-    query, params = _select_transfers(flt)
-    with conn.cursor(name="audit_view_export", row_factory=dict_row) as cur:
-        cur.itersize = 2000
+def _streamed(
+    conn: psycopg.Connection, name: str, select: tuple[sql.Composed, dict[str, Any]], itersize: int
+) -> Iterator[dict[str, Any]]:
+    """Every row of the ``select`` query through the server-side cursor ``name``."""
+    query, params = select
+    with conn.cursor(name=name, row_factory=dict_row) as cur:
+        cur.itersize = itersize
         cur.execute(query, params)
         yield from cur
+
+
+def list_transfers(
+    conn: psycopg.Connection, flt: TransferFilter, page: int = 1, page_size: int = PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of transfers (newest first) and the total number matching the filters."""
+    count = sql.SQL("SELECT count(*) FROM audit.transfer{}").format(flt.where()[0])
+    return _paged(conn, count, _select_transfers(flt), page, page_size)
+
+
+def iter_transfers(conn: psycopg.Connection, flt: TransferFilter) -> Iterator[dict[str, Any]]:
+    """Every transfer matching the filters, newest first, through a server-side cursor."""
+    return _streamed(conn, "audit_view_export", _select_transfers(flt), 2000)
 
 
 def filter_choices(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -257,3 +275,143 @@ def chain_facts(conn: psycopg.Connection) -> tuple[bool, dict[str, Any]]:
         "problem": result.problem,
         "verified at": datetime.now(UTC),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Marketplace orders (issue 18)
+# --------------------------------------------------------------------------------------------
+
+ORDER_STATUSES = ("unpaid", "ready", "cancelled")
+ERP_STATES = ("pending", "handed", "cancel_pending", "cancelled", "not_needed")
+ORDER_COLUMNS = (
+    "channel",
+    "order_id",
+    "status",
+    "marketplace_status",
+    "ordered_at",
+    "first_seen_at",
+    "updated_at",
+    "units",
+    "held_units",
+    "taken_over_units",
+    "released_units",
+    "oversold_units",
+    "open_oversold_units",
+    "erp_state",
+    "erp_key",
+    "erp_handed_at",
+    "erp_error",
+    "lines",
+    "transfers",
+)
+
+# One row per order: its lines with their reservations (aggregated per order) and every ledger
+# transfer that changed it: the imports and hand-offs that wrote its audit.change rows (found through
+# the SKU index of audit.change: the rows carry the line's SKU, or offer:/line: when it has none), the
+# last import and the last hand-off.
+_ORDER_SELECT = """
+SELECT o.channel, o.order_id, o.status, o.marketplace_status, o.ordered_at, o.first_seen_at, o.updated_at,
+       ln.units, ln.held_units, ln.taken_over_units, ln.released_units, ln.oversold_units, ln.open_oversold_units,
+       o.erp_state, o.erp_key, o.erp_handed_at, o.erp_error, ln.lines, tr.transfers
+FROM hub.sales_order AS o
+CROSS JOIN LATERAL (
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'line_id', l.line_id, 'sku', l.sku, 'offer_id', l.offer_id, 'units', l.quantity,
+               'reservation', r.state, 'oversold', r.oversold, 'oversold_resolved_at', r.oversold_resolved_at,
+               'erp_booked_at', r.erp_booked_at) ORDER BY l.line_id), '[]'::jsonb) AS lines,
+           coalesce(sum(l.quantity), 0)::integer AS units,
+           coalesce(sum(r.quantity) FILTER (WHERE r.state = 'held'), 0)::integer AS held_units,
+           coalesce(sum(r.quantity) FILTER (WHERE r.state = 'taken_over'), 0)::integer AS taken_over_units,
+           coalesce(sum(r.quantity) FILTER (WHERE r.state = 'released'), 0)::integer AS released_units,
+           coalesce(sum(r.oversold) FILTER (WHERE r.state <> 'released'), 0)::integer AS oversold_units,
+           coalesce(sum(r.oversold) FILTER (WHERE r.state <> 'released' AND r.oversold_resolved_at IS NULL), 0)
+               ::integer AS open_oversold_units,
+           array_agg(DISTINCT coalesce(l.sku, 'offer:' || l.offer_id, 'line:' || l.line_id)) AS change_skus,
+           array_agg(DISTINCT r.transfer_id) FILTER (WHERE r.transfer_id IS NOT NULL) AS reservation_transfers
+    FROM hub.order_line AS l
+    LEFT JOIN hub.stock_reservation AS r
+        ON r.channel = l.channel AND r.order_id = l.order_id AND r.line_id = l.line_id
+    WHERE l.channel = o.channel AND l.order_id = o.order_id
+) AS ln
+CROSS JOIN LATERAL (
+    SELECT coalesce(jsonb_agg(jsonb_build_object('transfer_id', t.transfer_id, 'seq', t.seq, 'source', t.source,
+                                                 'target', t.target, 'status', t.status,
+                                                 'finished_at', t.finished_at) ORDER BY t.seq), '[]'::jsonb)
+               AS transfers
+    FROM audit.transfer AS t
+    WHERE t.transfer_id IN (
+        SELECT c.transfer_id FROM audit.change AS c
+        WHERE c.sku = ANY(ln.change_skus) AND c.dataset = 'order' AND c.channel = o.channel
+          AND c.source_ref ->> 'order_id' = o.order_id
+        UNION ALL SELECT unnest(ln.reservation_transfers)
+        UNION ALL SELECT o.transfer_id
+        UNION ALL SELECT o.erp_transfer_id)
+) AS tr
+"""
+
+_ORDER_OVERSOLD = """EXISTS (
+    SELECT 1 FROM hub.stock_reservation AS r
+    WHERE r.channel = o.channel AND r.order_id = o.order_id AND r.oversold > 0 AND r.state <> 'released')"""
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """Filters of the orders list; empty fields do not filter. ``oversold``: only orders with a line
+    that sold units the hub did not have (released lines aside; resolved ones included)."""
+
+    channel: str = ""
+    status: str = ""
+    erp_state: str = ""
+    oversold: bool = False
+
+    def where(self) -> tuple[sql.Composable, dict[str, Any]]:
+        """A WHERE clause over ``hub.sales_order AS o`` (possibly empty) and its bound parameters."""
+        clauses: list[sql.Composable] = []
+        params: dict[str, Any] = {}
+        for name in ("channel", "status", "erp_state"):
+            value = getattr(self, name)
+            if value:
+                clauses.append(sql.SQL("{} = {}").format(sql.Identifier("o", name), sql.Placeholder(name)))
+                params[name] = value
+        if self.oversold:
+            clauses.append(sql.SQL(_ORDER_OVERSOLD))
+        if not clauses:
+            return sql.SQL(""), params
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+
+    def query_params(self) -> dict[str, str]:
+        """The filters as URL query parameters (only those set)."""
+        values = {
+            "channel": self.channel,
+            "status": self.status,
+            "erp_state": self.erp_state,
+            "oversold": "1" if self.oversold else "",
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def _select_orders(flt: OrderFilter) -> tuple[sql.Composed, dict[str, Any]]:
+    where, params = flt.where()
+    query = sql.SQL("{}{} ORDER BY o.first_seen_at DESC, o.channel, o.order_id").format(sql.SQL(_ORDER_SELECT), where)
+    return query, params
+
+
+def list_orders(
+    conn: psycopg.Connection, flt: OrderFilter, page: int = 1, page_size: int = PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of orders (first seen newest first) and the total number matching the filters."""
+    count = sql.SQL("SELECT count(*) FROM hub.sales_order AS o{}").format(flt.where()[0])
+    return _paged(conn, count, _select_orders(flt), page, page_size)
+
+
+def iter_orders(conn: psycopg.Connection, flt: OrderFilter) -> Iterator[dict[str, Any]]:
+    """Every order matching the filters, first seen newest first, through a server-side cursor."""
+    return _streamed(conn, "audit_view_orders_export", _select_orders(flt), 500)
+
+
+def order_page(conn: psycopg.Connection, flt: OrderFilter, page: int = 1) -> TransferPage:
+    """The orders list page: matching rows of ``page``, their total and the filter choices."""
+    rows, total = list_orders(conn, flt, page)
+    channels = [row[0] for row in conn.execute("SELECT DISTINCT channel FROM hub.sales_order ORDER BY 1").fetchall()]
+    choices = {"channel": channels, "status": list(ORDER_STATUSES), "erp_state": list(ERP_STATES)}
+    return TransferPage(rows=rows, total=total, page=page, page_size=PAGE_SIZE, choices=choices)

@@ -88,6 +88,8 @@ def build_hub(hub: str, erp: str, n: int, k: int) -> None:
     from commerce_sync.audit.ledger import RunContext
     from commerce_sync.config import load_config
     from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
+    from commerce_sync.pricing.rates import configured_rates, load_rates
+    from commerce_sync.settings import data_dir
     from commerce_sync.sources.erp import sync_erp
     from generate import load_erp_rows
 
@@ -105,6 +107,9 @@ def build_hub(hub: str, erp: str, n: int, k: int) -> None:
     t = time.monotonic()
     result = sync_erp(hub, config.erp, erp, run, full_resync=True)
     log(f"hub: ERP sync of {result.rows_read:,} rows in {time.monotonic() - t:.0f} s")
+    # The rates the DAG's load_exchange_rates would load: without them its first run changes every
+    # channel's fingerprint and recomputes 1M offers per channel during the warm-up.
+    load_rates(hub, configured_rates(config.exchange_rates, data_dir()), run)
     setup = PricingSetup(config.rules, tuple(config.rule_overrides))
     for channel in config.channels:
         if not channel.enabled:
@@ -189,6 +194,12 @@ def wait_until_shown(
                     change.arrived_at[m] = now
         time.sleep(0.2)
         check()
+
+
+def pending_outbox(hub: str) -> int:
+    with connect(hub) as conn:
+        row = conn.execute("SELECT count(*) FROM hub.outbox WHERE status = 'pending'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def hub_quantities(hub: str, sku: str) -> dict[str, int]:
@@ -401,6 +412,9 @@ def main() -> None:
             drop_database(hub)
             drop_database(erp)
             build_hub(hub, erp, args.n, args.offers)
+        else:  # an earlier build: bring both to the current code's schema (idempotent, no rows added)
+            migrate(hub)
+            load_erp(erp, n=0)
         if args.build_only:
             log(f"built {hub} and {erp}; measure with --reuse")
             return
@@ -417,8 +431,6 @@ def main() -> None:
         for leftover in ("airflow", "dags", "component-logs", "plugins"):  # a fresh Airflow every time
             shutil.rmtree(work / leftover, ignore_errors=True)
         dag_ids = (*DAGS, ORDERS_DAG) if args.sales else DAGS
-        if args.sales:
-            load_erp(erp, n=0)  # the ERP's order tables and functions (idempotent; no rows are added)
         stack = AirflowStack(work, REPO, dag_ids, env)
         changes: list[Change] = []
         try:
@@ -427,10 +439,14 @@ def main() -> None:
             stack.wait_ready(dag_ids)
             log("Airflow is up; warm-up: publishing the simulators' offers")
             stack.call("POST", f"/api/v2/dags/{DAGS[2]}/dagRuns", {"logical_date": None})
-            # The warm-up is done when every run (also the cron's catch-up run of the last tick) has finished.
+            # The warm-up is done when the cron's catch-up runs and the warm-up publish have finished and
+            # nothing is pending in the outbox (the orders DAG keeps running every minute: not waited for).
             stack.wait_until(
                 "the warm-up runs to finish",
-                lambda: all(r["state"] in ("success", "failed") for dag in DAGS for r in stack.dag_runs(dag)),
+                lambda: (
+                    all(r["state"] in ("success", "failed") for dag in DAGS for r in stack.dag_runs(dag))
+                    and not pending_outbox(hub)
+                ),
                 1800,
                 interval=3,
             )

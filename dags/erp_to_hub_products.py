@@ -42,7 +42,7 @@ incremental batch of that size gets no Great Expectations Data Docs (the SQL row
 breakers run as always; a batch with a failing row gets its Data Docs). Full resyncs and larger batches
 render them. The critical path of an ERP change is five task start-ups in a row: `sync_erp_products` →
 (asset event) → `hub_to_channel_offers`: `load_exchange_rates` ‖ `check_hub_catalog` ‖ `list_channels` →
-`compute_offers[channel]` → (asset event) → `hub_to_marketplaces`: `list_channels` → `publish_offers[channel]`.
+`compute_offers[channel]` → (asset event) → `hub_to_marketplaces`: `list_<kind>_channels` → `publish_<kind>[channel]`.
 `merge_supplier_offers` and the feeds are off it. Where the time goes: `make bench-latency` (bench/README.md).
 
 **Params**: `full_resync` (default off) reads everything and deactivates products the ERP no

@@ -239,6 +239,8 @@ def test_the_whole_sync_runs_on_both_workers_and_a_late_run_alerts(deployment: D
     d.quiet()
     d.unpause(RECONCILE)
     d.quiet()
+    # The suppliers' */15 schedule would start a whole new cycle in the middle of the next tests.
+    d.api.call("PATCH", "/api/v2/dags/suppliers_to_hub_offers", {"is_paused": True})
     tis = d.all_task_instances(since=started)
     bad = [
         (t["dag_id"], t["task_id"], t["map_index"], t["state"]) for t in tis if t["state"] not in ("success", "skipped")
@@ -342,6 +344,7 @@ def test_a_failed_task_notifies_with_the_runbook_line(deployment: Deployment) ->
     d = deployment
     feed = d.world.tmp / "sandbox" / "feeds" / "acme.xml"
     feed.write_text("this is not XML\n", encoding="utf-8")
+    d.unpause("suppliers_to_hub_offers", scheduled=False)
     run = d.trigger("suppliers_to_hub_offers")
     d.wait("the supplier run", lambda: d.run_state("suppliers_to_hub_offers", run) in DONE)
     mail = d.mails.wait_for(lambda m: "sync_supplier_feed" in m["subject"] and run in m["body"], 120)

@@ -47,7 +47,10 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 N = 60
-WORKERS = ("worker-1", "worker-2")
+# Unique per run, like the broker key prefix below: another checkout may run this test on the same
+# machine and Redis at the same time (same worker names would refuse to start, or steal tasks).
+TAG = secrets.token_hex(3)
+WORKERS = (f"worker-1-{TAG}", f"worker-2-{TAG}")
 SYNC = ("erp_to_hub_products", "suppliers_to_hub_offers", "hub_to_channel_offers", "hub_to_marketplaces")
 FEEDS = "hub_to_catalog_feeds"
 RECONCILE = "marketplaces_to_hub_reconciliation"
@@ -131,8 +134,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     broker = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/5")
     import redis
 
+    prefix = f"cs-test-{TAG}:"
     try:
-        redis.Redis.from_url(broker, socket_connect_timeout=3).flushdb()  # a killed earlier run's messages
+        redis_client = redis.Redis.from_url(broker, socket_connect_timeout=3)
+        redis_client.ping()
     except redis.RedisError as exc:
         pytest.skip(f"needs Redis as the Celery broker at {broker}: {exc}")
     tmp = tmp_path_factory.mktemp("celery")
@@ -171,6 +176,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "12",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
         }
         _airflow(env, "db", "migrate")
         pools = {"allegro_api": 1, "ebay_api": 2, "amazon_api": 1}
@@ -191,6 +197,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         finally:
             stack.stop()
             drop_database(metadata)
+            for key in redis_client.scan_iter(match=prefix + "*"):
+                redis_client.delete(key)
             shutil.rmtree(home / "logs", ignore_errors=True)
 
 

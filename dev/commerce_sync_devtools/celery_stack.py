@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flower-port", type=int, default=None, help="also start Flower on this port")
     parser.add_argument("--log-dir", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", ".")) / "celery-logs")
     args = parser.parse_args(argv)
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT; SIGTERM does the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     workers = tuple(Worker(f"worker-{i}", concurrency=args.concurrency) for i in range(1, args.workers + 1))
     stack = CeleryStack(dict(os.environ), args.log_dir, workers, args.flower_port)
     stack.start()

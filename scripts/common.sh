@@ -83,7 +83,7 @@ ensure_airflow_home() {
   export COMMERCE_SYNC_LEDGER_KEY
   local stamp="$AIRFLOW_HOME/.migrated-3.3.2"
   if [ ! -f "$stamp" ]; then
-    log "initialising the Airflow metadata database in .airflow/"
+    log "initialising the Airflow metadata database (home ${AIRFLOW_HOME#"$REPO"/})"
     airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
     touch "$stamp"
   fi

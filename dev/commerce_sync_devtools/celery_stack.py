@@ -89,6 +89,7 @@ class CeleryStack:
     workers: tuple[Worker, ...] = (Worker("worker-1"), Worker("worker-2"))
     flower_port: int | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_offsets: dict[str, int] = field(default_factory=dict)
 
     def commands(self) -> dict[str, tuple[list[str], dict[str, str]]]:
         """Component name → (argv, extra environment)."""
@@ -113,6 +114,7 @@ class CeleryStack:
             if names is not None and name not in names:
                 continue
             with (self.log_dir / f"{name}.log").open("ab") as log:
+                self.log_offsets[name] = log.tell()  # a restarted component's readiness is read after this
                 self.processes[name] = subprocess.Popen(
                     argv, env={**self.env, **extra}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
@@ -128,19 +130,27 @@ class CeleryStack:
             RuntimeError: a component exited or did not get ready in time (naming it and its log).
         """
         deadline = time.monotonic() + timeout
-        pending = {"api-server", *(w.name for w in self.workers)}
+        pending = {"api-server", *(w.name for w in self.workers if w.name in self.processes)}
         while pending and time.monotonic() < deadline:
             self.check_alive()
             if "api-server" in pending and self._healthy():
                 pending.discard("api-server")
             for worker in self.workers:
-                log = self.log_dir / f"{worker.name}.log"
-                ready = log.exists() and f"@{worker.name} ready." in log.read_text(errors="replace")
+                ready = f"@{worker.name} ready." in self.log_since_start(worker.name)
                 if worker.name in pending and ready:
                     pending.discard(worker.name)
             time.sleep(1)
         if pending:
             raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)} (logs in {self.log_dir})")
+
+    def log_since_start(self, name: str) -> str:
+        """What component ``name`` has written to its log since it was last started."""
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        with path.open("rb") as log:
+            log.seek(self.log_offsets.get(name, 0))
+            return log.read().decode(errors="replace")
 
     def _healthy(self) -> bool:
         import json
@@ -201,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flower-port", type=int, default=None, help="also start Flower on this port")
     parser.add_argument("--log-dir", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", ".")) / "celery-logs")
     args = parser.parse_args(argv)
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT; SIGTERM does the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     workers = tuple(Worker(f"worker-{i}", concurrency=args.concurrency) for i in range(1, args.workers + 1))
     stack = CeleryStack(dict(os.environ), args.log_dir, workers, args.flower_port)
     stack.start()

@@ -136,6 +136,11 @@ def check_hub_catalog_task() -> dict[str, Any]:
     return outcome.summary()
 
 
+# Celery queues (ignored by the LocalExecutor): marketplace API calls on one queue, database and CPU
+# work on another, so a slow or throttled marketplace never holds the slots the hub work needs.
+HUB_QUEUE = os.environ.get("COMMERCE_SYNC_HUB_QUEUE", "default")
+MARKETPLACE_QUEUE = os.environ.get("COMMERCE_SYNC_MARKETPLACE_QUEUE", "marketplace")
+
 # Defaults every DAG uses: retries with exponential backoff for transient faults (bad data fails
 # without retry through AirflowFailException, see operator_errors); a final failure notifies the
 # operators (SMTP / webhook connections, commerce_sync.notify) with the runbook line that applies;
@@ -148,14 +153,10 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": FailureNotifier(),
+    "queue": HUB_QUEUE,
 }
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
-
-# Celery queues (ignored by the LocalExecutor): marketplace API calls on one queue, database and CPU
-# work on another, so a slow or throttled marketplace never holds the slots the hub work needs.
-HUB_QUEUE = os.environ.get("COMMERCE_SYNC_HUB_QUEUE", "default")
-MARKETPLACE_QUEUE = os.environ.get("COMMERCE_SYNC_MARKETPLACE_QUEUE", "marketplace")
 MAX_PARALLEL_CHANNELS = 4
 """Mapped per-channel/per-supplier tasks of one run running at once (``max_active_tis_per_dagrun``)."""
 

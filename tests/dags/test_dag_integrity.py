@@ -43,6 +43,39 @@ def test_dag_policy(dagbag, dag_file: Path) -> None:
         assert task.retries >= 1, f"{task.task_id} must retry transient faults"
         assert task.retry_exponential_backoff, f"{task.task_id} must back off exponentially"
         assert task.owner == "data-engineering"
+        assert task.on_failure_callback, f"{task.task_id} must notify the operators when it fails for good"
+
+
+MARKETPLACE_TASKS = {"hub_to_marketplaces": "publish", "marketplaces_to_hub_reconciliation": "reconcile"}
+
+
+@pytest.mark.parametrize("dag_id", sorted(MARKETPLACE_TASKS))
+def test_marketplace_calls_run_per_kind_in_its_pool_on_the_marketplace_queue(dagbag, dag_id: str) -> None:
+    from commerce_sync import registry
+    from commerce_sync.airflow_glue import HUB_QUEUE, MARKETPLACE_QUEUE
+
+    dag = dagbag.dags[dag_id]
+    capability = "publish" if MARKETPLACE_TASKS[dag_id] == "publish" else "read_back"
+    for kind in registry.kinds("marketplace", capability):
+        task = dag.get_task(f"{MARKETPLACE_TASKS[dag_id]}_{kind.name}")
+        assert (task.pool, task.queue) == (kind.pool, MARKETPLACE_QUEUE), task.task_id
+        assert task.max_active_tis_per_dagrun and task.map_index_template == "{{ channel_id }}"
+        assert dag.get_task(f"list_{kind.name}_channels").queue == HUB_QUEUE
+    on_marketplace = {t.task_id for t in dag.tasks if t.queue == MARKETPLACE_QUEUE}
+    assert on_marketplace == {t.task_id for t in dag.tasks if t.task_id.startswith(MARKETPLACE_TASKS[dag_id] + "_")}
+
+
+def test_every_sync_dag_has_a_deadline_alert(dagbag) -> None:
+    from commerce_sync_devtools.demo import DAG_ORDER
+
+    for dag_id in DAG_ORDER:
+        deadlines = dagbag.dags[dag_id].deadline or []
+        if dag_id == "hub_maintenance":
+            assert not deadlines
+            continue
+        (alert,) = deadlines
+        assert alert.callback.path == "commerce_sync.notify.deadline_missed", dag_id
+        assert alert.callback.kwargs["runbook"].startswith("*Deadline missed*"), dag_id
 
 
 def test_task_ids_are_verb_noun(dagbag) -> None:

@@ -1,11 +1,14 @@
 # Every target does its own set-up (venv, pinned packages, hub database, Airflow home).
-.PHONY: demo test faults ui celery bench bench-latency bench-orders clean
+.PHONY: demo test test-slow faults ui celery bench bench-latency bench-orders clean
 
 demo: ## Run the whole sync once against the sandbox and print a summary
 	@bash scripts/demo.sh
 
 test: ## Lint, type check, check the import contracts and run the whole test suite
 	@bash scripts/test.sh
+
+test-slow: ## The slow tests make test leaves out: the Celery e2e (two workers, a worker killed mid-run; ~12 min)
+	@bash scripts/test.sh -m slow
 
 faults: ## The fault matrix alone (also part of make test); rewrites tests/faults/README.md from the run
 	@bash -c 'source scripts/common.sh; setup_all; cd "$$REPO"; FAULTS_README=1 pytest -q tests/faults'

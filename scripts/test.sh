@@ -26,4 +26,5 @@ mypy
 log "import contracts"
 lint-imports --no-cache --no-logo
 log "pytest"
-pytest "$@"
+# `slow` tests (the Celery stack) run with `make test-slow`; a later -m given here wins.
+pytest -m "not slow" "$@"

@@ -43,7 +43,8 @@ from tests.e2e.sandbox_world import sandbox_world
 from tests.e2e.test_pricing_approval import Api
 from tests.receivers import notification_connections, smtp_server, webhook_server
 
-pytestmark = pytest.mark.e2e
+# ~12 minutes on 2 cores: in `make test-slow`, not in `make test` (its 25-minute budget).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 N = 60

@@ -6,9 +6,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup_all
 commerce-sync-dev sandbox prepare
-commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" \
-  --feeds-port "$SANDBOX_FEEDS_PORT" --allegro-port "$SANDBOX_ALLEGRO_PORT" \
-  --ebay-port "$SANDBOX_EBAY_PORT" --amazon-port "$SANDBOX_AMAZON_PORT" &
+# Each simulator's port defaults to its SANDBOX_<NAME>_PORT (exported by common.sh).
+commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" --feeds-port "$SANDBOX_FEEDS_PORT" &
 SANDBOX_PID=$!
 trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
 log "Airflow UI: http://127.0.0.1:$AIRFLOW__API__PORT  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"

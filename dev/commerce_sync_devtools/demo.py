@@ -30,6 +30,7 @@ from commerce_sync.audit.ledger import verify
 from commerce_sync.db import connect
 from commerce_sync.settings import data_dir
 from commerce_sync_sandbox.prepare import prepare_sandbox, sandbox_dir
+from commerce_sync_sandbox.simulators import simulators
 
 DAG_ORDER = (
     "hub_maintenance",
@@ -52,12 +53,9 @@ def _port_open(port: int) -> bool:
 def sandbox_servers() -> Iterator[None]:
     """Run the sandbox simulators for the duration of the demo (unless already running)."""
     feeds_port = int(os.environ.get("SANDBOX_FEEDS_PORT", "8701"))
-    allegro_port = int(os.environ.get("SANDBOX_ALLEGRO_PORT", "8702"))
-    ebay_port = int(os.environ.get("SANDBOX_EBAY_PORT", "8703"))
-    amazon_port = int(os.environ.get("SANDBOX_AMAZON_PORT", "8704"))
-    ports = (feeds_port, allegro_port, ebay_port, amazon_port)
-    if all(_port_open(port) for port in ports):
-        print(f"sandbox already running on ports {feeds_port}/{allegro_port}")
+    ports = {"feeds": feeds_port, **{spec.name: spec.port() for spec in simulators()}}
+    if all(_port_open(port) for port in ports.values()):
+        print("sandbox already running on ports " + "/".join(str(port) for port in ports.values()))
         yield
         return
     log = sandbox_dir() / "server.log"
@@ -71,21 +69,14 @@ def sandbox_servers() -> Iterator[None]:
                 "serve",
                 "--data-dir",
                 str(sandbox_dir()),
-                "--feeds-port",
-                str(feeds_port),
-                "--allegro-port",
-                str(allegro_port),
-                "--ebay-port",
-                str(ebay_port),
-                "--amazon-port",
-                str(amazon_port),
+                *(option for name, port in ports.items() for option in (f"--{name}-port", str(port))),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
-        while not all(_port_open(port) for port in ports):
+        while not all(_port_open(port) for port in ports.values()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the sandbox simulators did not start; see {log}")
             time.sleep(0.2)

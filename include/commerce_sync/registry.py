@@ -9,7 +9,9 @@ the config model and the publish/reconcile entry points dispatch through :func:`
 never on the kind's name.
 
 Registration is a call (:func:`register`). The built-in kinds register themselves when their module is
-imported; the registry imports those modules the first time it is asked, together with
+imported; the first time it is asked, the registry imports every module of the
+:mod:`commerce_sync.channels` package (found with :mod:`pkgutil`, no list to keep: a new kind is one
+module there that calls :func:`register`), together with
 
 - the modules named in ``COMMERCE_SYNC_CHANNEL_MODULES`` (comma-separated; e.g. a kind kept beside the
   DAGs on the workers' ``PYTHONPATH``), and
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pkgutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,13 +55,8 @@ CAPABILITIES: frozenset[str] = frozenset({"publish", "read_back", "import_orders
 OUTBOX_FIELDS = ("price", "quantity")
 """The fields pricing queues in ``hub.outbox`` for a kind that publishes through it."""
 
-BUILTIN_MODULES = (
-    "commerce_sync.channels.allegro",
-    "commerce_sync.channels.ebay",
-    "commerce_sync.channels.amazon",
-    "commerce_sync.channels.feeds",
-)
-"""Modules whose import registers the built-in kinds."""
+BUILTIN_PACKAGE = "commerce_sync.channels"
+"""The package whose modules register the built-in kinds when imported (every module of it is imported)."""
 ENTRY_POINT_GROUP = "commerce_sync.channel_kinds"
 MODULES_ENV = "COMMERCE_SYNC_CHANNEL_MODULES"
 
@@ -154,7 +152,7 @@ def _load() -> None:
     with _lock:
         if _loaded:
             return
-        for module in BUILTIN_MODULES:
+        for module in builtin_modules():
             importlib.import_module(module)
         for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
             try:
@@ -169,6 +167,16 @@ def _load() -> None:
             if callable(loaded):
                 loaded()
         _loaded = True
+
+
+def builtin_modules() -> list[str]:
+    """Every module of :data:`BUILTIN_PACKAGE`, by name (importing them registers the built-in kinds)."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(
+        f"{BUILTIN_PACKAGE}.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.ispkg and not info.name.startswith("_")
+    )
 
 
 def get(name: str) -> ChannelKind:

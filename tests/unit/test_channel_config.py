@@ -86,3 +86,13 @@ def test_a_kind_registered_from_outside_validates_its_settings() -> None:
             asset=registry.fixed_asset("HUB_OUTBOX"),
             outbox_fields=("quantity",),
         )
+
+
+def test_built_in_kinds_come_from_every_module_of_the_channels_package() -> None:
+    """No list of built-in modules to keep: every module of commerce_sync.channels is imported, and those
+    that register a kind are the built-in kinds."""
+    modules = registry.builtin_modules()
+    assert {f"commerce_sync.channels.{name}" for name in ("allegro", "ebay", "amazon", "feeds")} <= set(modules)
+    assert "commerce_sync.channels.marketplace" in modules  # imported too; it registers nothing
+    names = {spec.name for spec in registry.kinds()}
+    assert {"allegro", "ebay", "amazon", "google_merchant_feed", "meta_catalog_feed", "ceneo_feed"} <= names

@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 Family = Literal["marketplace", "feed"]
 Capability = Literal["publish", "read_back", "import_orders"]
 CAPABILITIES: frozenset[str] = frozenset({"publish", "read_back", "import_orders"})
-OUTBOX_FIELDS = ("price", "quantity")
-"""The fields pricing queues in ``hub.outbox`` for a kind that publishes through it."""
+OUTBOX_FIELDS = ("price", "quantity", "content")
+"""Every field pricing can queue in ``hub.outbox``; a kind declares those it publishes (``outbox_fields``)."""
+OFFER_FIELDS = ("price", "quantity")
+"""The offer's fields: pricing computes and queues them together, so a kind takes both or neither."""
 
 BUILTIN_PACKAGE = "commerce_sync.channels"
 """The package whose modules register the built-in kinds when imported (every module of it is imported)."""
@@ -72,7 +74,9 @@ class ChannelKind:
         capabilities: what its tasks can do: ``publish``, ``read_back``, ``import_orders``
             (:meth:`~commerce_sync.channels.marketplace.Marketplace.read_orders`).
         asset: the Asset a channel of this kind writes (marketplace offers, or the channel's feed file).
-        outbox_fields: the fields pricing queues in ``hub.outbox`` for it (empty: none, e.g. feeds).
+        outbox_fields: the fields pricing queues in ``hub.outbox`` for it (empty: none, e.g. feeds): of
+            :data:`OUTBOX_FIELDS`, both offer fields or neither, plus ``content`` (the product's name,
+            description, GTIN, brand and category, queued when they change) for kinds that publish it.
         marketplace: builds the kind's :class:`~commerce_sync.channels.marketplace.Marketplace` from the
             channel's Airflow connection (marketplaces only).
         settings: pydantic model validating the channel's ``settings`` mapping (kind-specific options).
@@ -99,16 +103,27 @@ class ChannelKind:
             raise ValueError(f"channel kind {self.name!r}: unknown capabilities {sorted(unknown)}")
         if self.family == "marketplace" and self.marketplace is None:
             raise ValueError(f"marketplace kind {self.name!r} needs a marketplace factory")
-        if self.outbox_fields and set(self.outbox_fields) != set(OUTBOX_FIELDS):
+        fields = set(self.outbox_fields)
+        unknown_fields = fields - set(OUTBOX_FIELDS)
+        if unknown_fields:
             raise ValueError(
-                f"channel kind {self.name!r}: pricing queues {list(OUTBOX_FIELDS)} together; "
-                f"outbox_fields must be those or empty, not {list(self.outbox_fields)}"
+                f"channel kind {self.name!r}: unknown outbox_fields {sorted(unknown_fields)} "
+                f"(known: {list(OUTBOX_FIELDS)})"
+            )
+        if fields & set(OFFER_FIELDS) and not fields >= set(OFFER_FIELDS):
+            raise ValueError(
+                f"channel kind {self.name!r}: pricing queues {list(OFFER_FIELDS)} together; "
+                f"outbox_fields must hold both or neither, not {list(self.outbox_fields)}"
             )
 
     @property
     def uses_outbox(self) -> bool:
         """Pricing queues this kind's changed fields in ``hub.outbox`` (feeds are rewritten whole instead)."""
         return bool(self.outbox_fields)
+
+    def queues(self, field_name: str) -> bool:
+        """Pricing queues ``field_name`` in ``hub.outbox`` for channels of this kind."""
+        return field_name in self.outbox_fields
 
     def can(self, capability: Capability) -> bool:
         """Whether channels of this kind support ``capability``."""

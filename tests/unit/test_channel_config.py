@@ -77,7 +77,7 @@ def test_a_kind_registered_from_outside_validates_its_settings() -> None:
             registry.register(dataclasses.replace(spec, title="Other"))
     finally:
         registry.unregister("test_outside_feed")
-    with pytest.raises(ValueError, match="outbox_fields must be those or empty"):
+    with pytest.raises(ValueError, match="outbox_fields must hold both or neither"):
         registry.ChannelKind(
             name="half",
             family="feed",
@@ -96,3 +96,33 @@ def test_built_in_kinds_come_from_every_module_of_the_channels_package() -> None
     assert "commerce_sync.channels.marketplace" in modules  # imported too; it registers nothing
     names = {spec.name for spec in registry.kinds()}
     assert {"allegro", "ebay", "amazon", "google_merchant_feed", "meta_catalog_feed", "ceneo_feed"} <= names
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        (("price", "quantity", "content"), None),
+        (("content",), None),
+        ((), None),
+        (("price", "content"), "must hold both or neither"),
+        (("price", "quantity", "colour"), r"unknown outbox_fields \['colour'\]"),
+    ],
+)
+def test_a_kind_declares_the_outbox_fields_it_publishes(fields: tuple[str, ...], problem: str | None) -> None:
+    def make() -> registry.ChannelKind:
+        return registry.ChannelKind(
+            name="fields_test",
+            family="feed",
+            title="Fields",
+            capabilities=frozenset({"publish"}),
+            asset=registry.fixed_asset("HUB_OUTBOX"),
+            outbox_fields=fields,
+        )
+
+    if problem is None:
+        spec = make()
+        assert spec.queues("content") == ("content" in fields)
+        assert spec.uses_outbox == bool(fields)
+    else:
+        with pytest.raises(ValueError, match=problem):
+            make()

@@ -458,6 +458,8 @@ def _settle_in_doubt(
     confirmed: list[Outcome] = []
     held: list[Outcome] = []
     for item in doubtful:
+        if item.field not in ("price", "quantity"):
+            continue  # read-back shows offers, not content: send the content again (it sets absolute values)
         now = _shown(shown.get(item.sku), item.field)
         last = last_sent.get((item.sku, item.field))
         if _same(item.payload, now, item.field):

@@ -130,14 +130,16 @@ class ChannelKind:
         return capability in self.capabilities
 
     def open(self, channel: Channel) -> Marketplace:
-        """The marketplace adapter for ``channel``, from its Airflow connection."""
+        """The marketplace adapter for ``channel``, from its Airflow connection, given the channel's settings."""
         from commerce_sync.connections import get_connection
 
         if self.marketplace is None:
             raise ConfigError(f"channel {channel.id!r}: {self.title} ({self.name}) is not a marketplace")
         if not channel.conn_id:
             raise ConfigError(f"channel {channel.id!r}: a {self.name} channel needs conn_id in channels.yaml")
-        return self.marketplace(get_connection(channel.conn_id))
+        market = self.marketplace(get_connection(channel.conn_id))
+        market.configure(channel)
+        return market
 
 
 _kinds: dict[str, ChannelKind] = {}

@@ -126,3 +126,40 @@ def test_a_kind_declares_the_outbox_fields_it_publishes(fields: tuple[str, ...],
     else:
         with pytest.raises(ValueError, match=problem):
             make()
+
+
+def test_open_hands_the_channel_to_the_adapter_and_may_let_it_create_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind's adapter gets its channel's settings (configure), e.g. whether it may create missing offers."""
+    from commerce_sync.channels.marketplace import Marketplace
+    from commerce_sync.transport.http import HttpClient
+
+    class Creating(Marketplace):
+        kind = "creating_test"
+        title = "Creating"
+        max_items_per_request = 10
+
+        def configure(self, channel: Channel) -> None:
+            self.creates_offers = bool(channel.settings.get("create"))
+
+        build = send = collect = read_offers = None  # type: ignore[assignment]
+
+    Creating.__abstractmethods__ = frozenset()
+    monkeypatch.setenv("AIRFLOW_CONN_CREATING_TEST", '{"conn_type": "http", "host": "http://127.0.0.1:9"}')
+    spec = registry.ChannelKind(
+        name="creating_test",
+        family="marketplace",
+        title="Creating",
+        capabilities=frozenset({"publish"}),
+        outbox_fields=("price", "quantity"),
+        marketplace=lambda info: Creating(HttpClient(info.base_url())),
+        asset=registry.fixed_asset("HUB_OUTBOX"),
+    )
+    registry.register(spec)
+    try:
+        for create in (True, False):
+            channel = Channel(id="cc", kind="creating_test", conn_id="creating_test", pricing_rule="r")
+            channel = channel.model_copy(update={"settings": {"create": create}})
+            with spec.open(channel) as market:
+                assert market.creates_offers is create
+    finally:
+        registry.unregister("creating_test")

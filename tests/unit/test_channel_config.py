@@ -43,8 +43,9 @@ def test_feed_target_must_be_a_url() -> None:
 
 
 def test_kinds_come_from_the_registry() -> None:
-    assert {spec.name for spec in registry.kinds("marketplace")} == {"allegro", "ebay", "amazon"}
-    assert {spec.name for spec in registry.kinds("feed")} == {"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"}
+    # At least the built-in kinds (a new kind's module adds itself without editing this test).
+    assert {spec.name for spec in registry.kinds("marketplace")} >= {"allegro", "ebay", "amazon"}
+    assert {spec.name for spec in registry.kinds("feed")} >= {"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"}
     with pytest.raises(ValidationError, match=r"unknown channel kind 'shopfront' \(registered: allegro, amazon"):
         Channel(id="c1", kind="shopfront", pricing_rule="r", conn_id="x")
     with pytest.raises(ValidationError, match="is not a feed: remove its 'feed' section"):

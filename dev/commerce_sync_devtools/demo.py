@@ -89,6 +89,24 @@ def sandbox_servers() -> Iterator[None]:
             proc.kill()
 
 
+def print_simulator_summaries() -> None:
+    """What each simulator that offers a summary saw (asked over HTTP: they run in the sandbox process)."""
+    lines = []
+    for spec in simulators():
+        if spec.summary is None:
+            continue
+        try:
+            line = spec.summary(f"http://127.0.0.1:{spec.port()}")
+        except OSError as error:  # requests' errors are OSErrors: a summary never fails the demo
+            line = f"{spec.title}: no summary ({type(error).__name__})"
+        if line:
+            lines.append(line)
+    if lines:
+        print("\nSimulators")
+        for line in lines:
+            print(f"  {line}")
+
+
 def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[str, bool, float, Path]]:
     """Run DAGs once, in order, in one child process; return (dag_id, ok, seconds, log) per DAG.
 
@@ -162,9 +180,11 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
     print("\nChannels")
     for r in rows:
         if r["dataset"] == "channel_offer" and r["task_id"] == "compute_offers":
+            content = r["details"].get("content_rows")
             print(
                 f"  {r['target']:<18} offers changed: {r['rows_changed']} of {r['rows_read']} "
-                f"(outbox rows: {r['details'].get('outbox_rows', 0)})"
+                f"(outbox rows: {r['details'].get('outbox_rows', 0)}"
+                + (f", content rows: {content})" if content is not None else ")")
             )
     for r in rows:
         if r["task_id"] == "write_feed":
@@ -215,6 +235,7 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
             print(f"  {dag_id:<26} {'ok' if ok else 'FAILED':<7} {seconds:5.1f} s   log: {log_file}")
             if not ok:
                 failures.append(f"DAG {dag_id} failed; see {log_file}")
+        print_simulator_summaries()
     problems = failures + _print_summary(ledger_summary(hub_url, since), hub_url)
     if problems:
         print("\nDemo FAILED:\n  " + "\n  ".join(problems))

@@ -56,6 +56,7 @@ class SimulatorSpec:
         default_port: the port ``sandbox serve`` binds unless told otherwise.
         build: makes the simulator from the server's context.
         server: binds its HTTP server to an address for a built simulator.
+        summary: given its base URL, one line for the demo's summary of what the simulator saw (optional).
     """
 
     name: str
@@ -63,6 +64,7 @@ class SimulatorSpec:
     default_port: int
     build: Callable[[SimulatorContext], Any]
     server: Callable[[tuple[str, int], Any], ThreadingHTTPServer]
+    summary: Callable[[str], str | None] | None = None
 
     @property
     def port_variable(self) -> str:

@@ -107,7 +107,7 @@ def test_kinds_without_content_get_none(hub_dsn: str) -> None:
     _compute(hub_dsn, ALLEGRO)
     with connect(hub_dsn) as conn:
         conn.execute("UPDATE hub.product SET name = 'Renamed', updated_at = now() WHERE sku = 'SKU-00001'")
-    assert _compute(hub_dsn, ALLEGRO)["content_rows"] == 0
+    assert "content_rows" not in _compute(hub_dsn, ALLEGRO)
     assert {field for _, field, _ in _rows(hub_dsn, "allegro")} == {"price", "quantity"}
 
 

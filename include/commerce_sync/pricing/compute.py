@@ -444,12 +444,12 @@ def compute_channel_offers(
                 "floors_applied_in_changes": floors,
                 "outbox_rows": outbox_rows,
                 "outbox_superseded": superseded,
-                "content_rows": content_rows,
-                "content_superseded": content_superseded,
                 "held_price_moves": held,
                 "proposal_id": proposal_id,
             }
         )
+        if kind.queues("content"):
+            transfer.details.update({"content_rows": content_rows, "content_superseded": content_superseded})
         ledger.append(conn, transfer, "success")
     return OfferComputation(
         channel.id, tid, evaluated, changed, floors, outbox_rows, superseded, mode, held, proposal_id

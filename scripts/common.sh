@@ -67,7 +67,7 @@ export_env() {
   export AIRFLOW_CONN_EBAY_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_EBAY_PORT\", \"login\": \"demo-ebay-client\", \"password\": \"demo-ebay-secret\", \"extra\": {\"refresh_token\": \"demo-ebay-refresh-token\"}}"
   export AIRFLOW_CONN_AMAZON_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_AMAZON_PORT\", \"login\": \"amzn1.application-oa2-client.sandbox\", \"password\": \"demo-amazon-secret\", \"extra\": {\"refresh_token\": \"Atzr|demo-amazon-refresh-token\", \"seller_id\": \"A2SANDBOXSELLER\", \"marketplace_id\": \"A1C3SOZRARQ6R3\"}}"
   export AIRFLOW_CONN_SHOP_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_WOOCOMMERCE_PORT\", \"login\": \"ck_demo_woocommerce_key\", \"password\": \"cs_demo_woocommerce_secret\"}"
-  export AIRFLOW_CONN_SHOP_WEBHOOK="{\"conn_type\": \"generic\", \"password\": \"demo-webhook-secret\"}"
+  export AIRFLOW_CONN_SHOP_WEBHOOK="{\"conn_type\": \"generic\", \"host\": \"http://127.0.0.1:$SANDBOX_WOOCOMMERCE_PORT\", \"password\": \"demo-webhook-secret\"}"
 }
 
 ensure_airflow_home() {

@@ -172,6 +172,7 @@ class WooCommerceSimulator:
             self._next_id = int(saved.get("next_id", PRODUCT_ID_BASE))
         else:
             self._seed(catalog_n, seed)
+        self._seeded_until = int(saved.get("seeded_until", self._next_id)) if saved else self._next_id
 
     def __repr__(self) -> str:
         return f"WooCommerceSimulator(products={len(self.products)}, orders={len(self.orders)})"
@@ -247,6 +248,7 @@ class WooCommerceSimulator:
                     "webhooks": list(self.webhooks.values()),
                     "stats": self.stats,
                     "next_id": self._next_id,
+                    "seeded_until": self._seeded_until,
                 },
             )
 
@@ -390,6 +392,17 @@ class WooCommerceSimulator:
         if product.get("manage_stock") and "stock_status" not in entry and product.get("stock_quantity") is not None:
             product["stock_status"] = "instock" if product["stock_quantity"] > 0 else "outofstock"
         product["date_modified_gmt"] = _gmt(self.now())
+
+    def summary_stats(self) -> dict[str, Any]:
+        """Counters, and the newest product the channel created (for the demo)."""
+        with self._lock:
+            created = [p for p in self.products.values() if p["id"] > self._seeded_until and p["type"] == "simple"]
+            newest = max(created, key=lambda p: p["id"], default=None)
+            sample = None
+            if newest is not None:
+                keys = ("sku", "name", "regular_price", "stock_quantity", "global_unique_id", "categories", "images")
+                sample = {key: newest.get(key) for key in keys}
+            return {**self.stats, "products": len(self.products), "orders": len(self.orders), "last_created": sample}
 
     # ------------------------------------------------------------------ orders
     def place_order(self, document: dict[str, Any]) -> dict[str, Any]:
@@ -639,7 +652,7 @@ class WooCommerceHandler(JsonHandler):
             with sim._lock:
                 self._send(200, list(sim.deliveries))
         elif parts == ["stats"] and method == "GET":
-            self._send(200, dict(sim.stats))
+            self._send(200, sim.summary_stats())
         else:
             raise WooError(404, "rest_no_route", "unknown sandbox endpoint")
 
@@ -649,10 +662,28 @@ def _first(query: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+def summary(base_url: str) -> str:
+    """The demo's line: products, what the channel created and sent, and one created product."""
+    stats = requests.get(f"{base_url}/_sandbox/stats", timeout=5).json()
+    line = (
+        f"WooCommerce shop: {stats['products']} products, {stats['creates']} created by the channel; "
+        f"{stats['batches']} batch calls with {stats['items']} items, {stats['item_errors']} item errors; "
+        f"{stats['orders']} orders"
+    )
+    sample = stats.get("last_created")
+    if sample:
+        line += (
+            f"\n    e.g. {sample['sku']} {sample['name']!r}: price {sample['regular_price']}, stock "
+            f"{sample['stock_quantity']}, GTIN {sample['global_unique_id']}, categories {sample['categories']}, "
+            f"images {[image.get('src') for image in sample['images'] or []]}"
+        )
+    return line
+
+
 def _build(context: SimulatorContext) -> WooCommerceSimulator:
     return WooCommerceSimulator(
         catalog_n=context.catalog_n, seed=context.seed, state_path=context.beside("woocommerce_state.json")
     )
 
 
-register(SimulatorSpec("woocommerce", "WooCommerce", 8705, _build, WooCommerceHTTPServer))
+register(SimulatorSpec("woocommerce", "WooCommerce", 8705, _build, WooCommerceHTTPServer, summary))

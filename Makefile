@@ -1,5 +1,5 @@
 # Every target does its own set-up (venv, pinned packages, hub database, Airflow home).
-.PHONY: demo test faults ui bench clean
+.PHONY: demo test faults ui celery bench clean
 
 demo: ## Run the whole sync once against the sandbox and print a summary
 	@bash scripts/demo.sh
@@ -12,6 +12,9 @@ faults: ## The fault matrix alone (also part of make test); rewrites tests/fault
 
 ui: ## Airflow standalone on http://127.0.0.1:8080 with the sandbox simulators
 	@bash scripts/ui.sh
+
+celery: ## Airflow on the CeleryExecutor (api-server, scheduler, dag-processor, triggerer, 2 workers, Flower), no Docker
+	@bash scripts/celery.sh
 
 bench: ## Benchmark every stage at N SKUs (default 1000000) vs the I/O floor and the naive idiom
 	@N=$(or $(N),1000000) bash bench/run.sh
@@ -26,4 +29,4 @@ bench-feeds: ## Google/Meta/Ceneo feeds at N items (default 1000000): items/s, p
 	@bash -c 'source scripts/common.sh; ensure_venv; python bench/feeds.py --n $(or $(N),1000000)'
 
 clean: ## Remove local state (Airflow home, data, venv); databases are kept
-	rm -rf .airflow .data .venv
+	rm -rf .airflow .airflow-celery .data .venv

@@ -25,11 +25,15 @@ longer returns (never deletes them). `override_breakers` + `override_reason`: se
   merged. The numbers are in the message and in `audit.transfer.details->'breakers'`; the GX Data Docs of the
   batch are linked from the transfer in the Audit view. If the batch is right, trigger the DAG with
   `override_breakers` = true and an `override_reason`; the ledger records the override and who triggered it.
+- *Deadline missed*: the ERP sync was still running 10 minutes (`COMMERCE_SYNC_DEADLINE_ERP_TO_HUB_PRODUCTS`)
+  after it was queued: look for a task waiting on the source lock (another run of the ERP holds it), a slow
+  ERP query or retries; the last good hub state stays live meanwhile.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -42,6 +46,7 @@ from commerce_sync.airflow_glue import (
     hub_dsn,
     operator_errors,
     run_context,
+    sync_deadline,
 )
 
 
@@ -53,6 +58,12 @@ from commerce_sync.airflow_glue import (
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "source:erp", "hub"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "erp_to_hub_products",
+        __doc__,
+        default=timedelta(minutes=10),
+        what="ERP sync",
+    ),
     params={
         "full_resync": Param(
             False,

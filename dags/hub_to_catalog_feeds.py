@@ -18,17 +18,21 @@ task reports its own file as its output asset (`feed.<channel id>`), so lineage 
   (dataset `channel_offer`, source `channel:<id>`); they resolve when a later run writes them.
 - The feed path and item count are in the task's return value and in `hub.feed_state`.
 - Upgrading: this DAG was called `hub_to_google_feed`; see the README.
+- *Deadline missed*: the feeds were still being written 15 minutes (`COMMERCE_SYNC_DEADLINE_HUB_TO_CATALOG_FEEDS`)
+  after the run was queued: a large catalog, a slow disk or a slow SFTP/object-store copy; the previous
+  files stay published meanwhile.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
 
 from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context, sync_deadline
 
 
 @dag(
@@ -39,6 +43,12 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "feeds", "publish"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "hub_to_catalog_feeds",
+        __doc__,
+        default=timedelta(minutes=15),
+        what="feed generation",
+    ),
 )
 def hub_to_catalog_feeds() -> None:
     @task

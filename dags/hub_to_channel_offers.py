@@ -36,6 +36,9 @@ Changed offers get a new version; for marketplace channels each changed field be
   timeout) and are shown again by the next run. `commerce-sync explain --channel C --sku S` shows how a price was made.
 - Re-running is safe: unchanged offers are recognised by hash; nothing is enqueued twice; a decided
   proposal is never applied twice. Param `full_recompute` recomputes every SKU.
+- *Deadline missed*: pricing was still running 15 minutes (`COMMERCE_SYNC_DEADLINE_HUB_TO_CHANNEL_OFFERS`)
+  after it was queued: usually an approval of held price moves is waiting (Required Actions), or the
+  hub database is slow; nothing is published until it finishes.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from commerce_sync.airflow_glue import (
     hub_dsn,
     operator_errors,
     run_context,
+    sync_deadline,
 )
 from commerce_sync.pricing.approval import SUMMARY_TASK, HeldPriceMovesApproval
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM
@@ -69,6 +73,12 @@ APPROVAL_TASK = "approve_held_changes"
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "pricing", "hub"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "hub_to_channel_offers",
+        __doc__,
+        default=timedelta(minutes=15),
+        what="channel pricing",
+    ),
     params={
         OVERRIDE_PARAM: Param(False, type="boolean", description="Let tripped pricing breakers through for this run."),
         OVERRIDE_REASON_PARAM: Param("", type="string", description="Why the breakers may be overridden (ledger)."),

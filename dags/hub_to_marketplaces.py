@@ -1,8 +1,9 @@
 """
 ### Hub → marketplaces (Allegro, eBay, Amazon SP-API, any registered kind): publish price and quantity
 
-Triggered when channel offers change. One mapped task per enabled marketplace channel (every channel
-whose kind can publish, from the channel registry): refresh the SKU → offer id map where the
+Triggered when channel offers change. One task per marketplace kind that can publish (from the
+channel registry: `publish_allegro`, `publish_ebay`, ...), mapped over the enabled channels of that kind
+and run in the kind's pool on the `marketplace` queue: refresh the SKU → offer id map where the
 marketplace has its own offer ids, then send the pending outbox rows in requests of the API's size
 (Allegro: batch price/quantity change commands of ≤ 1,000 offers with deterministic command ids;
 eBay: `bulkUpdatePriceQuantity`, ≤ 25 SKUs per call, per-item status; Amazon: a `JSON_LISTINGS_FEED`
@@ -21,17 +22,31 @@ Channels run in parallel and independently: one channel down fails only its own 
 - Per-SKU refusals stay in `hub.outbox` (status `failed`, the channel's message; e.g. no offer on the
   marketplace for a SKU); offers failing the pre-publish check (below floor, foreign currency) are in
   `hub.quarantine` (dataset `channel_offer`).
+- *Deadline missed*: a publish was still running 15 minutes (`COMMERCE_SYNC_DEADLINE_HUB_TO_MARKETPLACES`)
+  after its trigger: look for a task waiting in its marketplace pool (`allegro_api`, ...; Admin > Pools) or
+  up for retry on a throttled API; the outbox keeps every pending row, nothing is lost while it waits.
 - Upgrading: this DAG replaced `hub_to_allegro_offers` (Allegro's own DAG); see the README.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
 
-from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync import assets, registry
+from commerce_sync.airflow_glue import (
+    DEFAULT_ARGS,
+    MARKETPLACE_QUEUE,
+    MAX_PARALLEL_CHANNELS,
+    START_DATE,
+    hub_dsn,
+    label_map_index,
+    operator_errors,
+    run_context,
+    sync_deadline,
+)
 
 
 @dag(
@@ -42,26 +57,35 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "marketplaces", "publish"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "hub_to_marketplaces",
+        __doc__,
+        default=timedelta(minutes=15),
+        what="publish",
+    ),
 )
 def hub_to_marketplaces() -> None:
     @task
-    def list_channels() -> list[str]:
-        from commerce_sync import registry
+    def list_channels(kind: str) -> list[str]:
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return registry.channels_that(load_config().channels, "publish", family="marketplace")
+            channels = [c for c in load_config().channels if c.kind == kind]
+            return registry.channels_that(channels, "publish", family="marketplace")
 
     @task(
         inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_OFFER],
         outlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
+        queue=MARKETPLACE_QUEUE,
+        max_active_tis_per_dagrun=MAX_PARALLEL_CHANNELS,
+        map_index_template="{{ channel_id }}",
     )
     def publish_offers(channel_id: str) -> dict[str, Any]:
-        from commerce_sync import registry
         from commerce_sync.channels.publish import publish_channel
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_output, report_transfer
 
+        label_map_index(channel_id=channel_id)
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             # Each mapped instance writes to one marketplace, known only at run time.
@@ -71,7 +95,11 @@ def hub_to_marketplaces() -> None:
             report_transfer(transfer_id)
         return result
 
-    publish_offers.expand(channel_id=list_channels())
+    # One mapped task per marketplace kind, in the kind's pool: the pool bounds concurrent calls to that
+    # API across DAGs (publish, read back), the client's token bucket bounds their rate.
+    for kind in registry.kinds("marketplace", "publish"):
+        channels = list_channels.override(task_id=f"list_{kind.name}_channels")(kind.name)
+        publish_offers.override(task_id=f"publish_{kind.name}", pool=kind.pool).expand(channel_id=channels)
 
 
 hub_to_marketplaces()

@@ -1,8 +1,9 @@
 """
 ### Marketplaces → hub: read-back reconciliation of published offers
 
-Hourly, one mapped task per enabled marketplace channel whose kind can read back (Allegro, eBay,
-Amazon, and any registered kind that can): read the channel's
+Hourly, one task per marketplace kind that can read back (`reconcile_allegro`, `reconcile_ebay`, ...;
+any registered kind that can), mapped over its enabled channels, in the kind's pool (shared with
+publishing) on the `marketplace` queue: read the channel's
 current offers and compare them with what the hub last sent (the newest `sent` outbox row per SKU and
 field; SKUs with a change in flight are skipped). Differences — an offer edited directly on the marketplace,
 or a change the channel silently did not apply — are logged, written to a CSV report under
@@ -21,16 +22,30 @@ A catalog of N published SKUs takes about N / 100 seconds.
 - *Up for retry*: the channel is throttling or down; nothing was changed in the hub.
 - Amazon fails with "needs extra.seller_id and extra.marketplace_id": add them to the channel's
   connection (the publisher needs them too).
+- *Deadline missed*: still running 30 minutes (`COMMERCE_SYNC_DEADLINE_MARKETPLACES_TO_HUB_RECONCILIATION`)
+  after it was queued: a task waits in its marketplace's pool behind a publish, or the API is throttling.
+  Nothing is at risk; look at Admin > Pools and the task log.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
 
-from commerce_sync import assets
-from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operator_errors, run_context
+from commerce_sync import assets, registry
+from commerce_sync.airflow_glue import (
+    DEFAULT_ARGS,
+    MARKETPLACE_QUEUE,
+    MAX_PARALLEL_CHANNELS,
+    START_DATE,
+    hub_dsn,
+    label_map_index,
+    operator_errors,
+    run_context,
+    sync_deadline,
+)
 
 
 @dag(
@@ -41,27 +56,36 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "marketplaces", "reconcile"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "marketplaces_to_hub_reconciliation",
+        __doc__,
+        default=timedelta(minutes=30),
+        what="read-back reconciliation",
+    ),
 )
 def marketplaces_to_hub_reconciliation() -> None:
     @task
-    def list_channels() -> list[str]:
-        from commerce_sync import registry
+    def list_channels(kind: str) -> list[str]:
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return registry.channels_that(load_config().channels, "read_back", family="marketplace")
+            channels = [c for c in load_config().channels if c.kind == kind]
+            return registry.channels_that(channels, "read_back", family="marketplace")
 
     @task(
         inlets=[assets.HUB_OUTBOX],
         outlets=[assets.HUB_CHANNEL_RECONCILIATION, assets.HUB_OUTBOX],
+        queue=MARKETPLACE_QUEUE,
+        max_active_tis_per_dagrun=MAX_PARALLEL_CHANNELS,
+        map_index_template="{{ channel_id }}",
     )
     def reconcile_offers(channel_id: str) -> dict[str, Any]:
-        from commerce_sync import registry
         from commerce_sync.channels.publish import reconcile_channel
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_input, report_transfer
         from commerce_sync.settings import data_dir
 
+        label_map_index(channel_id=channel_id)
         with operator_errors(f"channel {channel_id!r}"):
             channel = load_config().channel(channel_id)
             # Each mapped instance reads one marketplace, known only at run time.
@@ -71,7 +95,10 @@ def marketplaces_to_hub_reconciliation() -> None:
             report_transfer(transfer_id)
         return result
 
-    reconcile_offers.expand(channel_id=list_channels())
+    # Per marketplace kind, in the kind's pool (shared with publishing): see hub_to_marketplaces.
+    for kind in registry.kinds("marketplace", "read_back"):
+        channels = list_channels.override(task_id=f"list_{kind.name}_channels")(kind.name)
+        reconcile_offers.override(task_id=f"reconcile_{kind.name}", pool=kind.pool).expand(channel_id=channels)
 
 
 marketplaces_to_hub_reconciliation()

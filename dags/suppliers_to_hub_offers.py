@@ -38,11 +38,15 @@ and records in its ledger row which suppliers are stale.
   evidence (GX Data Docs) is linked from the transfer in the Audit view. If the batch is right (the
   supplier really shrank its range), trigger the DAG with the Param `override_breakers` = true and an
   `override_reason`: that run lets the batch through and the ledger records the override and who triggered it.
+- *Deadline missed*: the supplier sync was still running 15 minutes (`COMMERCE_SYNC_DEADLINE_SUPPLIERS_TO_HUB_OFFERS`)
+  after it was queued: a feed server is slow or retrying, or a run waits on its source lock; read the
+  supplier tasks' logs. The last good offers stay live.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
@@ -55,6 +59,7 @@ from commerce_sync.airflow_glue import (
     hub_dsn,
     operator_errors,
     run_context,
+    sync_deadline,
 )
 
 
@@ -66,6 +71,12 @@ from commerce_sync.airflow_glue import (
     default_args=DEFAULT_ARGS,
     tags=["commerce-sync", "source:supplier", "hub"],
     doc_md=__doc__,
+    deadline=sync_deadline(
+        "suppliers_to_hub_offers",
+        __doc__,
+        default=timedelta(minutes=15),
+        what="supplier feed sync",
+    ),
     params={
         "override_breakers": Param(
             False,

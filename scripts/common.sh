@@ -97,9 +97,70 @@ ensure_hub() {
   commerce-sync db setup
 }
 
+# One Airflow pool per marketplace API, sized in the channel registry (commerce-sync pools): it bounds
+# how many tasks call that API at once; the client's token bucket bounds their rate. Imported again only
+# when the registry's pools change (a pool resized in the UI is reset to the registry's size then).
+ensure_pools() {
+  local want stamp="$AIRFLOW_HOME/.pools.json"
+  want="$(commerce-sync pools --format airflow)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "creating the marketplace pools in Airflow"
+    printf '%s\n' "$want" > "$stamp.new"
+    airflow pools import "$stamp.new" >"$AIRFLOW_HOME/pools-import.log" 2>&1 \
+      || { cat "$AIRFLOW_HOME/pools-import.log" >&2; rm -f "$stamp.new"; exit 1; }
+    mv "$stamp.new" "$stamp"
+  fi
+}
+
+# The CeleryExecutor path (make celery, scripts/celery.sh): Airflow's metadata in PostgreSQL (the
+# scheduler and the workers share it; SQLite cannot serve several processes writing at once), Redis as
+# the broker, a home of its own so the LocalExecutor home (.airflow/) stays as it is.
+export_celery_env() {
+  export AIRFLOW_HOME="$REPO/.airflow-celery"
+  export AIRFLOW_DATABASE_URL="${AIRFLOW_DATABASE_URL:-${HUB_DATABASE_URL%/*}/commerce_airflow}"
+  export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
+  local meta="postgresql+psycopg2://${AIRFLOW_DATABASE_URL#*://}"
+  export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$meta"
+  export AIRFLOW__CELERY__BROKER_URL="$CELERY_BROKER_URL"
+  export AIRFLOW__CELERY__RESULT_BACKEND="db+$meta"
+  export AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER=1
+  export AIRFLOW__CORE__PARALLELISM="${CELERY_PARALLELISM:-8}"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW__API__PORT/execution/"
+  # Several workers on one machine: each reports its own name on the task instances it runs.
+  export AIRFLOW__CORE__HOSTNAME_CALLABLE=commerce_sync_devtools.celery_stack.worker_hostname
+}
+
+ensure_broker() {
+  "$VENV/bin/python" - "$CELERY_BROKER_URL" <<'PY' || exit 1
+import sys
+import redis
+url = sys.argv[1]
+try:
+    redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+except Exception as exc:
+    sys.exit(f"The Celery broker {url} does not answer ({exc}). Start Redis (apt-get install redis-server, "
+             "or `docker compose up -d redis`), or set CELERY_BROKER_URL to a running one.")
+PY
+}
+
+ensure_metadata_db() {
+  "$VENV/bin/python" -c 'import os, sys; from commerce_sync.db import ensure_database, redact; u = os.environ["AIRFLOW_DATABASE_URL"]; ensure_database(u) and print("created Airflow metadata database", redact(u))'
+}
+
+# The sandbox (ERP data, feeds, marketplace simulators) in the background until this shell exits.
+start_sandbox() {
+  commerce-sync-dev sandbox prepare
+  # Each simulator's --<name>-port defaults to its SANDBOX_<NAME>_PORT (exported above).
+  commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" --feeds-port "$SANDBOX_FEEDS_PORT" &
+  SANDBOX_PID=$!
+  trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
+}
+
 setup_all() {
   ensure_venv
   export_env
   ensure_hub
   ensure_airflow_home
+  ensure_pools
 }

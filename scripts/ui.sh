@@ -5,11 +5,7 @@
 # Browse -> Required Actions (Airflow 3.3 parks it as awaiting_input; 3.1/3.2 defer it to the triggerer).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup_all
-commerce-sync-dev sandbox prepare
-# Each simulator's port defaults to its SANDBOX_<NAME>_PORT (exported by common.sh).
-commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" --feeds-port "$SANDBOX_FEEDS_PORT" &
-SANDBOX_PID=$!
-trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
+start_sandbox
 log "Airflow UI: http://127.0.0.1:$AIRFLOW__API__PORT  (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
 # standalone spawns `airflow` subcommands: the venv's bin is on PATH (ensure_venv).
 trap - INT

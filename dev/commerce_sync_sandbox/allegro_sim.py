@@ -7,7 +7,13 @@ It follows the public contract of ``api.allegro.pl`` for the calls the publisher
 * ``PUT /sale/offer-price-change-commands/{commandId}`` (``modification.type = FIXED_PRICE``) and
   ``PUT /sale/offer-quantity-change-commands/{commandId}`` (``modification.changeType = FIXED``
   or ``GAIN``), both with ``offerCriteria = [{"type": "CONTAINS_OFFERS", "offers": [{"id"}]}]``;
-* ``GET .../{commandId}`` (general report) and ``GET .../{commandId}/tasks`` (task report).
+* ``GET .../{commandId}`` (general report) and ``GET .../{commandId}/tasks`` (task report);
+* ``GET /order/events?from=&type=&limit=`` (limit 1..1000, default 100; events after the event id
+  ``from``, oldest first), ``GET /order/event-stats`` (``latestEvent``) and
+  ``GET /order/checkout-forms/{checkoutFormId}`` (status ``BOUGHT``/``FILLED_IN``/
+  ``READY_FOR_PROCESSING``/``CANCELLED``, ``lineItems`` with ``offer.external.id``, ``revision``).
+  Orders come from the sandbox's order book (:mod:`commerce_sync_sandbox.orders`); event ids are
+  increasing numbers. The faults ``duplicate_events`` and ``shuffle_events`` repeat and reorder them.
 
 ``/sale`` calls need ``Authorization: Bearer`` and ``Accept: application/vnd.allegro.public.v1+json``.
 Errors use Allegro's shape ``{"errors": [{"code", "message", "path", "userMessage", "details"}]}``.
@@ -21,14 +27,18 @@ kept in memory only: after a restart clients get a 401 and must fetch a new toke
 
 Sandbox-only endpoints (no auth): ``GET /_sandbox/stats``, ``POST /_sandbox/reset``,
 ``GET|POST /_sandbox/faults`` (switchable faults, see :mod:`commerce_sync_sandbox.faults`) and
-``POST /_sandbox/offers/{offerId}`` (edit an offer directly, as a seller would on allegro.pl).
+``POST /_sandbox/offers/{offerId}`` (edit an offer directly, as a seller would on allegro.pl) and the
+order endpoints of :mod:`commerce_sync_sandbox.orders` (``POST /_sandbox/orders`` buys, lowering the offer's
+stock).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import random
 import re
 import secrets
 import threading
@@ -40,9 +50,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from commerce_sync_sandbox import orders as order_book
 from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.orders import Entry, OrderBook, iso
 from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
@@ -58,6 +70,20 @@ KINDS: dict[str, CommandKind] = {
 }
 _AMOUNT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_EVENTS = 1000
+SELLER_ID = "51356837"
+ORDER_EVENT_TYPES = frozenset(
+    {
+        "BOUGHT",
+        "FILLED_IN",
+        "READY_FOR_PROCESSING",
+        "BUYER_CANCELLED",
+        "AUTO_CANCELLED",
+        "BUYER_MODIFIED",
+        "FULFILLMENT_STATUS_CHANGED",
+    }
+)
+FORM_STATUS = {"unpaid": "FILLED_IN", "ready": "READY_FOR_PROCESSING", "cancelled": "CANCELLED"}
 
 
 class ApiError(Exception):
@@ -152,7 +178,9 @@ class AllegroSimulator:
         self._offers: dict[str, dict[str, Any]] = {}
         self._commands: dict[str, dict[str, dict[str, Any]]] = {"price": {}, "quantity": {}}
         self._stats = _empty_stats()
+        self._by_sku: dict[str, str] = {}
         self.faults = Faults()
+        self.orders = OrderBook(self, self._lock, _new_ids)
         self._load()
 
     def __repr__(self) -> str:
@@ -166,6 +194,8 @@ class AllegroSimulator:
                 self._offers = {offer["id"]: offer for offer in state["offers"]}
                 self._commands = {"price": {}, "quantity": {}, **state.get("commands", {})}
                 self._stats = {**_empty_stats(), **state.get("stats", {})}
+                self._by_sku = {offer["external"]["id"]: offer["id"] for offer in self._offers.values()}
+                self.orders.load(state.get("orders"))
             else:
                 self._reset_state()
 
@@ -173,10 +203,17 @@ class AllegroSimulator:
         self._offers = {offer["id"]: offer for offer in initial_offers(self.catalog_n, self.seed)}
         self._commands = {"price": {}, "quantity": {}}
         self._stats = _empty_stats()
+        self._by_sku = {offer["external"]["id"]: offer["id"] for offer in self._offers.values()}
+        self.orders.reset()
         self._save()
 
     def _save(self) -> None:
-        state = {"offers": list(self._offers.values()), "commands": self._commands, "stats": self._stats}
+        state = {
+            "offers": list(self._offers.values()),
+            "commands": self._commands,
+            "stats": self._stats,
+            "orders": self.orders.state(),
+        }
         save_state(self.state_path, state)
 
     def save(self) -> None:
@@ -204,6 +241,102 @@ class AllegroSimulator:
         with self._lock:
             found = self._offers.get(offer_id)
             return json.loads(json.dumps(found)) if found else None
+
+    # ------------------------------------------------------------------ listings, for the order book
+    def available(self, sku: str) -> int | None:
+        offer_id = self._by_sku.get(sku)
+        return int(self._offers[offer_id]["stock"]["available"]) if offer_id else None
+
+    def adjust(self, sku: str, delta: int) -> None:
+        stock = self._offers[self._by_sku[sku]]["stock"]
+        stock["available"] = max(0, int(stock["available"]) + delta)
+
+    def offer_of(self, sku: str) -> tuple[str, str, str, str]:
+        offer = self._offers[self._by_sku[sku]]
+        price = offer["sellingMode"]["price"]
+        return offer["id"], offer["name"], price["amount"], price["currency"]
+
+    def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
+
+    # ------------------------------------------------------------------ orders API
+    def order_events(self, after: str | None, types: list[str], limit: int) -> dict[str, Any]:
+        """``GET /order/events``: events after the event id ``after`` (all retained ones without it)."""
+        if not 1 <= limit <= MAX_EVENTS:
+            raise ApiError(422, "VALIDATION_ERROR", f"limit must be between 1 and {MAX_EVENTS}", "limit")
+        unknown = sorted(set(types) - ORDER_EVENT_TYPES)
+        if unknown:
+            raise ApiError(422, "VALIDATION_ERROR", f"unknown event types {unknown}", "type")
+        try:
+            seq = int(after) if after is not None else 0
+        except ValueError:
+            raise ApiError(422, "VALIDATION_ERROR", f"from {after!r} is not an event id", "from") from None
+        with self._lock:
+            events: list[dict[str, Any]] = []
+            while len(events) < limit:
+                chunk = self.orders.events_after(seq, limit)
+                if not chunk:
+                    break
+                seq = chunk[-1].seq
+                events.extend(self._event(e) for e in chunk if not types or e.type in types)
+            events = events[:limit]
+        if self.faults.duplicate_events:
+            events = [event for event in events for _ in (0, 1)]
+        if self.faults.shuffle_events:
+            random.Random(len(events)).shuffle(events)
+        return {"events": events}
+
+    def order_event_stats(self) -> dict[str, Any]:
+        """``GET /order/event-stats``: the latest event (what a reader starting now starts after)."""
+        latest = self.orders.latest
+        if latest is None:
+            return {"latestEvent": None}
+        return {"latestEvent": {"id": str(latest.seq), "occurredAt": iso(latest.at)}}
+
+    def checkout_form(self, form_id: str) -> dict[str, Any]:
+        """``GET /order/checkout-forms/{id}``: the order's current state."""
+        with self._lock:
+            order = self.orders.orders.get(form_id)
+            if order is None:
+                raise ApiError(404, "NOT_FOUND", f"checkout form {form_id} not found", "checkoutFormId")
+            lines = _line_items(order)
+            total = sum(Decimal(line["price"]["amount"]) * line["quantity"] for line in lines)
+            currency = lines[0]["price"]["currency"] if lines else "PLN"
+            return {
+                "id": order["id"],
+                "messageToSeller": None,
+                "buyer": _buyer(order),
+                "payment": {
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, order["id"])),
+                    "type": "ONLINE",
+                    "provider": "P24",
+                    "finishedAt": iso(order["paid"]) if order["paid"] else None,
+                    "paidAmount": {"amount": f"{total:.2f}", "currency": currency} if order["paid"] else None,
+                },
+                "status": FORM_STATUS[order["status"]],
+                "fulfillment": {"status": "NEW", "shipmentSummary": {"lineItemsSent": "NONE"}},
+                "lineItems": lines,
+                "summary": {"totalToPay": {"amount": f"{total:.2f}", "currency": currency}},
+                "updatedAt": iso(order["updated"]),
+                "revision": _revision(order["id"], order["version"]),
+                "marketplace": {"id": "allegro-pl"},
+            }
+
+    def _event(self, entry: Entry) -> dict[str, Any]:
+        order = self.orders.orders[entry.order_id]
+        return {
+            "id": str(entry.seq),
+            "occurredAt": iso(entry.at),
+            "type": entry.type,
+            "order": {
+                "seller": {"id": SELLER_ID},
+                "buyer": _buyer(order),
+                "lineItems": _line_items(order),
+                "checkoutForm": {"id": order["id"], "revision": _revision(order["id"], entry.version)},
+                "marketplace": {"id": "allegro-pl"},
+            },
+        }
 
     # ------------------------------------------------------------------ auth
     def issue_token(self, client_id: str, client_secret: str) -> dict[str, Any]:
@@ -419,6 +552,33 @@ class AllegroSimulator:
         return command
 
 
+def _new_ids(seq: int) -> tuple[str, str]:
+    return str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def _revision(order_id: str, version: int) -> str:
+    return hashlib.sha256(f"{order_id}:{version}".encode()).hexdigest()[:8]
+
+
+def _buyer(order: dict[str, Any]) -> dict[str, Any]:
+    number = int(hashlib.sha256(order["id"].encode()).hexdigest()[:6], 16)
+    return {"id": str(number), "email": f"buyer{number}@allegromail.example", "login": f"buyer{number}", "guest": False}
+
+
+def _line_items(order: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": line["line_id"],
+            "offer": {"id": line["offer_id"], "name": line["title"], "external": {"id": line["sku"]}},
+            "quantity": line["quantity"],
+            "originalPrice": {"amount": line["price"], "currency": line["currency"]},
+            "price": {"amount": line["price"], "currency": line["currency"]},
+            "boughtAt": iso(order["created"]),
+        }
+        for line in order["lines"]
+    ]
+
+
 class AllegroHTTPServer(SimulatorServer):
     """The Allegro simulator's HTTP server."""
 
@@ -452,7 +612,7 @@ class AllegroHandler(JsonHandler):
             if parts == ["auth", "oauth", "token"] and method == "POST":
                 self._token(query, body)
                 return
-            if parts[:1] != ["sale"]:
+            if parts[:1] not in (["sale"], ["order"]):
                 raise ApiError(404, "NOT_FOUND", f"no resource {url.path}")
             self._authorise(method)
             fault = self.simulator.faults.before_request()
@@ -461,7 +621,10 @@ class AllegroHandler(JsonHandler):
                 code = "TOO_MANY_REQUESTS" if status == 429 else "SERVICE_UNAVAILABLE"
                 self._send(status, ApiError(status, code, "sandbox fault").body(), headers=headers)
                 return
-            self._sale(method, parts[1:], query, body)
+            if parts[0] == "order":
+                self._order(method, parts[1:], query)
+            else:
+                self._sale(method, parts[1:], query, body)
         except ApiError as error:
             if error.code in ("invalid_client", "invalid_token", "invalid_grant", "unsupported_grant_type"):
                 self._send(error.status, {"error": error.code, "error_description": error.message})
@@ -474,7 +637,26 @@ class AllegroHandler(JsonHandler):
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "request body too large")
         return self.rfile.read(length) if length else b""
 
+    def _order(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        if method != "GET":
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here")
+        if parts == ["events"]:
+            froms = query.get("from")
+            after = froms[0] if froms else None
+            limit = _int_param(query, "limit", 100)
+            self._send(200, self.simulator.order_events(after, query.get("type") or [], limit))
+        elif parts == ["event-stats"]:
+            self._send(200, self.simulator.order_event_stats())
+        elif len(parts) == 2 and parts[0] == "checkout-forms":
+            self._send(200, self.simulator.checkout_form(parts[1]))
+        else:
+            raise ApiError(404, "NOT_FOUND", "no such resource")
+
     def _sandbox(self, method: str, parts: list[str], body: bytes) -> None:
+        answer = self.simulator.order_request(method, parts, body)
+        if answer is not None:
+            self._send(answer[0], answer[1])
+            return
         if method == "GET" and parts == ["stats"]:
             self._send(200, self.simulator.stats())
         elif method == "POST" and parts == ["reset"]:

@@ -24,6 +24,21 @@ Listings Items API (``listingsItems_2021-08-01.json`` in amzn/selling-partner-ap
   ``lastUpdatedDate`` ordering;
 * ``GET /listings/2021-08-01/items/{sellerId}/{sku}`` (getListingsItem), 404 for an unknown SKU.
 
+Orders API v2026-01-01 (``../shared/contracts/amazon/orders_2026-01-01.json``), orders from the sandbox's
+order book (:mod:`commerce_sync_sandbox.orders`):
+
+* ``GET /orders/2026-01-01/orders`` (searchOrders): exactly one of ``createdAfter``/``lastUpdatedAfter``
+  (the sandbox answers ``lastUpdatedAfter``), optional ``lastUpdatedBefore`` (at least two minutes before
+  now), ``marketplaceIds``, ``maxResultsPerPage`` (1..100, default 100), ``includedData``,
+  ``paginationToken``. Orders come oldest change first; the answer's ``lastUpdatedBefore`` is the end of
+  the window it covers (the request's, or the moment of the first page), kept by the pagination token,
+  so an order changed while a reader pages moves past the window instead of shifting the pages;
+* ``GET /orders/2026-01-01/orders/{orderId}`` (getOrder) → ``{"order"}``.
+
+``fulfillment.fulfillmentStatus`` (with ``includedData=FULFILLMENT``) is ``PENDING`` until paid, then
+``UNSHIPPED``; ``CANCELLED`` after a cancellation (item ``cancellation`` with ``includedData=CANCELLATION``).
+Answers carry ``x-amzn-RateLimit-Limit`` (searchOrders 0.0056/s, getOrder 0.5/s).
+
 Offers are ``offerType`` ``B2C`` with ``price`` ``{"amount", "currencyCode"}``; availability is
 ``fulfillmentChannelCode`` ``DEFAULT`` (merchant-fulfilled) with ``quantity``. The answers carry
 ``x-amzn-RateLimit-Limit`` (searchListingsItems 5 requests/s, burst 5; getListingsItem 5/s, burst 10);
@@ -36,7 +51,8 @@ changes nothing twice: ``stats["revisions"]`` counts only real changes. API call
 ``drop_after_apply`` loses the answer of ``createFeed`` after the feed was processed.
 
 Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
-``POST /_sandbox/listings/{sku}`` ``{"price", "quantity"}`` (a direct edit in Seller Central).
+``POST /_sandbox/listings/{sku}`` ``{"price", "quantity"}`` (a direct edit in Seller Central) and the order
+endpoints of :mod:`commerce_sync_sandbox.orders` (``POST /_sandbox/orders`` buys, lowering the quantity).
 """
 
 from __future__ import annotations
@@ -45,6 +61,7 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 import secrets
 import threading
 import time
@@ -55,9 +72,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from commerce_sync_sandbox import orders as order_book
 from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.orders import OrderBook, iso, now_us, parse_iso
 from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
@@ -74,6 +93,27 @@ INCLUDED_DATA = frozenset({"summaries", "offers", "fulfillmentAvailability", "is
 SORT_KEYS = ("sku", "createdDate", "lastUpdatedDate")
 RATE_LIMITS = {"search": "5.0", "item": "5.0"}
 """``x-amzn-RateLimit-Limit`` of searchListingsItems and getListingsItem (requests per second)."""
+ORDERS_API = "2026-01-01"
+ORDER_RATE_LIMITS = {"search": "0.0056", "get": "0.5"}
+MAX_ORDERS_PER_PAGE = 100
+ORDER_DATA = frozenset(
+    {
+        "BUYER",
+        "RECIPIENT",
+        "PROCEEDS",
+        "EXPENSE",
+        "PROMOTION",
+        "CANCELLATION",
+        "FULFILLMENT",
+        "PACKAGES",
+        "TAX",
+        "PAYMENT",
+        "FULFILLMENT_ORDERS",
+    }
+)
+FULFILLMENT_STATUS = {"unpaid": "PENDING", "ready": "UNSHIPPED", "cancelled": "CANCELLED"}
+BEFORE_MARGIN_US = 120 * 1_000_000
+"""``lastUpdatedBefore`` must be at least two minutes before the request."""
 PRICE_PATH = "/attributes/purchasable_offer"
 QUANTITY_PATH = "/attributes/fulfillment_availability"
 
@@ -137,8 +177,10 @@ class AmazonSimulator:
             asin = "B0" + hashlib.sha256(product.sku.encode()).hexdigest()[:8].upper()
             self._details[product.sku] = {"name": product.name, "asin": asin, "created": created, "updated": created}
         self.stats = {"requests": 0, "feeds": 0, "messages": 0, "revisions": 0, "searches": 0, "item_reads": 0}
+        self.orders = OrderBook(self, self._lock, _new_ids)
         saved = load_state(state_path)
         if saved is not None:
+            self.orders.load(saved.get("orders"))
             for sku, listing in saved.get("listings", {}).items():
                 if sku in self._listings:
                     self._listings[sku] = listing
@@ -157,11 +199,113 @@ class AmazonSimulator:
                 "updated": updated,
                 "last_update": self._last_update.isoformat(),
                 "stats": self.stats,
+                "orders": self.orders.state(),
             },
         )
 
     def __repr__(self) -> str:
         return f"AmazonSimulator(listings={len(self._listings)})"
+
+    # ------------------------------------------------------------------ listings, for the order book
+    def available(self, sku: str) -> int | None:
+        listing = self._listings.get(sku)
+        return int(listing["quantity"]) if listing else None
+
+    def adjust(self, sku: str, delta: int) -> None:
+        listing = self._listings[sku]
+        listing["quantity"] = max(0, int(listing["quantity"]) + delta)
+        self._touch(sku)
+
+    def offer_of(self, sku: str) -> tuple[str, str, str, str]:
+        listing = self._listings[sku]
+        details = self._details[sku]
+        return details["asin"], details["name"], listing["price"], listing["currency"]
+
+    def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
+
+    # ------------------------------------------------------------------ orders API
+    def search_orders(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``searchOrders``: one page of the orders changed in the window (see the module docs)."""
+        if bool(_first(query, "createdAfter")) == bool(_first(query, "lastUpdatedAfter")):
+            raise SpApiError(400, "InvalidInput", "exactly one of createdAfter and lastUpdatedAfter is required")
+        if _first(query, "createdAfter") or _first(query, "createdBefore"):
+            raise SpApiError(400, "InvalidInput", "the sandbox answers lastUpdatedAfter searches only")
+        marketplaces = _csv(query, "marketplaceIds")
+        if marketplaces and self.marketplace_id not in marketplaces:
+            raise SpApiError(
+                400, "InvalidInput", f"marketplaceIds {marketplaces}: this seller sells in {self.marketplace_id}"
+            )
+        included = self._order_data(query)
+        raw_size = _first(query, "maxResultsPerPage")
+        try:
+            size = int(raw_size) if raw_size is not None else MAX_ORDERS_PER_PAGE
+        except ValueError:
+            raise SpApiError(400, "InvalidInput", f"maxResultsPerPage {raw_size!r} is not an integer") from None
+        if not 1 <= size <= MAX_ORDERS_PER_PAGE:
+            raise SpApiError(400, "InvalidInput", f"maxResultsPerPage must be between 1 and {MAX_ORDERS_PER_PAGE}")
+        try:
+            after = parse_iso(str(_first(query, "lastUpdatedAfter")))
+            raw_before = _first(query, "lastUpdatedBefore")
+            before = parse_iso(raw_before) + 1 if raw_before else None
+        except ValueError as error:
+            raise SpApiError(400, "InvalidInput", f"invalid date: {error}") from None
+        now = now_us()
+        if before is not None and (before <= after or before > now - BEFORE_MARGIN_US):
+            raise SpApiError(
+                400, "InvalidInput", "lastUpdatedBefore must be after lastUpdatedAfter and two minutes before now"
+            )
+        fixed = {
+            k: v for k, v in sorted(query.items()) if k not in ("paginationToken", "maxResultsPerPage", "includedData")
+        }
+        fingerprint = hashlib.sha256(json.dumps(fixed).encode()).hexdigest()[:16]
+        token = _first(query, "paginationToken")
+        start = after
+        if token is not None:
+            try:
+                document = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+                bound, start, matches = int(document["b"]), int(document["k"]) + 1, document["q"] == fingerprint
+            except (binascii.Error, ValueError, KeyError, TypeError):
+                raise SpApiError(400, "InvalidInput", "paginationToken is not valid") from None
+            if not matches:
+                raise SpApiError(400, "InvalidInput", "paginationToken does not belong to this search")
+        else:
+            bound = before if before is not None else now
+        with self._lock:
+            self.stats["searches"] += 1
+            found: list[tuple[int, dict[str, Any]]] = []
+            for at, order in self.orders.changed(start, bound):
+                found.append((at, order))
+                if len(found) > size:
+                    break
+            page = [_amazon_order(order, included, self.marketplace_id) for _, order in found[:size]]
+        if self.faults.sparse_orders:
+            for listed in page:
+                listed.pop("fulfillment", None)
+        answer: dict[str, Any] = {"orders": page, "lastUpdatedBefore": iso(bound)}
+        if len(found) > size:
+            key = found[size - 1][0]
+            next_token = json.dumps({"b": bound, "k": key, "q": fingerprint}).encode()
+            answer["pagination"] = {"nextToken": base64.urlsafe_b64encode(next_token).decode().rstrip("=")}
+        return answer
+
+    def get_order(self, order_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``getOrder``."""
+        included = self._order_data(query)
+        with self._lock:
+            order = self.orders.orders.get(order_id)
+            if order is None:
+                raise SpApiError(404, "NotFound", f"order {order_id} not found")
+            return {"order": _amazon_order(order, included, self.marketplace_id)}
+
+    @staticmethod
+    def _order_data(query: dict[str, list[str]]) -> set[str]:
+        included = set(_csv(query, "includedData"))
+        unknown = included - ORDER_DATA
+        if unknown:
+            raise SpApiError(400, "InvalidInput", f"includedData {sorted(unknown)} is not valid")
+        return included
 
     # ------------------------------------------------------------------ auth
     def issue_token(self, form: dict[str, str]) -> dict[str, Any]:
@@ -465,6 +609,62 @@ class AmazonSimulator:
         return None
 
 
+def _new_ids(seq: int) -> tuple[str, str]:
+    draw = random.SystemRandom()
+    order_id = f"{draw.randrange(100, 999)}-{draw.randrange(10**6, 10**7)}-{draw.randrange(10**6, 10**7)}"
+    return order_id, str(draw.randrange(10**13, 10**14))
+
+
+def _amazon_order(order: dict[str, Any], included: set[str], marketplace: str) -> dict[str, Any]:
+    """An order in the Orders API v2026-01-01 shape, with the datasets in ``included``."""
+    status = order["status"]
+    items: list[dict[str, Any]] = []
+    for line in order["lines"]:
+        item: dict[str, Any] = {
+            "orderItemId": line["line_id"],
+            "quantityOrdered": line["quantity"],
+            "product": {
+                "asin": line["offer_id"],
+                "title": line["title"],
+                "sellerSku": line["sku"],
+                "condition": {"conditionType": "NEW", "conditionSubtype": "NEW"},
+                "price": {"unitPrice": {"amount": line["price"], "currencyCode": line["currency"]}},
+            },
+        }
+        if "PROCEEDS" in included:
+            total = f"{Decimal(line['price']) * line['quantity']:.2f}"
+            item["proceeds"] = {"proceedsTotal": {"amount": total, "currencyCode": line["currency"]}}
+        if "FULFILLMENT" in included:
+            item["fulfillment"] = {
+                "quantityFulfilled": 0,
+                "quantityUnfulfilled": 0 if status == "cancelled" else line["quantity"],
+            }
+        if "CANCELLATION" in included and status == "cancelled":
+            by = "BUYER" if order.get("cancelled_by") == "buyer" else "AMAZON"
+            cancellation: dict[str, Any] = {
+                "cancellationExecution": {
+                    "cancelledBy": by,
+                    "cancelReason": "CUSTOMER_REQUEST" if by == "BUYER" else "UNPAID",
+                }
+            }
+            if by == "BUYER":
+                cancellation["cancellationRequest"] = {"requester": "BUYER", "cancelReason": "CUSTOMER_REQUEST"}
+            item["cancellation"] = cancellation
+        items.append(item)
+    answer: dict[str, Any] = {
+        "orderId": order["id"],
+        "createdTime": iso(order["created"]),
+        "lastUpdatedTime": iso(order["updated"]),
+        "salesChannel": {"channelName": "AMAZON", "marketplaceId": marketplace, "marketplaceName": "Amazon.pl"},
+        "orderItems": items,
+    }
+    if "FULFILLMENT" in included:
+        answer["fulfillment"] = {"fulfillmentStatus": FULFILLMENT_STATUS[status], "fulfilledBy": "MERCHANT"}
+    if "BUYER" in included:
+        answer["buyer"] = {"buyerName": "Sandbox Buyer", "buyerEmail": f"{order['id']}@marketplace.amazon.example"}
+    return answer
+
+
 def _first(query: dict[str, list[str]], name: str) -> str | None:
     values = query.get(name)
     return values[0] if values else None
@@ -523,6 +723,10 @@ class AmazonHandler(JsonHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            answer = sim.order_request(method, parts[1:], body) if parts[:1] == ["_sandbox"] else None
+            if answer is not None:
+                self._send(answer[0], answer[1])
+                return
             if parts[:1] == ["_sandbox"] and method == "GET" and parts[1:] == ["stats"]:
                 self._send(200, dict(sim.stats))
                 return
@@ -551,7 +755,7 @@ class AmazonHandler(JsonHandler):
                 data = sim.download(parts[1])
                 self._raw(200, data, "application/json")
                 return
-            if parts[:2] not in (["feeds", API], ["listings", LISTINGS_API]):
+            if parts[:2] not in (["feeds", API], ["listings", LISTINGS_API], ["orders", ORDERS_API]):
                 raise SpApiError(404, "NotFound", f"no resource {url.path}")
             if not sim.check_token(self.headers.get("x-amz-access-token") or ""):
                 raise SpApiError(403, "Unauthorized", "Access to requested resource is denied.")
@@ -561,7 +765,9 @@ class AmazonHandler(JsonHandler):
                 code = "QuotaExceeded" if status == 429 else "ServiceUnavailable"
                 self._send(status, SpApiError(status, code, "sandbox fault").body(), headers=headers)
                 return
-            if parts[0] == "listings":
+            if parts[0] == "orders":
+                self._orders(method, parts[2:], parse_qs(url.query))
+            elif parts[0] == "listings":
                 self._listings(method, parts[2:], parse_qs(url.query))
             else:
                 self._feeds(method, parts[2:], body)
@@ -572,6 +778,16 @@ class AmazonHandler(JsonHandler):
                 self._send(error.status, error.body())
         except (ValueError, TypeError) as error:
             self._send(400, SpApiError(400, "InvalidInput", str(error)).body())
+
+    def _orders(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        sim = self.simulator
+        if method == "GET" and parts == ["orders"]:
+            self._send(200, sim.search_orders(query), headers={"x-amzn-RateLimit-Limit": ORDER_RATE_LIMITS["search"]})
+        elif method == "GET" and len(parts) == 2 and parts[0] == "orders":
+            answer = sim.get_order(parts[1], query)
+            self._send(200, answer, headers={"x-amzn-RateLimit-Limit": ORDER_RATE_LIMITS["get"]})
+        else:
+            raise SpApiError(404, "NotFound", f"no resource {method} /orders/{ORDERS_API}/{'/'.join(parts)}")
 
     def _listings(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
         sim = self.simulator

@@ -11,11 +11,23 @@ Contract (developer.ebay.com, Sell Inventory API v1) for the calls the publisher
 * ``GET /sell/inventory/v1/offer?sku=...`` → the SKU's offers. Sandbox extension: without ``sku``
   it pages through every offer (``limit``, ``offset``), which the reconciliation reads.
 
+Fulfillment API v1 (orders, from the sandbox's order book :mod:`commerce_sync_sandbox.orders`):
+
+* ``GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[<from>..<to>]&limit=&offset=`` (``to``
+  optional, both inclusive, ISO 8601 UTC; limit 1..200, default 50) → ``{"href", "total", "limit",
+  "offset", "next", "orders"}``, oldest change first. As on eBay, ``cancelStatus.cancelRequests`` is
+  always empty here;
+* ``GET /sell/fulfillment/v1/order/{orderId}`` (getOrder) → the order with its cancel requests.
+
+``orderPaymentStatus`` is ``PENDING`` until the buyer pays, then ``PAID`` (``FULLY_REFUNDED`` after a
+cancellation of a paid order); ``cancelStatus.cancelState`` becomes ``CANCELED`` when cancelled.
+
 Updates set absolute values, so repeating one changes nothing: the simulator counts a *revision*
 only when a value really changes (eBay allows 250 revisions per listing and day), which is how
 tests see that a re-sent batch had no duplicate effect. Faults: :mod:`commerce_sync_sandbox.faults`.
 Sandbox endpoints (no auth): ``GET /_sandbox/stats``, ``GET|POST /_sandbox/faults``,
-``POST /_sandbox/offers/{offerId}`` (a direct edit on ebay.com).
+``POST /_sandbox/offers/{offerId}`` (a direct edit on ebay.com) and the order endpoints of
+:mod:`commerce_sync_sandbox.orders` (``POST /_sandbox/orders`` buys, lowering ``availableQuantity``).
 """
 
 from __future__ import annotations
@@ -23,23 +35,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
 import secrets
 import threading
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from commerce_sync_sandbox import orders as order_book
 from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
+from commerce_sync_sandbox.orders import OrderBook, iso, parse_iso
 from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
 MAX_REQUESTS_PER_CALL = 25
 OFFER_ID_BASE = 5_000_000_000
 DEFAULT_TOKEN_TTL = 7200
+MAX_ORDER_PAGE = 200
+SELLER_USERNAME = "sandbox_seller"
 
 
 class EbayError(Exception):
@@ -112,15 +129,85 @@ class EbaySimulator:
             }
         self._by_sku = {offer["sku"]: offer_id for offer_id, offer in self._offers.items()}
         self.stats = {"requests": 0, "bulk_calls": 0, "items": 0, "revisions": 0}
+        self.orders = OrderBook(self, self._lock, _new_ids)
         saved = load_state(state_path)
         if saved is not None:
             self._offers.update({offer["offerId"]: offer for offer in saved.get("offers", [])})
             self._by_sku = {offer["sku"]: offer_id for offer_id, offer in self._offers.items()}
             self.stats.update(saved.get("stats", {}))
+            self.orders.load(saved.get("orders"))
 
     def _save(self) -> None:
         if self.state_path is not None:
-            save_state(self.state_path, {"offers": list(self._offers.values()), "stats": self.stats})
+            save_state(
+                self.state_path,
+                {"offers": list(self._offers.values()), "stats": self.stats, "orders": self.orders.state()},
+            )
+
+    # ------------------------------------------------------------------ listings, for the order book
+    def available(self, sku: str) -> int | None:
+        offer_id = self._by_sku.get(sku)
+        return int(self._offers[offer_id]["availableQuantity"]) if offer_id else None
+
+    def adjust(self, sku: str, delta: int) -> None:
+        offer = self._offers[self._by_sku[sku]]
+        offer["availableQuantity"] = max(0, int(offer["availableQuantity"]) + delta)
+
+    def offer_of(self, sku: str) -> tuple[str, str, str, str]:
+        offer = self._offers[self._by_sku[sku]]
+        price = offer["pricingSummary"]["price"]
+        return offer["offerId"], f"Item {sku}", price["value"], price["currency"]
+
+    def order_request(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any] | None:
+        """A ``/_sandbox/orders...`` request (see :mod:`commerce_sync_sandbox.orders`); saved after a change."""
+        return order_book.handle(self.orders, method, parts, body, self._save)
+
+    # ------------------------------------------------------------------ fulfillment API
+    def search_orders(self, query: dict[str, list[str]], href: str) -> dict[str, Any]:
+        """``getOrders``: a page of the orders whose last change lies in the filter's window."""
+        start, end = 0, 2**62
+        for part in filter(None, (query.get("filter") or [""])[0].split(",")):
+            name, _, value = part.partition(":")
+            if name.strip() != "lastmodifieddate" or not (value.startswith("[") and value.endswith("]")):
+                raise EbayError(
+                    400, 30700, f"Invalid filter {part!r}: the sandbox supports lastmodifieddate:[from..to]"
+                )
+            low, dots, high = value[1:-1].partition("..")
+            try:
+                if low:
+                    start = parse_iso(low) // 1000 * 1000
+                if high:
+                    end = (parse_iso(high) // 1000 + 1) * 1000  # inclusive to the millisecond
+            except ValueError:
+                raise EbayError(400, 30700, f"Invalid date in filter {part!r}") from None
+            if not dots or not low:
+                raise EbayError(
+                    400, 30700, f"Invalid filter {part!r}: expected lastmodifieddate:[from..] or [from..to]"
+                )
+        limit = _int(query, "limit", 50)
+        offset = _int(query, "offset", 0)
+        if not 1 <= limit <= MAX_ORDER_PAGE or offset < 0:
+            raise EbayError(400, 30800, f"limit must be 1..{MAX_ORDER_PAGE} and offset >= 0")
+        with self._lock:
+            window = [order for _, order in self.orders.changed(start, end)]
+            page = [_order(order, full=False) for order in window[offset : offset + limit]]
+        if self.faults.sparse_orders:
+            for listed in page:
+                del listed["cancelStatus"]
+        answer: dict[str, Any] = {"href": href, "total": len(window), "limit": limit, "offset": offset, "orders": page}
+        if offset + limit < len(window):
+            answer["next"] = _with_offset(href, offset + limit)
+        if offset > 0:
+            answer["prev"] = _with_offset(href, max(offset - limit, 0))
+        return answer
+
+    def get_order(self, order_id: str) -> dict[str, Any]:
+        """``getOrder``: one order, with its cancel requests."""
+        with self._lock:
+            order = self.orders.orders.get(order_id)
+            if order is None:
+                raise EbayError(404, 32100, f"Order {order_id} not found")
+            return _order(order, full=True)
 
     def __repr__(self) -> str:
         return f"EbaySimulator(offers={len(self._offers)})"
@@ -246,6 +333,89 @@ class EbaySimulator:
         return answers
 
 
+def _new_ids(seq: int) -> tuple[str, str]:
+    draw = random.SystemRandom()
+    return f"{draw.randrange(10, 99)}-{draw.randrange(10000, 99999)}-{draw.randrange(10000, 99999)}", str(
+        draw.randrange(10**11, 10**12)
+    )
+
+
+def _order(order: dict[str, Any], *, full: bool) -> dict[str, Any]:
+    """An order in the Fulfillment API's shape (``full``: getOrder, with the cancel requests)."""
+    lines = order["lines"]
+    currency = lines[0]["currency"]
+    total = sum(Decimal(line["price"]) * line["quantity"] for line in lines)
+    cancelled = order["status"] == "cancelled"
+    if order["status"] == "ready":
+        payment = "PAID"
+    elif cancelled and order.get("cancelled_after_ready"):
+        payment = "FULLY_REFUNDED"
+    else:
+        payment = "PENDING"
+    requests_: list[dict[str, Any]] = []
+    by_buyer = order.get("cancelled_by") == "buyer"
+    if cancelled and full:
+        requests_.append(
+            {
+                "cancelRequestId": "5" + order["id"].replace("-", "")[:10],
+                "cancelInitiator": "BUYER" if by_buyer else "SELLER",
+                "cancelReason": "BUYER_ASKED_CANCEL"
+                if order.get("cancelled_by") == "buyer"
+                else "OUT_OF_STOCK_OR_CANNOT_FULFILL",
+                "cancelRequestState": "COMPLETED",
+                "cancelRequestedDate": iso(order["updated"]),
+                "cancelCompletedDate": iso(order["updated"]),
+            }
+        )
+    cancel_status: dict[str, Any] = {
+        "cancelState": "CANCELED" if cancelled else "NONE_REQUESTED",
+        "cancelRequests": requests_,
+    }
+    if cancelled:
+        cancel_status["cancelledDate"] = iso(order["updated"])
+    return {
+        "orderId": order["id"],
+        "legacyOrderId": order["id"],
+        "creationDate": iso(order["created"]),
+        "lastModifiedDate": iso(order["updated"]),
+        "orderFulfillmentStatus": "NOT_STARTED",
+        "orderPaymentStatus": payment,
+        "sellerId": SELLER_USERNAME,
+        "buyer": {"username": "buyer_" + order["id"][-5:]},
+        "pricingSummary": {"total": {"value": f"{total:.2f}", "currency": currency}},
+        "cancelStatus": cancel_status,
+        "salesRecordReference": str(order["created"] % 100000),
+        "lineItems": [
+            {
+                "lineItemId": line["line_id"],
+                "legacyItemId": line["offer_id"],
+                "sku": line["sku"],
+                "title": line["title"],
+                "quantity": line["quantity"],
+                "lineItemCost": {"value": f"{Decimal(line['price']) * line['quantity']:.2f}", "currency": currency},
+                "total": {"value": f"{Decimal(line['price']) * line['quantity']:.2f}", "currency": currency},
+                "lineItemFulfillmentStatus": "NOT_STARTED",
+            }
+            for line in lines
+        ],
+    }
+
+
+def _int(query: dict[str, list[str]], name: str, default: int) -> int:
+    values = query.get(name)
+    try:
+        return int(values[0]) if values else default
+    except ValueError:
+        raise EbayError(400, 30800, f"{name} must be an integer") from None
+
+
+def _with_offset(href: str, offset: int) -> str:
+    url = urlsplit(href)
+    query = parse_qs(url.query)
+    query["offset"] = [str(offset)]
+    return url._replace(query=urlencode(query, doseq=True)).geturl()
+
+
 def _item_error(sku: Any, offer_id: Any, error_id: int, message: str) -> dict[str, Any]:
     return {
         "statusCode": 400,
@@ -308,6 +478,13 @@ class EbayHandler(JsonHandler):
                     self.close_connection = True
                     return
                 self._send(status, answer)
+            elif parts == ["sell", "fulfillment", "v1", "order"] and method == "GET":
+                address = self.server.server_address
+                assert isinstance(address, tuple)
+                href = f"http://{address[0]!s}:{address[1]}{self.path}"
+                self._send(200, self.simulator.search_orders(query, href))
+            elif parts[:4] == ["sell", "fulfillment", "v1", "order"] and len(parts) == 5 and method == "GET":
+                self._send(200, self.simulator.get_order(parts[4]))
             elif parts == ["sell", "inventory", "v1", "offer"] and method == "GET":
                 skus = query.get("sku")
                 sku = skus[0] if skus else None
@@ -339,6 +516,10 @@ class EbayHandler(JsonHandler):
             self._send(error.status, {"error": error.message.split(":")[0], "error_description": error.message})
 
     def _sandbox(self, method: str, parts: list[str], body: bytes) -> None:
+        answer = self.simulator.order_request(method, parts, body)
+        if answer is not None:
+            self._send(answer[0], answer[1])
+            return
         if method == "GET" and parts == ["stats"]:
             self._send(200, dict(self.simulator.stats))
         elif parts == ["faults"] and method in ("GET", "POST"):

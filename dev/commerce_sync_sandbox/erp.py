@@ -3,6 +3,16 @@
 The hub reads it incrementally by ``updated_at``, so the table behaves like a real ERP's: a
 trigger bumps ``updated_at`` whenever a row really changes, and reloading the demo does not touch
 rows that are already there (a re-run must not look like a change to every product).
+
+Orders handed over by the hub land in ``erp.orders`` / ``erp.order_lines`` through two functions, as a
+real ERP's order intake would:
+
+- ``erp.book_order(key, channel, order_id, lines jsonb)`` books an order once per ``key``
+  (``channel:order_id``): each line's units are added to ``erp.products.reserved`` and the line records
+  the product row's new ``updated_at`` (``booked_at``): from that version on, the ERP's own figures
+  include the order. Called again with the same key it books nothing and returns the same lines, so a
+  hand-off repeated after a crash is counted once. A SKU the ERP does not know refuses the whole order.
+- ``erp.cancel_order(key)`` cancels a booked order once: its units leave ``reserved`` again.
 """
 
 from __future__ import annotations
@@ -61,6 +71,67 @@ CREATE OR REPLACE TRIGGER products_touch_updated_at
     FOR EACH ROW
     WHEN (OLD.* IS DISTINCT FROM NEW.*)
     EXECUTE FUNCTION erp.touch_updated_at();
+CREATE TABLE IF NOT EXISTS erp.orders (
+    order_key    text PRIMARY KEY,
+    channel      text NOT NULL,
+    order_id     text NOT NULL,
+    status       text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'cancelled')),
+    received_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    cancelled_at timestamptz,
+    deliveries   integer NOT NULL DEFAULT 1          -- how often the hub handed it over (booked once)
+);
+CREATE TABLE IF NOT EXISTS erp.order_lines (
+    order_key text NOT NULL REFERENCES erp.orders (order_key),
+    line_id   text NOT NULL,
+    sku       text NOT NULL REFERENCES erp.products (sku),
+    quantity  integer NOT NULL CHECK (quantity > 0),
+    booked_at timestamptz NOT NULL,
+    PRIMARY KEY (order_key, line_id)
+);
+CREATE OR REPLACE FUNCTION erp.book_order(p_key text, p_channel text, p_order_id text, p_lines jsonb)
+RETURNS TABLE (line_id text, sku text, booked_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    line jsonb;
+    unknown text;
+BEGIN
+    INSERT INTO erp.orders (order_key, channel, order_id) VALUES (p_key, p_channel, p_order_id)
+    ON CONFLICT (order_key) DO NOTHING;
+    IF NOT FOUND THEN
+        UPDATE erp.orders SET deliveries = deliveries + 1 WHERE order_key = p_key;
+    ELSE
+        SELECT l->>'sku' INTO unknown FROM jsonb_array_elements(p_lines) AS l
+        WHERE NOT EXISTS (SELECT 1 FROM erp.products AS p WHERE p.sku = l->>'sku') LIMIT 1;
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'order %: SKU % is not in erp.products', p_key, unknown USING ERRCODE = '23503';
+        END IF;
+        FOR line IN SELECT * FROM jsonb_array_elements(p_lines) ORDER BY value->>'sku', value->>'line_id' LOOP
+            UPDATE erp.products AS p SET reserved = p.reserved + (line->>'quantity')::integer
+            WHERE p.sku = line->>'sku';
+            INSERT INTO erp.order_lines (order_key, line_id, sku, quantity, booked_at)
+            SELECT p_key, line->>'line_id', p.sku, (line->>'quantity')::integer, p.updated_at
+            FROM erp.products AS p WHERE p.sku = line->>'sku';
+        END LOOP;
+    END IF;
+    RETURN QUERY SELECT ol.line_id, ol.sku, ol.booked_at FROM erp.order_lines AS ol
+                 WHERE ol.order_key = p_key ORDER BY ol.line_id;
+END
+$$;
+CREATE OR REPLACE FUNCTION erp.cancel_order(p_key text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE erp.orders SET status = 'cancelled', cancelled_at = clock_timestamp()
+    WHERE order_key = p_key AND status = 'open';
+    IF NOT FOUND THEN
+        RETURN EXISTS (SELECT 1 FROM erp.orders WHERE order_key = p_key);
+    END IF;
+    UPDATE erp.products AS p SET reserved = greatest(0, p.reserved - l.quantity)
+    FROM (SELECT ol.sku, sum(ol.quantity)::integer AS quantity FROM erp.order_lines AS ol
+          WHERE ol.order_key = p_key GROUP BY ol.sku) AS l
+    WHERE p.sku = l.sku;
+    RETURN true;
+END
+$$;
 """
 
 

@@ -7,6 +7,12 @@
 * ``cursor``: the opaque ``next_cursor`` of the previous page (keyset paging), or
 * ``page`` (1-based): offset paging; then ``next_cursor`` is omitted.
 
+``POST /api/orders`` takes an order handed over by the hub, ``{"key", "channel", "order_id", "lines":
+[{"line_id", "sku", "quantity"}]}`` with an ``Idempotency-Key`` header equal to ``key``, and answers 201
+(booked now) or 200 (booked before) with ``{"key", "lines": [{"line_id", "sku", "booked_at"}]}`` (see
+:mod:`commerce_sync_sandbox.erp`); 422 when a SKU is unknown or the body is malformed.
+``POST /api/orders/<key>/cancel`` cancels it (200, or 404 for an unknown key).
+
 Auth: ``Authorization: Bearer <token>`` or HTTP Basic, as configured. Prices are JSON strings
 (exact decimals), timestamps ISO 8601 UTC. ``fail_first`` answers 503 with ``Retry-After: 0`` first.
 """
@@ -21,7 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
 
 from commerce_sync.db import connect
 from commerce_sync_sandbox.erp import COLUMNS
@@ -101,6 +109,33 @@ class ErpRestServer:
             )
         return 200, document
 
+    def book(self, body: Any, idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+        """Book a handed-over order (``POST /api/orders``)."""
+        if not isinstance(body, dict) or not isinstance(body.get("lines"), list) or not body.get("key"):
+            return 422, {"error": "expected {key, channel, order_id, lines: [...]}"}
+        if idempotency_key != body["key"]:
+            return 422, {"error": "the Idempotency-Key header must equal the order's key"}
+        try:
+            with connect(self.erp_url) as db:
+                db.execute("SET TIME ZONE 'UTC'")
+                known = db.execute("SELECT 1 FROM erp.orders WHERE order_key = %s", (body["key"],)).fetchone()
+                rows = db.execute(
+                    "SELECT line_id, sku, booked_at FROM erp.book_order(%s, %s, %s, %s::jsonb)",
+                    (body["key"], body.get("channel", ""), body.get("order_id", ""), json.dumps(body["lines"])),
+                ).fetchall()
+        except psycopg.Error as exc:
+            return 422, {"error": str(exc).splitlines()[0]}
+        lines = [{"line_id": r[0], "sku": r[1], "booked_at": r[2].isoformat()} for r in rows]
+        return (200 if known else 201), {"key": body["key"], "lines": lines}
+
+    def cancel(self, key: str) -> tuple[int, dict[str, Any]]:
+        """Cancel a booked order (``POST /api/orders/<key>/cancel``)."""
+        with connect(self.erp_url) as db:
+            row = db.execute("SELECT erp.cancel_order(%s)", (key,)).fetchone()
+        if not row or not row[0]:
+            return 404, {"error": f"no order {key}"}
+        return 200, {"key": key, "status": "cancelled"}
+
     def start(self) -> ErpRestServer:
         state = self
 
@@ -120,6 +155,25 @@ class ErpRestServer:
                     self._send(404, {"error": "not found"})
                 else:
                     self._send(*state.products(query))
+
+            def do_POST(self) -> None:
+                path = urlsplit(self.path).path
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if not state._authorised(self.headers.get("Authorization")):
+                    self._send(401, {"error": "unauthorised"}, {"WWW-Authenticate": 'Bearer realm="erp"'})
+                    return
+                if path == "/api/orders":
+                    try:
+                        body = json.loads(raw or b"null")
+                    except json.JSONDecodeError as exc:
+                        self._send(422, {"error": f"not JSON: {exc}"})
+                        return
+                    self._send(*state.book(body, self.headers.get("Idempotency-Key")))
+                elif path.startswith("/api/orders/") and path.endswith("/cancel"):
+                    self._send(*state.cancel(unquote(path[len("/api/orders/") : -len("/cancel")])))
+                else:
+                    self._send(404, {"error": "not found"})
 
             def _send(self, status: int, document: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 body = json.dumps(document, default=lambda v: v.isoformat()).encode()

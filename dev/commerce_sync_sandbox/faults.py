@@ -7,7 +7,11 @@ the same names) arm them:
 * ``outage``: the next N API requests answer 503 (a 5xx burst);
 * ``drop_after_apply``: the next N writes are applied, then the connection is closed without an answer;
 * ``slow``: every API request waits this many seconds before answering;
-* ``reject``: SKUs whose item-level changes are refused with a per-item error.
+* ``reject``: SKUs whose item-level changes are refused with a per-item error;
+* ``duplicate_events``: order event pages carry every event twice (Allegro delivers events at least once);
+* ``shuffle_events``: order event pages come out of order (ids and ``occurredAt`` not ascending);
+* ``sparse_orders``: order searches leave out what a reader must then fetch per order (eBay getOrders
+  without ``cancelStatus``, Amazon searchOrders without ``fulfillment``).
 
 Counters record what fired, so tests can assert that a fault really happened.
 """
@@ -35,6 +39,9 @@ class Faults:
     drop_after_apply: int = 0
     slow: float = 0.0
     reject: dict[str, str] = field(default_factory=dict)
+    duplicate_events: bool = False
+    shuffle_events: bool = False
+    sparse_orders: bool = False
     fired: dict[str, int] = field(default_factory=lambda: {"throttle": 0, "outage": 0, "drop": 0, "reject": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -54,7 +61,16 @@ class Faults:
 
     def clear(self) -> None:
         """Disarm everything (counters stay)."""
-        self.arm(throttle=0, outage=0, drop_after_apply=0, slow=0.0, reject={})
+        self.arm(
+            throttle=0,
+            outage=0,
+            drop_after_apply=0,
+            slow=0.0,
+            reject={},
+            duplicate_events=False,
+            shuffle_events=False,
+            sparse_orders=False,
+        )
 
     def before_request(self) -> tuple[int, dict[str, str]] | None:
         """An error answer (status, headers) to give instead of handling the request, or None."""
@@ -105,5 +121,8 @@ class Faults:
                 "drop_after_apply": self.drop_after_apply,
                 "slow": self.slow,
                 "reject": dict(self.reject),
+                "duplicate_events": self.duplicate_events,
+                "shuffle_events": self.shuffle_events,
+                "sparse_orders": self.sparse_orders,
                 "fired": dict(self.fired),
             }

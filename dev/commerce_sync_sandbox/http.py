@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,13 +28,25 @@ class JsonHandler(BaseHTTPRequestHandler):
     """Media type of the JSON answers (a simulator may use its API's vendor type)."""
 
     def do_GET(self) -> None:
-        self._dispatch("GET")
+        with self._counted():
+            self._dispatch("GET")
 
     def do_POST(self) -> None:
-        self._dispatch("POST")
+        with self._counted():
+            self._dispatch("POST")
 
     def do_PUT(self) -> None:
-        self._dispatch("PUT")
+        with self._counted():
+            self._dispatch("PUT")
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        stats = getattr(self.server, "stats", None)
+        if stats is None:
+            yield
+            return
+        with stats.request(f"{self.command} {self.path.split('?', 1)[0]}"):
+            yield
 
     def _dispatch(self, method: str) -> None:
         """Route one request; simulators override this."""
@@ -58,11 +76,47 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+@dataclass
+class RequestStats:
+    """Requests a simulator is answering right now, the most at once, and when each ran.
+
+    A test reads these to see what the marketplace saw: e.g. that a pool kept one marketplace's tasks
+    from calling it concurrently. ``intervals`` keeps the last 10,000 ``(path, start, end)`` (monotonic).
+    """
+
+    in_flight: int = 0
+    max_in_flight: int = 0
+    total: int = 0
+    intervals: deque[tuple[str, float, float]] = field(default_factory=lambda: deque(maxlen=10_000))
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def request(self, path: str) -> Iterator[None]:
+        start = time.monotonic()
+        with self.lock:
+            self.in_flight += 1
+            self.total += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.intervals.append((path, start, time.monotonic()))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.max_in_flight = self.in_flight
+            self.total = 0
+            self.intervals.clear()
+
+
 class SimulatorServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries one simulator for its handlers."""
+    """A threading HTTP server that carries one simulator for its handlers, and counts their requests."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], simulator: Any, handler: type[JsonHandler]) -> None:
         self.simulator = simulator
+        self.stats = RequestStats()
         super().__init__(address, handler)

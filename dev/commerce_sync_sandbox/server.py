@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from commerce_sync_sandbox.http import RequestStats
 from commerce_sync_sandbox.simulators import SimulatorContext, simulators
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,14 @@ class SandboxServer:
             raise RuntimeError("the sandbox server is not running; call start() first")
         host, port = server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def request_stats(self, marketplace: str) -> RequestStats:
+        """What simulator ``marketplace`` (``allegro``, ``ebay``, ...) has answered (in flight, most at once)."""
+        server = self._servers.get(marketplace)
+        if server is None:
+            raise RuntimeError("the sandbox server is not running; call start() first")
+        stats: RequestStats = getattr(server, "stats")  # noqa: B009 - every SimulatorServer keeps its stats
+        return stats
 
     @property
     def feeds_url(self) -> str:

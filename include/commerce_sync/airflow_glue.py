@@ -9,18 +9,23 @@ Task bodies in ``dags/`` call into :mod:`commerce_sync` through these helpers so
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from airflow.sdk import get_current_context
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from commerce_sync.audit.ledger import RunContext
 from commerce_sync.connections import get_connection
 from commerce_sync.db import as_data_error, lost_connection_is_transient
 from commerce_sync.errors import BreakerTripped, ChannelError, ConfigError, DataError, TransientError
+from commerce_sync.notify import FailureNotifier, deadline_missed, runbook_line
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM, Override
 
 HUB_CONN_ID = "hub_db"
@@ -110,12 +115,84 @@ def operator_errors(what: str) -> Iterator[None]:
 
 
 # Defaults every DAG uses: retries with exponential backoff for transient faults (bad data fails
-# without retry through AirflowFailException, see operator_errors).
+# without retry through AirflowFailException, see operator_errors); a final failure notifies the
+# operators (SMTP / webhook connections, commerce_sync.notify) with the runbook line that applies;
+# tasks go to the database/CPU queue unless they talk to a marketplace (MARKETPLACE_QUEUE).
 DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 3,
-    "retry_delay": timedelta(seconds=30),
+    # COMMERCE_SYNC_RETRY_DELAY_SECONDS shortens it where a test must see a retry soon.
+    "retry_delay": timedelta(seconds=float(os.environ.get("COMMERCE_SYNC_RETRY_DELAY_SECONDS", "30"))),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=10),
+    "on_failure_callback": FailureNotifier(),
 }
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# Celery queues (ignored by the LocalExecutor): marketplace API calls on one queue, database and CPU
+# work on another, so a slow or throttled marketplace never holds the slots the hub work needs.
+HUB_QUEUE = os.environ.get("COMMERCE_SYNC_HUB_QUEUE", "default")
+MARKETPLACE_QUEUE = os.environ.get("COMMERCE_SYNC_MARKETPLACE_QUEUE", "marketplace")
+MAX_PARALLEL_CHANNELS = 4
+"""Mapped per-channel/per-supplier tasks of one run running at once (``max_active_tis_per_dagrun``)."""
+
+DEADLINE_ENV_PREFIX = "COMMERCE_SYNC_DEADLINE_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def parse_duration(raw: str, name: str) -> timedelta | None:
+    """``"10"``/``"10m"`` = 10 minutes, ``"90s"``, ``"2h"``; ``"0"`` or ``"off"`` = no deadline.
+
+    Raises:
+        ConfigError: anything else, naming the variable.
+    """
+    if raw.strip().lower() in ("off", "none", "0"):
+        return None
+    match = _DURATION.match(raw)
+    if not match:
+        raise ConfigError(f"{name}={raw!r}: expected minutes (10), or 90s / 10m / 2h, or off")
+    value, unit = float(match.group(1)), match.group(2) or "m"
+    delta = (
+        timedelta(seconds=value) if unit == "s" else timedelta(minutes=value) if unit == "m" else timedelta(hours=value)
+    )
+    return delta if delta > timedelta(0) else None
+
+
+def sync_deadline(dag_id: str, doc_md: str | None, *, default: timedelta, what: str) -> list[DeadlineAlert]:
+    """The DAG's deadline alert: notify when a run has not finished ``default`` after it was queued.
+
+    ``COMMERCE_SYNC_DEADLINE_<DAG_ID>`` overrides the interval (see :func:`parse_duration`; read when the
+    DAG file is parsed). The alert goes through the notifiers (:func:`commerce_sync.notify.deadline_missed`,
+    on the triggerer) with the DAG's ``*Deadline missed*`` runbook line.
+
+    Args:
+        dag_id: the DAG's id (names the variable).
+        doc_md: the DAG's docs, whose runbook says what to do about a late run.
+        default: the interval when the variable is not set.
+        what: what is late, e.g. "ERP sync" (the alert says "ERP sync not finished 0:10:00 after it was queued").
+    """
+    name = DEADLINE_ENV_PREFIX + dag_id.upper()
+    raw = os.environ.get(name)
+    interval = default if raw is None else parse_duration(raw, name)
+    if interval is None:
+        return []
+    line = runbook_line(doc_md, "deadline missed")
+    return [
+        DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=interval,
+            callback=AsyncCallback(
+                deadline_missed, kwargs={"what": f"{what} not finished {interval} after it was queued", "runbook": line}
+            ),
+            name=f"{dag_id}_late",
+        )
+    ]
+
+
+def label_map_index(**values: str) -> None:
+    """Put ``values`` into the task's context so ``map_index_template`` (e.g. ``"{{ channel_id }}"``) names
+    the mapped instance after what it works on, in the UI and the logs."""
+    context = get_current_context()
+    for key, value in values.items():
+        context[key] = value  # type: ignore[literal-required]

@@ -72,6 +72,9 @@ AMAZON_LISTINGS = Asset(
     name="amazon.listings.items", uri="https://sellingpartnerapi-eu.amazon.com/listings/2021-08-01/items"
 )
 HUB_CHANNEL_RECONCILIATION = hub_table("channel_reconciliation")
+HUB_SALES_ORDER = hub_table("sales_order")
+HUB_STOCK_RESERVATION = hub_table("stock_reservation")
+ERP_ORDERS = Asset(name=f"{ERP_DATABASE}.erp.orders", uri=f"postgres://{ERP_HOST}/{ERP_DATABASE}/erp/orders")
 
 
 def feed_file(channel_id: str, path: str) -> Asset:

@@ -9,6 +9,10 @@ commerce-sync ledger verify       walk the audit chain (links, hashes, keyed MAC
 commerce-sync ledger export-head  write the signed chain head to --target DIR
 commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, --format json|text)
 commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
+commerce-sync status              per source and channel: last success, outbox backlog, open quarantine
+                                  rows, held price moves; whether the event triggers are alive
+commerce-sync pools               the Airflow pools the channel kinds need (--format airflow: the JSON
+                                  `airflow pools import FILE` reads; the set-up scripts do that)
 
 The sandbox and the demo are developer tools of their own distribution (``dev/``): ``commerce-sync-dev``.
 """
@@ -143,6 +147,27 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from commerce_sync.audit.health import format_health, health
+
+    with connect(hub_database_url()) as conn:
+        report = health(conn)
+    print(json.dumps(report.as_dict(), indent=2, default=str) if args.format == "json" else format_health(report))
+    return 0
+
+
+def _pools(args: argparse.Namespace) -> int:
+    from commerce_sync import registry
+
+    pools = registry.pools()
+    if args.format == "airflow":
+        document = {p.name: {"slots": p.slots, "description": p.description, "include_deferred": False} for p in pools}
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print("\n".join(f"{p.name:16} {p.slots:>3} slot(s)  {p.description}" for p in pools))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commerce-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sku", required=True)
     explain.add_argument("--format", choices=("json", "text"), default="text")
     explain.set_defaults(func=_explain)
+
+    status = sub.add_parser("status", help="health per source and channel, and of the event triggers")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=_status)
+
+    pools = sub.add_parser("pools", help="the Airflow pools of the registered channel kinds")
+    pools.add_argument("--format", choices=("text", "airflow"), default="text")
+    pools.set_defaults(func=_pools)
     return parser
 
 

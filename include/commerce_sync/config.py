@@ -425,6 +425,35 @@ class SuppliersFile(Model):
 
 
 # ---------------------------------------------------------------- ERP
+class ErpSqlOrders(Model):
+    """How orders are handed to an ERP reached over SQL (see :mod:`commerce_sync.orders.erp`).
+
+    Both statements take named parameters (``:key`` is ``channel:order_id``, the hand-off's idempotency
+    key). ``book`` must book an order once per key and return one row per line, ``(line_id, sku,
+    booked_at)``, where ``booked_at`` is the ERP's ``cursor_column`` value of the SKU's product row that
+    first includes the line in its stock figures; called again with the same key it books nothing and
+    returns the same rows.
+    """
+
+    book: str = Field(
+        default="SELECT line_id, sku, booked_at FROM erp.book_order(:key, :channel, :order_id, CAST(:lines AS jsonb))",
+        description="statement taking :key, :channel, :order_id and :lines (JSON: [{line_id, sku, quantity}])",
+    )
+    cancel: str = Field(default="SELECT erp.cancel_order(:key)", description="statement taking :key")
+
+
+class ErpRestOrders(Model):
+    """How orders are handed to an ERP reached over REST: ``POST path`` with ``Idempotency-Key: <key>``.
+
+    Body ``{key, channel, order_id, lines: [{line_id, sku, quantity}]}``; the answer carries
+    ``lines: [{line_id, sku, booked_at}]`` (see :class:`ErpSqlOrders` for ``booked_at``). Cancelling is
+    ``POST cancel_path`` (``{key}`` is replaced by the URL-quoted key).
+    """
+
+    path: str = Field(default="/api/orders", pattern=r"^/")
+    cancel_path: str = Field(default="/api/orders/{key}/cancel", pattern=r"^/.*\{key\}")
+
+
 class ErpSource(Model):
     """The ERP read over SQL: an Airflow connection (any SQLAlchemy URL) and a query with a cursor column."""
 
@@ -437,6 +466,7 @@ class ErpSource(Model):
     currency: Currency = "PLN"
     stock_location: str = "main"
     fetch_size: int = Field(default=10_000, ge=100, le=1_000_000)
+    orders: ErpSqlOrders | None = Field(default=None, description="hand marketplace orders to the ERP (SQL)")
 
 
 class ErpRestSource(Model):
@@ -466,6 +496,7 @@ class ErpRestSource(Model):
     stock_location: str = "main"
     timeout_seconds: float = Field(default=60, gt=0, le=3600)
     retries: int = Field(default=3, ge=0, le=10)
+    orders: ErpRestOrders | None = Field(default=None, description="hand marketplace orders to the ERP (REST)")
 
 
 def _erp_type(value: Any) -> str:
@@ -651,6 +682,11 @@ class Channel(Model):
     stock_buffer: int = Field(default=0, ge=0, description="units kept back from the sellable stock")
     stock_buffer_pct: Percent = Field(default=Decimal(0), description="... plus this share of it, rounded up")
     max_listed_quantity: int | None = Field(default=None, ge=0, description="never list more than this")
+    end_when_at_or_below: int | None = Field(
+        default=None,
+        ge=0,
+        description="list 0 (end the offer) when the sellable quantity after the buffers is at or below this",
+    )
     breakers: OfferBreakers | None = None
     change_cap: ChangeCap | None = None
     conn_id: str | None = None

@@ -82,6 +82,11 @@ class ChannelKind:
         settings: pydantic model validating the channel's ``settings`` mapping (kind-specific options).
         needs_connection: a channel of this kind must name ``conn_id``.
         details: anything else the family needs (the feed format of a feed kind).
+        pool: the Airflow pool every task calling this kind's API runs in (marketplaces), so publishing,
+            reading back and importing orders of one marketplace share one concurrency bound.
+        pool_slots: the pool's size: how many such tasks may call the API at once. Each task's client
+            keeps its own token bucket, so the API sees at most ``pool_slots`` x that bucket's rate.
+        rate_limit: the API's published limit the sizing is derived from (shown in ``commerce-sync pools``).
     """
 
     name: str
@@ -94,8 +99,13 @@ class ChannelKind:
     settings: type[BaseModel] | None = None
     needs_connection: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    pool: str | None = None
+    pool_slots: int = 1
+    rate_limit: str = ""
 
     def __post_init__(self) -> None:
+        if self.pool is not None and (not self.pool or self.pool_slots < 1):
+            raise ValueError(f"channel kind {self.name!r}: a pool needs a name and at least one slot")
         if not self.name or self.name != self.name.lower() or not self.name.replace("_", "").isalnum():
             raise ValueError(f"channel kind name {self.name!r}: use lower-case letters, digits and underscores")
         unknown = set(self.capabilities) - CAPABILITIES
@@ -241,3 +251,36 @@ def channels_that(channels: Iterable[Channel], capability: Capability, family: F
     """Ids of the enabled channels whose kind has ``capability`` (and is of ``family``), in config order."""
     wanted = {spec.name for spec in kinds(family, capability)}
     return [channel.id for channel in channels if channel.enabled and channel.kind in wanted]
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One Airflow pool the registered kinds need: name, slots, and why that size."""
+
+    name: str
+    slots: int
+    description: str
+
+
+def pools() -> list[PoolSpec]:
+    """The pools of the registered kinds, by name (kinds sharing a pool must agree on its size).
+
+    Raises:
+        ConfigError: two kinds name one pool with different sizes.
+    """
+    found: dict[str, PoolSpec] = {}
+    for spec in kinds():
+        if spec.pool is None:
+            continue
+        description = f"{spec.title} API: {spec.pool_slots} task(s) at once; {spec.rate_limit}".rstrip("; ")
+        pool = PoolSpec(spec.pool, spec.pool_slots, description)
+        known = found.get(spec.pool)
+        if known is not None and known.slots != pool.slots:
+            raise ConfigError(f"pool {spec.pool!r}: kinds disagree on its size ({known.slots} vs {pool.slots})")
+        found.setdefault(spec.pool, pool)
+    return [found[name] for name in sorted(found)]
+
+
+def pool_of(kind: str) -> str | None:
+    """The pool of kind ``kind`` (None: Airflow's default pool)."""
+    return get(kind).pool

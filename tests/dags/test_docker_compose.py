@@ -33,6 +33,8 @@ REQUIRED_SERVICES = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "redis",
+    "flower",
     "sandbox",
 }
 # Bind-mount sources created at run time (by Docker / airflow-init), so they must be gitignored
@@ -173,7 +175,6 @@ def _env_example_keys() -> dict[str, str]:
 def test_required_services_exist(services: dict[str, dict[str, Any]]) -> None:
     missing = REQUIRED_SERVICES - set(services)
     assert not missing, f"docker-compose.yaml lacks services {sorted(missing)}"
-    assert "redis" not in services, "LocalExecutor setup: no redis/celery services expected"
 
 
 def test_airflow_services_share_jwt_secret_and_execution_api(
@@ -195,7 +196,7 @@ def test_airflow_services_share_jwt_secret_and_execution_api(
         assert env.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL") == EXECUTION_API_URL, (
             f"service {name!r}: AIRFLOW__CORE__EXECUTION_API_SERVER_URL must be {EXECUTION_API_URL}"
         )
-        assert env.get("AIRFLOW__CORE__EXECUTOR") == "LocalExecutor", f"service {name!r}: executor"
+        assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", f"service {name!r}: executor"
 
 
 def test_execution_api_url_points_at_the_api_server(services: dict[str, dict[str, Any]]) -> None:
@@ -415,3 +416,52 @@ def test_every_connection_the_shipped_config_uses_is_provided(services: dict[str
     env = _environment(services["airflow-scheduler"])
     missing = sorted(f"AIRFLOW_CONN_{c.upper()}" for c in conn_ids if c and f"AIRFLOW_CONN_{c.upper()}" not in env)
     assert not missing, f"docker-compose.yaml lacks the connections the shipped config uses: {missing}"
+
+
+def _workers(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Celery worker services and their command, as argv."""
+    found = {}
+    for name, service in services.items():
+        command = service.get("command") or []
+        argv = shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+        if argv[:2] == ["celery", "worker"]:
+            found[name] = argv
+    return found
+
+
+def test_celery_executor_with_redis_broker_and_postgres_results(compose: dict[str, Any]) -> None:
+    env = {str(k): str(v) for k, v in compose[COMMON_ANCHOR_KEY]["environment"].items()}
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
+    backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert backend.startswith("db+postgresql") and urlsplit(backend.removeprefix("db+")).hostname == "postgres"
+    depends = compose[COMMON_ANCHOR_KEY]["depends_on"]
+    assert depends["redis"] == {"condition": "service_healthy"}
+
+
+def test_at_least_two_named_workers_consume_both_queues(services: dict[str, dict[str, Any]]) -> None:
+    from commerce_sync.airflow_glue import HUB_QUEUE, MARKETPLACE_QUEUE
+
+    workers = _workers(services)
+    assert len(workers) >= 2, f"expected two or more Celery worker services, found {sorted(workers)}"
+    names = set()
+    for service, argv in workers.items():
+        assert service in _services_using_common_anchor(), f"{service} must share the Airflow settings"
+        queues = set(argv[argv.index("-q") + 1].split(",")) if "-q" in argv else {"default"}
+        assert {HUB_QUEUE, MARKETPLACE_QUEUE} <= queues, f"{service} consumes {sorted(queues)}"
+        names.add(argv[argv.index("-H") + 1])
+        assert services[service]["environment"]["DUMB_INIT_SETSID"] == "0", "warm shutdown needs DUMB_INIT_SETSID=0"
+        assert services[service].get("healthcheck"), service
+    assert len(names) == len(workers), "each worker needs its own Celery hostname (-H)"
+
+
+def test_flower_and_redis_are_not_published_beyond_loopback(services: dict[str, dict[str, Any]]) -> None:
+    assert services["flower"]["command"] == "celery flower"
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert not services["redis"].get("ports"), "the broker stays on the compose network"
+
+
+def test_init_creates_the_marketplace_pools(services: dict[str, dict[str, Any]]) -> None:
+    script = "\n".join(services["airflow-init"]["command"])
+    assert "commerce-sync pools --format airflow" in script and "airflow pools import" in script

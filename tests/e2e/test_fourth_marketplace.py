@@ -175,7 +175,7 @@ def test_a_kind_registered_outside_the_package_publishes_and_reads_back(world: d
     assert sum(simulator.batches) == len(offers)  # one item per SKU: its price and quantity travel together
 
     (publish,) = _ledger(hub, "offer_update")
-    assert publish[:6] == ("hub_to_marketplaces", "publish_offers", "success", 2 * len(offers), 2 * len(shown), 2)
+    assert publish[:6] == ("hub_to_marketplaces", "publish_tinymart", "success", 2 * len(offers), 2 * len(shown), 2)
     assert publish[6]["rejected_skus"] == [UNLISTED]
     assert publish[6]["requests"] == len(simulator.batches)
     with connect(hub) as conn:
@@ -185,7 +185,7 @@ def test_a_kind_registered_outside_the_package_publishes_and_reads_back(world: d
     assert len(errors) == 1 and UNLISTED in errors[0][0] and "not listed" in errors[0][0]
 
     (first_read,) = _ledger(hub, "channel_reconciliation")
-    assert first_read[:4] == ("marketplaces_to_hub_reconciliation", "reconcile_offers", "success", len(shown))
+    assert first_read[:4] == ("marketplaces_to_hub_reconciliation", "reconcile_tinymart", "success", len(shown))
     # The unlisted SKU, refused item by item, is the one difference: reported as missing, not re-sent.
     assert (first_read[6]["differences"], first_read[6]["requeued"]) == (1, 0)
     assert first_read[6]["sample"][0].startswith(f"{UNLISTED} missing")

@@ -36,6 +36,7 @@ FEEDS = {
 }
 EBAY = ("https://api.ebay.com", "/sell/inventory/v1/offer")
 AMAZON = ("https://sellingpartnerapi-eu.amazon.com", "/listings/2021-08-01/items")
+MARKETPLACE_KINDS = ("allegro", "ebay", "amazon")
 
 
 def hub(table: str) -> tuple[str, str]:
@@ -67,12 +68,13 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
         {hub("channel_offer"), hub("outbox")},
     ),
-    ("hub_to_marketplaces", "list_channels"): (set(), set()),
-    ("hub_to_marketplaces", "publish_offers"): None,
+    # One list/publish (and list/reconcile) task pair per marketplace kind, each in the kind's pool.
+    **{("hub_to_marketplaces", f"list_{kind}_channels"): (set(), set()) for kind in MARKETPLACE_KINDS},
+    **{("hub_to_marketplaces", f"publish_{kind}"): None for kind in MARKETPLACE_KINDS},
     ("hub_to_catalog_feeds", "list_channels"): (set(), set()),
     ("hub_to_catalog_feeds", "write_feed"): None,
-    ("marketplaces_to_hub_reconciliation", "list_channels"): (set(), set()),
-    ("marketplaces_to_hub_reconciliation", "reconcile_offers"): None,
+    **{("marketplaces_to_hub_reconciliation", f"list_{kind}_channels"): (set(), set()) for kind in MARKETPLACE_KINDS},
+    **{("marketplaces_to_hub_reconciliation", f"reconcile_{kind}"): None for kind in MARKETPLACE_KINDS},
 }
 SUPPLIER_FEEDS = {("https://supplier_acme", "/feeds/acme.xml"), ("https://supplier_bravo", "/feeds/bravo.csv")}
 TRANSFER_TASKS = {
@@ -83,9 +85,9 @@ TRANSFER_TASKS = {
     ("hub_to_channel_offers", "load_exchange_rates"),
     ("hub_to_channel_offers", "check_hub_catalog"),
     ("hub_to_channel_offers", "compute_offers"),
-    ("hub_to_marketplaces", "publish_offers"),
+    *(("hub_to_marketplaces", f"publish_{kind}") for kind in MARKETPLACE_KINDS),
     ("hub_to_catalog_feeds", "write_feed"),
-    ("marketplaces_to_hub_reconciliation", "reconcile_offers"),
+    *(("marketplaces_to_hub_reconciliation", f"reconcile_{kind}") for kind in MARKETPLACE_KINDS),
 }
 
 
@@ -142,7 +144,7 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
             elif key[1] == "sync_supplier_feed":  # one supplier feed per mapped task, known only at run time
                 assert len(got[0]) == 1 and got[0] <= SUPPLIER_FEEDS, (key, got)
                 assert got[1] == {hub("supplier_offer"), hub("quarantine"), hub("supplier_price_change")}, (key, got)
-            elif key[1] == "reconcile_offers":  # one marketplace read back per mapped task
+            elif key[1].startswith("reconcile_"):  # one marketplace read back per mapped task
                 assert len(got[0] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
                 assert got[0] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox")}, (key, got)
                 assert got[1] == {hub("channel_reconciliation"), hub("outbox")}, (key, got)
@@ -156,7 +158,9 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
     feeds = [next(iter(_names(e["inputs"]))) for e in completes[("suppliers_to_hub_offers", "sync_supplier_feed")]]
     assert sorted(feeds) == sorted(SUPPLIER_FEEDS), "each supplier's task names its own feed"
     marketplaces = [
-        _names(e["outputs"]) & {ALLEGRO, EBAY, AMAZON} for e in completes[("hub_to_marketplaces", "publish_offers")]
+        _names(e["outputs"]) & {ALLEGRO, EBAY, AMAZON}
+        for kind in MARKETPLACE_KINDS
+        for e in completes[("hub_to_marketplaces", f"publish_{kind}")]
     ]
     assert sorted(map(sorted, marketplaces)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), (
         "each marketplace publisher names its channel"
@@ -165,7 +169,8 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
     assert sorted(map(sorted, files)) == sorted([[f] for f in FEEDS]), "each feed writer names the file it wrote"
     read_back = [
         _names(e["inputs"]) & {ALLEGRO, EBAY, AMAZON}
-        for e in completes[("marketplaces_to_hub_reconciliation", "reconcile_offers")]
+        for kind in MARKETPLACE_KINDS
+        for e in completes[("marketplaces_to_hub_reconciliation", f"reconcile_{kind}")]
     ]
     assert sorted(map(sorted, read_back)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), "each reconciler names its channel"
 

@@ -381,3 +381,14 @@ def test_absurd_page_numbers_and_nul_bytes_are_400(client: Any, viewer: dict[str
         assert response.status_code == 400, (path, params)
         assert "NUL" in response.text
     assert client.get("/audit/", params={"source": "supplier:\x00acme"}).status_code == 303, "login comes first"
+
+
+def test_the_list_page_starts_with_the_health_of_sources_and_channels(client: Any, viewer: dict[str, str]) -> None:
+    page = client.get("/audit/", headers=viewer).text
+    health = page[page.index('<table id="health-table">') : page.index('<p id="event-triggers">')]
+    assert "<td>supplier:acme</td>" in health and "<td>erp</td>" in health
+    acme_row = health[health.index("<td>supplier:acme</td>") :].split("</tr>", 1)[0]
+    assert '<td class="num">2</td>' in acme_row  # its two open quarantine rows
+    assert 'class="failed"><td>channel:allegro</td>' in health  # its only transfer failed
+    assert "Event triggers: " in page
+    assert page.index('id="health"') < page.index('id="transfers"')

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from commerce_sync.transport.http import CircuitBreaker, CircuitOpenError, HttpClient, TokenBucket
+import pytest
+import requests
+
+from commerce_sync.transport.http import (
+    CircuitBreaker,
+    CircuitOpenError,
+    HttpClient,
+    TokenBucket,
+    settle_environment,
+)
 
 
 class FakeClock:
@@ -105,3 +114,26 @@ def test_client_fails_fast_while_open_without_touching_the_network() -> None:
     assert clock.slept and len(clock.slept) == 1  # one attempt, one backoff, then the breaker refused
     assert "secret" not in repr(client)
     client.close()
+
+
+def test_environment_is_read_once_when_only_a_ca_bundle_is_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session = requests.Session()
+    settle_environment(session)
+    assert session.trust_env is False
+    assert session.verify == "/etc/ssl/certs/ca-certificates.crt"
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "NETRC"])
+def test_environment_stays_live_when_a_proxy_or_netrc_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(variable, "http://proxy.invalid:3128" if variable == "HTTPS_PROXY" else str(tmp_path / "n"))
+    session = requests.Session()
+    settle_environment(session)
+    assert session.trust_env is True
+    assert session.verify is True

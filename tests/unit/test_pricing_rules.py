@@ -232,3 +232,13 @@ def test_effective_cost(erp: str, supply: str | None, qty: int, active: bool, ex
 def test_channel_quantity(own: int, reserved: int, dropship: int, settings: dict, expected: int) -> None:
     assert channel_quantity(own, reserved, dropship, _channel(**settings), active=True) == expected
     assert channel_quantity(own, reserved, dropship, _channel(**settings), active=False) == 0
+
+
+def test_end_when_at_or_below_ends_the_offer_and_orders_held_count() -> None:
+    from commerce_sync.config import Channel
+
+    channel = Channel(id="shop", kind="ebay", conn_id="x", pricing_rule="r", end_when_at_or_below=3)
+    assert channel_quantity(10, 7, 0, channel, active=True) == 0  # 3 left: ended
+    assert channel_quantity(10, 6, 0, channel, active=True) == 4
+    assert channel_quantity(10, 2, 0, channel, active=True, held=3) == 5  # units held by marketplace orders
+    assert channel_quantity(1, 0, 0, channel, active=True, held=2) == 0  # oversold: never negative

@@ -3,7 +3,9 @@
 Mounted inside the Airflow api-server by ``plugins/audit_view_plugin.py`` (under ``/audit``) and
 reached from the Airflow UI's *Browse* menu. Pages:
 
-* ``/``                         transfers, filtered (DAG, source, target, status, dates), 50 a page
+* ``/``                         health per source and channel (``audit.health``: last success, backlog,
+                                quarantine, held moves, event triggers), then the transfers, filtered
+                                (DAG, source, target, status, dates), 50 a page
 * ``/transfers.csv``            the same list as CSV (current filters, every page)
 * ``/transfers/{id}``           one transfer: counts, checksum, details, validation, quarantined rows
 * ``/transfers/{id}/quarantine.csv``  that transfer's quarantined rows as CSV
@@ -51,6 +53,7 @@ import jinja2
 import markupsafe
 import psycopg
 
+from commerce_sync.audit.health import airflow_database_url, health
 from commerce_sync.audit.view_queries import (
     QUARANTINE_COLUMNS,
     TRANSFER_COLUMNS,
@@ -326,9 +329,14 @@ class NotAuthorized(Exception):
     """An authenticated user whom the auth manager does not allow to see this view."""
 
 
-def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Path] | None = None) -> Any:
+def create_app(
+    dsn: Callable[[], str] = hub_dsn,
+    data_docs_dir: Callable[[], Path] | None = None,
+    airflow_url: Callable[[], str | None] = airflow_database_url,
+) -> Any:
     """Build the FastAPI app. ``dsn`` returns the hub DSN (looked up per request); ``data_docs_dir``
-    the directory of the GX Data Docs (default: ``quality.yaml``'s, under the data directory)."""
+    the directory of the GX Data Docs (default: ``quality.yaml``'s, under the data directory);
+    ``airflow_url`` Airflow's metadata database, read for the event triggers' health."""
     # The very dependency Airflow's REST API uses: JWT from "Authorization: Bearer" or the
     # "_token" cookie, validated (signature, expiry, revocation) by the configured auth manager.
     from airflow.api_fastapi.app import get_auth_manager
@@ -426,6 +434,7 @@ def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Pat
             raise HTTPException(status_code=400, detail=f"page must be at most {MAX_PAGE:,}")
         with read_only(dsn()) as conn:
             listing = transfer_page(conn, flt, page_no)
+            report = health(conn, airflow_url() or "")
         base = _base(request)
 
         def page_href(number: int) -> str:
@@ -443,6 +452,7 @@ def create_app(dsn: Callable[[], str] = hub_dsn, data_docs_dir: Callable[[], Pat
             count_columns=COUNT_COLUMNS,
             page_href=page_href,
             export_href=f"{base}/transfers.csv?{urlencode(flt.query_params())}",
+            health=report,
         )
 
     @app.get("/transfers.csv")

@@ -9,6 +9,13 @@ of the outbox rows it carries (their idempotency keys and offer ids), and outbox
 updated in the same transaction that holds their row locks, one commit per command. A crash after
 the PUT but before the commit leaves the rows pending; the next run rebuilds the same command,
 sends the same id, and Allegro answers with the original command instead of applying it again.
+
+Orders (:meth:`AllegroMarketplace.read_orders`) are read from the order event journal:
+``GET /order/events?from=<eventId>`` (every event type), then the current state of each distinct order
+of the page from ``GET /order/checkout-forms/{id}``. Events repeat and arrive out of order, so the
+events only say *which* orders changed; the checkout form says what they are now. The cursor is the
+highest event id of the page (event ids increase); the first run starts after
+``GET /order/event-stats`` → ``latestEvent``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -24,6 +32,16 @@ import requests
 
 from commerce_sync import registry
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
+from commerce_sync.channels.order_reading import (
+    MalformedOrder,
+    Reading,
+    decode_cursor,
+    money,
+    order_line,
+    parse_time,
+    reading_orders,
+)
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderStatus
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError, TransientError
@@ -43,6 +61,15 @@ PIPELINE_WINDOW = 50  # commands sent before their results are awaited
 COMMAND_NAMESPACE = uuid.UUID("5b0c3f4e-7a51-4c55-9f1e-2f6f2d0a9e11")
 """UUID5 namespace of commerce_sync's Allegro command ids (never change it: retries rely on it)."""
 _CENT = Decimal("0.01")
+MAX_EVENTS_PER_PAGE = 1000
+FORM_FETCH_WORKERS = 4
+ORDER_STATUSES: dict[str, OrderStatus] = {
+    "BOUGHT": "unpaid",
+    "FILLED_IN": "unpaid",
+    "READY_FOR_PROCESSING": "ready",
+    "CANCELLED": "cancelled",
+}
+"""Checkout-form ``status`` → the hub's order status."""
 
 
 def price_command_body(offer_ids: Sequence[str], amount: Decimal | str, currency: str) -> dict[str, Any]:
@@ -171,6 +198,24 @@ class AllegroClient(OAuthClient):
             if len(batch) < PAGE_SIZE:
                 return tasks
 
+    def order_events(self, after: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        """``GET /order/events``: up to ``limit`` events after event id ``after`` (every retained one without it)."""
+        params: dict[str, Any] = {"limit": max(1, min(limit, MAX_EVENTS_PER_PAGE))}
+        if after is not None:
+            params["from"] = after
+        events: list[dict[str, Any]] = self.request("GET", "/order/events", params=params).json().get("events") or []
+        return events
+
+    def order_event_stats(self) -> dict[str, Any] | None:
+        """``GET /order/event-stats`` → ``latestEvent`` (``{"id", "occurredAt"}``), None when there is none."""
+        latest = self.request("GET", "/order/event-stats").json().get("latestEvent")
+        return latest if isinstance(latest, dict) else None
+
+    def checkout_form(self, form_id: str) -> dict[str, Any]:
+        """``GET /order/checkout-forms/{id}``: the order's current state."""
+        form: dict[str, Any] = self.request("GET", f"/order/checkout-forms/{form_id}").json()
+        return form
+
     def wait_for_command(self, kind: CommandKind, command_id: uuid.UUID | str, timeout: float = 60.0) -> dict[str, Any]:
         """Poll the general report until every task finished.
 
@@ -225,9 +270,12 @@ class AllegroMarketplace(Marketplace):
     idempotent_requests = True
     client: AllegroClient
 
-    def __init__(self, client: AllegroClient, poll_timeout: float = 60.0) -> None:
+    def __init__(
+        self, client: AllegroClient, poll_timeout: float = 60.0, form_fetch_workers: int = FORM_FETCH_WORKERS
+    ) -> None:
         super().__init__(client)
         self.poll_timeout = poll_timeout
+        self.form_fetch_workers = max(1, form_fetch_workers)
 
     @classmethod
     def from_connection(cls, info: ConnectionInfo) -> AllegroMarketplace:
@@ -285,6 +333,58 @@ class AllegroMarketplace(Marketplace):
                 outcomes.append(Outcome(item.id, "failed", task, f"offer {item.offer_id} (SKU {item.sku}): {message}"))
         return outcomes
 
+    def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch:
+        """Orders whose events follow the cursor's event id (see the module docs); at most ``limit`` orders.
+
+        The cursor is ``{"from": <event id>}``; ``from`` is null only when Allegro had no event at all
+        when the first run asked, which then reads from the oldest event Allegro keeps.
+        """
+        state = decode_cursor(self.title, cursor)
+        reading = Reading(self.title, self.client)
+        with reading_orders(self.title):
+            if state is None:
+                latest = self.client.order_event_stats()
+                state = {"from": str(latest["id"]) if latest and latest.get("id") is not None else None}
+                reading.count("started_at_latest_event")
+            after = state.get("from")
+            page_limit = max(1, min(limit, MAX_EVENTS_PER_PAGE))
+            events = self.client.order_events(after, page_limit)
+            distinct: dict[str, dict[str, Any]] = {}
+            form_ids: dict[str, None] = {}
+            for event in events:
+                event_id = str(event.get("id"))
+                if event_id in distinct:
+                    reading.count("duplicate_events")
+                    continue
+                distinct[event_id] = event
+                form_id = ((event.get("order") or {}).get("checkoutForm") or {}).get("id")
+                if not form_id:
+                    reading.skip(MalformedOrder(None, f"event {event_id} ({event.get('type')}) names no checkout form"))
+                    continue
+                form_ids[str(form_id)] = None
+            reading.count("events", len(events))
+            reading.count("pages")
+            if distinct:
+                state = {"from": max(distinct, key=_event_order)}
+            if _out_of_order(list(distinct)):
+                reading.count("out_of_order_pages")
+            for form_id, form in self._forms(list(form_ids)):
+                reading.count("forms_read")
+                try:
+                    reading.add(checkout_form_order(form_id, form))
+                except MalformedOrder as error:
+                    reading.skip(error)
+        return reading.batch(state, more=len(distinct) >= page_limit)
+
+    def _forms(self, form_ids: list[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """Each form's current state, read ``form_fetch_workers`` at a time (the client is thread-safe)."""
+        if self.form_fetch_workers == 1 or len(form_ids) < 2:
+            for form_id in form_ids:
+                yield form_id, self.client.checkout_form(form_id)
+            return
+        with ThreadPoolExecutor(self.form_fetch_workers, thread_name_prefix="allegro-forms") as pool:
+            yield from zip(form_ids, pool.map(self.client.checkout_form, form_ids), strict=True)
+
     def listings(self) -> Iterator[tuple[str | None, str | None]]:
         """(SKU, offer id) of every offer: the SKU is the offer's ``external.id``."""
         for offer in self.client.list_offers():
@@ -308,15 +408,72 @@ class AllegroMarketplace(Marketplace):
             )
 
 
+def _event_order(event_id: str) -> tuple[int, int | str]:
+    """Event ids are increasing numbers; compare them as such (a non-numeric id sorts by text)."""
+    return (1, int(event_id)) if event_id.isdigit() else (0, event_id)
+
+
+def _out_of_order(event_ids: list[str]) -> bool:
+    keys = [_event_order(event_id) for event_id in event_ids]
+    return keys != sorted(keys)
+
+
+def checkout_form_order(form_id: str, form: Mapping[str, Any]) -> MarketplaceOrder:
+    """A checkout form (``GET /order/checkout-forms/{id}``) as a :class:`MarketplaceOrder`.
+
+    Raises:
+        MalformedOrder: the form has an unknown status, no line items, or a line the hub cannot import.
+    """
+    order_id = str(form.get("id") or form_id)
+    status_word = str(form.get("status"))
+    status = ORDER_STATUSES.get(status_word)
+    if status is None:
+        raise MalformedOrder(order_id, f"checkout form status {status_word!r} is not one of {sorted(ORDER_STATUSES)}")
+    items = form.get("lineItems")
+    if not isinstance(items, list) or not items:
+        raise MalformedOrder(order_id, "the checkout form has no line items")
+    lines = []
+    bought: list[Any] = []
+    for item in items:
+        offer = item.get("offer") or {}
+        price = item.get("price") or {}
+        lines.append(
+            order_line(
+                order_id,
+                item.get("id"),
+                (offer.get("external") or {}).get("id"),
+                offer.get("id"),
+                item.get("quantity"),
+                money(price.get("amount")),
+                price.get("currency"),
+            )
+        )
+        if item.get("boughtAt"):
+            bought.append(parse_time(item["boughtAt"]))
+    fulfillment = (form.get("fulfillment") or {}).get("status")
+    return MarketplaceOrder(
+        order_id=order_id,
+        status=status,
+        marketplace_status=f"{status_word}/{fulfillment}" if fulfillment else status_word,
+        revision=str(form["revision"]) if form.get("revision") is not None else None,
+        updated_at=parse_time(form.get("updatedAt")),
+        lines=tuple(lines),
+        created_at=min(bought) if bought else None,
+    )
+
+
 registry.register(
     registry.ChannelKind(
         name="allegro",
         family="marketplace",
         title="Allegro",
-        capabilities=frozenset({"publish", "read_back"}),
+        capabilities=frozenset({"publish", "read_back", "import_orders"}),
         outbox_fields=("price", "quantity"),
         marketplace=AllegroMarketplace.from_connection,
         needs_connection=True,
         asset=registry.fixed_asset("ALLEGRO_OFFERS"),
+        pool="allegro_api",
+        pool_slots=1,
+        rate_limit="9,000 requests/min per client id; each task's bucket allows 9,000/min: 1 x 9,000/min",
     )
 )

@@ -6,12 +6,24 @@ a crash between eBay's answer and our commit, or a dropped answer) changes nothi
 outbox row's idempotency key is reflected in what we send, and applying it twice has one effect.
 The OAuth user token comes from the refresh-token grant (connection ``extra.refresh_token``), is
 refreshed before it expires or after a 401, and never appears in repr, logs, XCom or the ledger.
+
+Orders (:meth:`EbayMarketplace.read_orders`) come from the Fulfillment API's getOrders with
+``filter=lastmodifieddate:[<from>..<to>]``, paged by ``offset``. The window's end ``to`` is fixed when
+its first page is read, so orders modified meanwhile leave the window (they fall in the next one)
+instead of joining it; an order leaving shifts the later pages, which the reader notices in ``total``
+and answers by stepping ``offset`` back as far, so a page re-reads orders rather than skipping one.
+The next window starts ``overlap`` before the newest ``lastModifiedDate`` seen (or before ``to`` when
+the window was empty), which also covers a clock difference between eBay and us; when orders left the
+window while it was paged, the last page says ``more`` so that the next window is read at once.
+Cancellations are ``cancelStatus.cancelState``; an order the list returns without it is read with
+getOrder.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +32,17 @@ import requests
 
 from commerce_sync import registry
 from commerce_sync.channels.marketplace import Item, Marketplace, Outcome, Request
+from commerce_sync.channels.order_reading import (
+    MalformedOrder,
+    Reading,
+    decode_cursor,
+    iso_ms,
+    money,
+    order_line,
+    parse_time,
+    reading_orders,
+)
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderStatus
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError
@@ -29,7 +52,15 @@ log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 25
 BULK_PATH = "/sell/inventory/v1/bulk_update_price_quantity"
-SCOPE = "https://api.ebay.com/oauth/api_scope/sell.inventory"
+SCOPE = (
+    "https://api.ebay.com/oauth/api_scope/sell.inventory https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly"
+)
+ORDERS_PATH = "/sell/fulfillment/v1/order"
+MAX_ORDERS_PER_PAGE = 200
+ORDER_OVERLAP = timedelta(minutes=5)
+PAID = frozenset({"PAID", "PARTIALLY_REFUNDED", "FULLY_REFUNDED"})
+"""Payment states of an order whose units left the listing for good (a refund does not put them back)."""
+UNPAID = frozenset({"PENDING", "FAILED"})
 
 
 class EbayClient(OAuthClient):
@@ -89,6 +120,24 @@ class EbayClient(OAuthClient):
         responses: list[dict[str, Any]] = response.json().get("responses") or []
         return responses
 
+    def orders_page(self, start: str, end: str, *, limit: int, offset: int) -> dict[str, Any]:
+        """getOrders: one page of the orders last modified in [start, end] (ISO 8601 UTC, inclusive)."""
+        page: dict[str, Any] = self.request(
+            "GET",
+            ORDERS_PATH,
+            params={
+                "filter": f"lastmodifieddate:[{start}..{end}]",
+                "limit": max(1, min(limit, MAX_ORDERS_PER_PAGE)),
+                "offset": offset,
+            },
+        ).json()
+        return page
+
+    def get_order(self, order_id: str) -> dict[str, Any]:
+        """getOrder: one order with its cancel requests."""
+        order: dict[str, Any] = self.request("GET", f"{ORDERS_PATH}/{order_id}").json()
+        return order
+
     def list_offers(self, page_size: int = 200) -> Iterator[dict[str, Any]]:
         """Every offer (the simulator pages ``GET /offer``; production reads it per SKU)."""
         offset = 0
@@ -112,6 +161,10 @@ class EbayMarketplace(Marketplace):
     title = "eBay"
     max_items_per_request = MAX_ITEMS_PER_CALL
     client: EbayClient
+
+    def __init__(self, client: EbayClient, order_overlap: timedelta = ORDER_OVERLAP) -> None:
+        super().__init__(client)
+        self.order_overlap = order_overlap
 
     @classmethod
     def from_connection(cls, info: ConnectionInfo) -> EbayMarketplace:
@@ -139,6 +192,54 @@ class EbayMarketplace(Marketplace):
             outcomes.append(Outcome(item.id, "failed", answer, f"SKU {item.sku} (offer {item.offer_id}): {text}"))
         return outcomes
 
+    def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch:
+        """One page of the orders modified in the cursor's window (see the module docs).
+
+        The cursor is ``{"from", "to", "offset", "total"}`` while a window is paged, then ``{"from"}``.
+        """
+        state = decode_cursor(self.title, cursor) or {"from": iso_ms(_now())}
+        reading = Reading(self.title, self.client)
+        with reading_orders(self.title):
+            start = str(state["from"])
+            end = str(state.get("to") or iso_ms(_now()))
+            offset = int(state.get("offset") or 0)
+            expected = state.get("total")
+            left = int(state.get("left") or 0)
+            page = self.client.orders_page(start, end, limit=limit, offset=offset)
+            reading.count("pages")
+            total = int(page.get("total") or 0)
+            if expected is not None and total < int(expected):
+                left += int(expected) - total
+            if expected is not None and total < int(expected) and offset > 0:
+                # Orders left the window since the last page: later ones moved up; read from as far back.
+                offset = max(0, offset - (int(expected) - total))
+                page = self.client.orders_page(start, end, limit=limit, offset=offset)
+                reading.count("pages")
+                reading.count("stepped_back", int(expected) - total)
+                total = int(page.get("total") or 0)
+            listed = page.get("orders") or []
+            newest_here = reading.take(
+                listed,
+                ebay_order,
+                complete=lambda order: isinstance((order.get("cancelStatus") or {}).get("cancelState"), str),
+                fetch=self.client.get_order,
+            )
+            newest = max(filter(None, (parse_time(state.get("newest")), newest_here)), default=None)
+            offset += len(listed)
+        paging = bool(listed) and offset < total
+        if paging:
+            cursor_state: dict[str, Any] = {"from": start, "to": end, "offset": offset, "total": total}
+            if newest is not None:
+                cursor_state["newest"] = iso_ms(newest)
+            if left:
+                cursor_state["left"] = left
+        else:
+            basis = newest or parse_time(end) or _now()
+            cursor_state = {"from": iso_ms(max(basis - self.order_overlap, parse_time(start) or basis))}
+        reading.counts["window"] = [start, end]
+        # Orders that left the window while it was paged changed after its end: the next window has them.
+        return reading.batch(cursor_state, more=paging or left > 0)
+
     def listings(self) -> Iterator[tuple[str | None, str | None]]:
         for offer in self.client.list_offers():
             sku, offer_id = offer.get("sku"), offer.get("offerId")
@@ -158,6 +259,74 @@ class EbayMarketplace(Marketplace):
             )
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def order_status(order: Mapping[str, Any]) -> OrderStatus:
+    """The hub status of a Fulfillment API order.
+
+    ``cancelStatus.cancelState`` ``CANCELED`` → cancelled; otherwise ``orderPaymentStatus`` PAID (or
+    refunded after payment) → ready, PENDING/FAILED → unpaid.
+
+    Raises:
+        MalformedOrder: a payment status this reader does not know.
+    """
+    order_id = str(order.get("orderId") or "")
+    if (order.get("cancelStatus") or {}).get("cancelState") == "CANCELED":
+        return "cancelled"
+    payment = order.get("orderPaymentStatus")
+    if payment in PAID:
+        return "ready"
+    if payment in UNPAID:
+        return "unpaid"
+    raise MalformedOrder(order_id, f"orderPaymentStatus {payment!r} is not one of {sorted(PAID | UNPAID)}")
+
+
+def ebay_order(order: Mapping[str, Any]) -> MarketplaceOrder:
+    """A Fulfillment API order as a :class:`MarketplaceOrder` (SKU from ``lineItems[].sku``).
+
+    Raises:
+        MalformedOrder: no order id, no line items, or a line the hub cannot import.
+    """
+    order_id = order.get("orderId")
+    if not order_id:
+        raise MalformedOrder(None, "an order in the answer has no orderId")
+    order_id = str(order_id)
+    status = order_status(order)
+    items = order.get("lineItems")
+    if not isinstance(items, list) or not items:
+        raise MalformedOrder(order_id, "the order has no line items")
+    lines = []
+    for item in items:
+        cost = item.get("lineItemCost") or {}
+        quantity = item.get("quantity")
+        total = money(cost.get("value"))
+        unit = total / quantity if total is not None and isinstance(quantity, int) and quantity > 0 else None
+        lines.append(
+            order_line(
+                order_id,
+                item.get("lineItemId"),
+                item.get("sku"),
+                item.get("legacyItemId"),
+                quantity,
+                unit,
+                cost.get("currency"),
+            )
+        )
+    cancel_state = (order.get("cancelStatus") or {}).get("cancelState")
+    words = [str(order.get("orderPaymentStatus")), str(order.get("orderFulfillmentStatus")), str(cancel_state)]
+    return MarketplaceOrder(
+        order_id=order_id,
+        status=status,
+        marketplace_status="/".join(words),
+        revision=str(order.get("lastModifiedDate")) if order.get("lastModifiedDate") else None,
+        updated_at=parse_time(order.get("lastModifiedDate")),
+        lines=tuple(lines),
+        created_at=parse_time(order.get("creationDate")),
+    )
+
+
 def _item(sku: str, rows: list[Item]) -> dict[str, Any]:
     offer: dict[str, Any] = {"offerId": rows[0].offer_id}
     item: dict[str, Any] = {"sku": sku, "offers": [offer]}
@@ -175,10 +344,13 @@ registry.register(
         name="ebay",
         family="marketplace",
         title="eBay",
-        capabilities=frozenset({"publish", "read_back"}),
+        capabilities=frozenset({"publish", "read_back", "import_orders"}),
         outbox_fields=("price", "quantity"),
         marketplace=EbayMarketplace.from_connection,
         needs_connection=True,
         asset=registry.fixed_asset("EBAY_OFFERS"),
+        pool="ebay_api",
+        pool_slots=2,
+        rate_limit="daily call quotas per app; each task's bucket allows 50 requests/s: 2 x 50/s = 100/s",
     )
 )

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 OrderStatus = Literal["unpaid", "ready", "cancelled"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = ("unpaid", "ready", "cancelled")
@@ -95,3 +95,9 @@ class OrderBatch:
     cursor: str | None
     more: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class OrderReader(Protocol):
+    """What order import needs of a channel: :meth:`Marketplace.read_orders`."""
+
+    def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch: ...

@@ -54,7 +54,7 @@ from commerce_sync.pricing.sqlfiles import sql_file
 from commerce_sync.quality import breakers
 
 DATASET = "channel_offer"
-FORMULA_VERSION = 2  # bump when the SQL in pricing/sql/ changes what it computes: forces a full recomputation
+FORMULA_VERSION = 3  # bump when the SQL in pricing/sql/ changes what it computes: forces a full recomputation
 
 
 def price_hash(t: str) -> sql.Composed:
@@ -75,10 +75,13 @@ def row_hash(price_hash: sql.Composable, t: str) -> sql.Composed:
 def base_statement(*, incremental: bool) -> sql.Composed:
     """``sql/create_pricing_base.sql``, limited to ``pricing_scope`` for an incremental run."""
     if not incremental:
-        return sql_file("create_pricing_base").format(scope=sql.SQL(""), stock_scope=sql.SQL(""))
+        return sql_file("create_pricing_base").format(
+            scope=sql.SQL(""), stock_scope=sql.SQL(""), held_scope=sql.SQL("")
+        )
     return sql_file("create_pricing_base").format(
         scope=sql_file("scope_join").format(t=sql.Identifier("p")),
         stock_scope=sql_file("scope_join").format(t=sql.Identifier("st")),
+        held_scope=sql_file("scope_join").format(t=sql.Identifier("ro")),
     )
 
 
@@ -363,6 +366,7 @@ def compute_channel_offers(
         "buffer": channel.stock_buffer,
         "buffer_pct": channel.stock_buffer_pct,
         "max_listed": channel.max_listed_quantity,
+        "end_at_or_below": -1 if channel.end_when_at_or_below is None else channel.end_when_at_or_below,
         "default_rule": rule.id,
         "transfer_id": tid,
     }

@@ -102,7 +102,9 @@ def explain_offer(conn: psycopg.Connection, config: Config, channel_id: str, sku
     )
     own = sum(s["quantity"] for s in stock)
     reserved = sum(s["reserved"] for s in stock)
-    quantity = channel_quantity(own, reserved, quantity_supply, channel, active=product["active"])
+    held_row = conn.execute(sql_file("explain_held"), {"sku": sku}).fetchone()
+    held_by_orders = int(held_row[0]) if held_row else 0
+    quantity = channel_quantity(own, reserved, quantity_supply, channel, active=product["active"], held=held_by_orders)
     result: dict[str, Any] = {"quantity": quantity, "availability": "in_stock" if quantity > 0 else "out_of_stock"}
     if cost > 0:
         price = compute_price(cost, product["vat_rate"], rule, prices_include_vat=channel.prices_include_vat)
@@ -120,9 +122,10 @@ def explain_offer(conn: psycopg.Connection, config: Config, channel_id: str, sku
         {
             "name": "quantity",
             "value": quantity,
-            "note": f"own {own} - reserved {reserved} + dropship {quantity_supply} - buffer {channel.stock_buffer} "
-            f"units and {channel.stock_buffer_pct}%"
+            "note": f"own {own} - reserved {reserved} - held by orders {held_by_orders} + dropship {quantity_supply} "
+            f"- buffer {channel.stock_buffer} units and {channel.stock_buffer_pct}%"
             + (f", at most {channel.max_listed_quantity}" if channel.max_listed_quantity is not None else "")
+            + (f", 0 at or below {channel.end_when_at_or_below}" if channel.end_when_at_or_below is not None else "")
             + ("; product inactive -> 0" if not product["active"] else ""),
         }
     )

@@ -15,10 +15,12 @@ For one SKU on one channel (all amounts in the channel's currency):
    to the cent, and never below ``min_price`` (MAP). If the price is below the floor, the smallest
    price allowed by the rounding at or above the floor is used and the offer is flagged
    ``floor_applied``; the floor wins over ``max_price`` too.
-5. **Stock**: own stock - reserved + the chosen supplier's ``chosen_quantity`` = available; minus the
-   channel's buffer (``stock_buffer`` units + ``stock_buffer_pct`` of the available stock, rounded
-   up); cut to ``max_listed_quantity``; never negative; 0 for inactive products. Out of stock is
-   published as quantity 0 / ``out_of_stock``, never left out.
+5. **Stock**: own stock - ERP reserved - units held by marketplace orders the ERP's figures do not
+   include yet (``hub.reservation_outstanding``) + the chosen supplier's ``chosen_quantity`` = available;
+   minus the channel's buffer (``stock_buffer`` units + ``stock_buffer_pct`` of the available stock,
+   rounded up); cut to ``max_listed_quantity``; never negative; 0 for inactive products, and 0 when at
+   or below the channel's ``end_when_at_or_below``. Out of stock is published as quantity 0 /
+   ``out_of_stock``, never left out.
 
 :mod:`commerce_sync.pricing.compute` implements the same in SQL; the integration tests hold the two
 equal on random SKUs, rules, currencies and supply.
@@ -177,13 +179,22 @@ def sellable_quantity(own_stock: int, reserved: int, dropship: int, buffer: int,
     return max(0, own_stock - reserved + dropship - buffer)
 
 
-def channel_quantity(own_stock: int, reserved: int, dropship: int, channel: Channel, *, active: bool) -> int:
-    """Quantity ``channel`` lists (module docstring, step 5): buffers in units and %, cap, never negative."""
-    available = own_stock - reserved + dropship
+def channel_quantity(
+    own_stock: int, reserved: int, dropship: int, channel: Channel, *, active: bool, held: int = 0
+) -> int:
+    """Quantity ``channel`` lists (module docstring, step 5): buffers in units and %, cap, end, never negative.
+
+    ``held``: units held by marketplace orders that the ERP's ``reserved`` does not include yet.
+    """
+    available = own_stock - reserved - held + dropship
     pct_buffer = (Decimal(max(available, 0)) * channel.stock_buffer_pct / HUNDRED).to_integral_value(ROUND_CEILING)
-    quantity = sellable_quantity(own_stock, reserved, dropship, channel.stock_buffer + int(pct_buffer), active=active)
+    quantity = sellable_quantity(
+        own_stock, reserved + held, dropship, channel.stock_buffer + int(pct_buffer), active=active
+    )
     if channel.max_listed_quantity is not None:
         quantity = min(quantity, channel.max_listed_quantity)
+    if channel.end_when_at_or_below is not None and quantity <= channel.end_when_at_or_below:
+        quantity = 0
     return quantity
 
 

@@ -251,15 +251,20 @@ _MERGE_STOCK = """
 MERGE INTO hub.stock AS t
 USING (
     SELECT s.sku, %(location)s AS location, s.stock::integer AS quantity, s.reserved::integer AS reserved,
-           md5(concat_ws('|', s.stock::integer, s.reserved::integer)) AS row_hash
+           md5(concat_ws('|', s.stock::integer, s.reserved::integer)) AS row_hash,
+           s.source_updated_at::timestamptz AS source_updated_at
     FROM staging.erp_product AS s
     WHERE s.transfer_id = %(transfer_id)s
 ) AS s ON t.sku = s.sku AND t.location = s.location
 WHEN MATCHED AND t.row_hash IS DISTINCT FROM s.row_hash THEN UPDATE SET
     quantity = s.quantity, reserved = s.reserved, row_hash = s.row_hash, version = t.version + 1,
-    updated_at = now(), transfer_id = %(transfer_id)s
-WHEN NOT MATCHED THEN INSERT (sku, location, quantity, reserved, row_hash, transfer_id)
-    VALUES (s.sku, s.location, s.quantity, s.reserved, s.row_hash, %(transfer_id)s)
+    source_updated_at = s.source_updated_at, updated_at = now(), transfer_id = %(transfer_id)s
+-- A newer ERP version with the same figures: it may be the version that takes an order over (an order
+-- booked and another released in between), so the version moves and pricing looks at the SKU again.
+WHEN MATCHED AND t.source_updated_at IS DISTINCT FROM s.source_updated_at THEN UPDATE SET
+    source_updated_at = s.source_updated_at, updated_at = now(), transfer_id = %(transfer_id)s
+WHEN NOT MATCHED THEN INSERT (sku, location, quantity, reserved, row_hash, source_updated_at, transfer_id)
+    VALUES (s.sku, s.location, s.quantity, s.reserved, s.row_hash, s.source_updated_at, %(transfer_id)s)
 """
 
 # On a full resync, products the ERP no longer returns are deactivated, never deleted.

@@ -1,6 +1,6 @@
 -- computed_offer: the channel's offer for every SKU of pricing_base with a cost, by the formulas of
 -- pricing/rules.py (cost, price with margin, fee, commission and VAT, floor, rounding, max price,
--- sellable stock after the buffers).
+-- sellable stock after the buffers, capped at max_listed and ended (0) at or below end_at_or_below).
 -- Each step is a LATERAL subquery fenced with OFFSET 0, so it is evaluated once per row. As plain CTEs
 -- the planner inlined every step into each reference to it: the final price expression repeated the
 -- rounding, cost and floor arithmetic some twenty times per row (2.5x the time of the whole statement).
@@ -50,11 +50,12 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) AS cp
 CROSS JOIN LATERAL (
-    SELECT (CASE WHEN b.active
-                 THEN least(coalesce(%(max_listed)s::integer, 2147483647),
-                            greatest(0, b.available - %(buffer)s::integer
-                                        - ceil(greatest(b.available, 0) * %(buffer_pct)s::numeric / 100)))
-                 ELSE 0 END)::integer AS sellable
+    SELECT CASE WHEN q.listed <= %(end_at_or_below)s::integer THEN 0 ELSE q.listed END AS sellable
+    FROM (SELECT (CASE WHEN b.active
+                       THEN least(coalesce(%(max_listed)s::integer, 2147483647),
+                                  greatest(0, b.available - %(buffer)s::integer
+                                              - ceil(greatest(b.available, 0) * %(buffer_pct)s::numeric / 100)))
+                       ELSE 0 END)::integer AS listed) AS q
     OFFSET 0
 ) AS sl
 WHERE k.cost > 0

@@ -456,3 +456,36 @@ def test_a_lost_webhook_is_caught_by_the_polled_cursor(
     order = _place(sandbox, [{"sku": _in_stock(sandbox, 1)[0], "quantity": 1}])
     assert sandbox.woocommerce.deliveries[0]["sent"] == 0 and rung == []
     assert str(order["id"]) in {o.order_id for o in market.read_orders(cursor).orders}
+
+
+def test_a_shop_order_reserves_in_the_hub_and_its_hold_is_released_after_the_hold_time(
+    hub: str, sandbox: SandboxServer
+) -> None:
+    """Through the hub's order import: a pending order holds its units; past the hold time it releases them."""
+    from commerce_sync.orders.importer import import_orders
+
+    market = _market(sandbox, hold_minutes=30)
+    assert import_orders(hub, channel(), market, RUN).cursor is not None  # starts now
+    sku = _in_stock(sandbox, 1)[0]
+    order = _place(sandbox, [{"sku": sku, "quantity": 2}])
+    paid = _place(sandbox, [{"sku": sku, "quantity": 1}], "processing")
+
+    def states() -> dict[str, tuple[str, int]]:
+        with psycopg.connect(hub) as conn:
+            rows = conn.execute(
+                "SELECT order_id, state, quantity FROM hub.stock_reservation WHERE channel = 'shop' ORDER BY order_id"
+            ).fetchall()
+        return {order_id: (state, quantity) for order_id, state, quantity in rows}
+
+    import_orders(hub, channel(), market, RUN)
+    assert states() == {str(order["id"]): ("held", 2), str(paid["id"]): ("held", 1)}
+    market.clock = lambda: datetime.now(UTC) + timedelta(minutes=31)
+    import_orders(hub, channel(), market, RUN)
+    assert states()[str(order["id"])] == ("released", 2)
+    assert states()[str(paid["id"])] == ("held", 1)
+    with psycopg.connect(hub) as conn:
+        status = conn.execute(
+            "SELECT status, marketplace_status FROM hub.sales_order WHERE channel = 'shop' AND order_id = %s",
+            (str(order["id"]),),
+        ).fetchone()
+    assert status == ("cancelled", "pending (hold expired after 30 min)")

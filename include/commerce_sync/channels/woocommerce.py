@@ -422,8 +422,8 @@ class WooCommerceMarketplace(Marketplace):
     def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch:
         """Orders modified since ``cursor`` (an ISO time, UTC), oldest first, from ``cursor`` minus the overlap.
 
-        Also re-reads ``pending`` orders whose hold expired (created more than ``hold_minutes`` ago, within
-        the last week) and reports them cancelled, even if the shop's cron has not cancelled them yet.
+        Also reads the ``pending`` orders whose hold ran out since the read's start (created more than
+        ``hold_minutes`` ago) and reports them cancelled, even if the shop's cron has not cancelled them yet.
         """
         now = self.clock()
         if cursor is None:
@@ -448,7 +448,7 @@ class WooCommerceMarketplace(Marketplace):
                 more = True
                 break
             page += 1
-        expired = self._expired_holds(now)
+        expired = self._expired_holds(since, now)
         for held in expired:
             seen.setdefault(held.order_id, held)
         return OrderBatch(
@@ -458,11 +458,13 @@ class WooCommerceMarketplace(Marketplace):
             details={"pages": page if more else pages, "orders": len(seen), "expired_holds": len(expired)},
         )
 
-    def _expired_holds(self, now: datetime) -> list[MarketplaceOrder]:
+    def _expired_holds(self, since: datetime, now: datetime) -> list[MarketplaceOrder]:
+        """Pending orders whose hold ran out after ``since`` (the read's start): created in
+        (``since`` − hold, ``now`` − hold]. Each is reported while its expiry is in the read window."""
         if self.settings.hold_minutes <= 0:
             return []
-        before = now - timedelta(minutes=self.settings.hold_minutes)
-        params = {"status": "pending", "before": _iso(before), "after": _iso(before - timedelta(days=7))}
+        hold = timedelta(minutes=self.settings.hold_minutes)
+        params = {"status": "pending", "before": _iso(now - hold), "after": _iso(since - hold)}
         params["dates_are_gmt"] = "true"
         found: list[MarketplaceOrder] = []
         page, pages = 1, 1
@@ -672,5 +674,8 @@ registry.register(
         settings=WooCommerceSettings,
         needs_connection=True,
         asset=_asset,
+        pool="woocommerce_api",
+        pool_slots=1,
+        rate_limit="one WordPress server: one task at a time, each task's bucket allows 10 requests/s",
     )
 )

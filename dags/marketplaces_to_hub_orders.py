@@ -1,7 +1,8 @@
 """
 ### Marketplaces → hub → ERP: orders, stock reservations and the new quantity on every channel
 
-Every minute. One mapped task per enabled channel whose kind imports orders (Allegro order events +
+Every minute, and at once when a channel's webhook rings (an event on `hub.webhook_delivery`, e.g. a
+WooCommerce order webhook). One mapped task per enabled channel whose kind imports orders (Allegro order events +
 checkout forms, eBay Fulfillment `getOrders`, Amazon Orders API v2026-01-01 `searchOrders`, and any
 registered kind that can): read the orders changed since the channel's stored cursor and store them,
 their stock reservations and the new cursor in one transaction per batch (`hub.sales_order`,
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import TriggerRule, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from commerce_sync import assets
@@ -48,7 +49,9 @@ from commerce_sync.airflow_glue import DEFAULT_ARGS, START_DATE, hub_dsn, operat
 
 
 @dag(
-    schedule="* * * * *",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("* * * * *", timezone="UTC"), assets=[assets.HUB_WEBHOOK_DELIVERY]
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -547,7 +547,8 @@ def webhook_app(
     connection's password is the webhook secret); ``X-WC-Webhook-Signature`` must be the base64
     HMAC-SHA256 of the raw body with that secret (else 401, logged with the delivery id and topic, never
     the body or the secret); the ``X-WC-Webhook-Delivery-ID`` is recorded in ``hub.webhook_delivery``, and
-    only a delivery not seen before rings the doorbell (the order import); a repeat answers 200 and does
+    only a delivery not seen before rings the doorbell (the order import, :func:`asset_doorbell`); a repeat
+    answers 200 and does
     nothing. The body is not imported: the import reads the orders through the polled cursor, so a lost
     webhook only delays an order until the next scheduled import. WooCommerce's unsigned ping sent when a
     webhook is saved (``webhook_id=N``) is answered 200 and does nothing.
@@ -625,33 +626,31 @@ def _order_id(body: bytes) -> str | None:
     return str(document.get("id")) if isinstance(document, dict) and document.get("id") is not None else None
 
 
-def orders_asset(channel: Channel) -> Asset:
-    """The shop's orders: the asset a webhook delivery's doorbell updates (the order import schedules on it)."""
-    from airflow.sdk import Asset
-
-    host = (channel.conn_id or channel.id).replace("_", "-")
-    return Asset(name=f"woocommerce.{channel.id}.orders", uri=f"https://{host}{API}/orders")
-
-
 def asset_doorbell(channel: Channel, extra: dict[str, Any]) -> None:
-    """Record an asset event on the channel's :func:`orders_asset`, inside the Airflow api-server.
+    """Record an event on ``hub.webhook_delivery``'s asset, inside the Airflow api-server: the order import
+    (``marketplaces_to_hub_orders``) is scheduled on it as well as on its cron.
 
-    The same call Airflow's ``POST /api/v2/assets/events`` makes. An asset no DAG declares yet (no order
-    import scheduled on it) is logged and skipped: the scheduled import still reads the order.
+    The same call Airflow's ``POST /api/v2/assets/events`` makes. If no DAG declares the asset (the order
+    import is not deployed), that is logged and the delivery stays recorded.
     """
     from airflow.assets.manager import asset_manager
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    asset = orders_asset(channel)
+    from commerce_sync.assets import HUB_WEBHOOK_DELIVERY as asset
+
     with create_session() as session:
         model = session.scalar(select(AssetModel).where(AssetModel.uri == asset.uri, AssetModel.name == asset.name))
         if model is None:
-            log.warning("woocommerce webhook: no DAG declares asset %s yet; the scheduled import will read it", asset)
+            log.warning("woocommerce webhook: no DAG declares asset %s; the order import's cron will read it", asset)
             return
         asset_manager.register_asset_change(
-            asset=model, timestamp=datetime.now(UTC), extra=extra, source_is_api=True, session=session
+            asset=model,
+            timestamp=datetime.now(UTC),
+            extra={"channel": channel.id, **extra},
+            source_is_api=True,
+            session=session,
         )
 
 

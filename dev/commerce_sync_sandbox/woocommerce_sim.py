@@ -153,6 +153,7 @@ class WooCommerceSimulator:
         self._secret = consumer_secret
         self.faults = ShopFaults()
         self._lock = threading.RLock()
+        self._delivered = threading.Condition(self._lock)
         self.clock_offset = timedelta(0)
         """Added to the wall clock (tests move the shop's time forward)."""
         self.products: dict[int, dict[str, Any]] = {}
@@ -516,7 +517,8 @@ class WooCommerceSimulator:
         return {k: v for k, v in hook.items() if k != "secret"}
 
     def _notify(self, topic: str, order: dict[str, Any]) -> None:
-        """POST the order to every active webhook of ``topic`` (synchronously; faults may lose or double it)."""
+        """POST the order to every active webhook of ``topic``, in the background as WooCommerce does (its
+        Action Scheduler); faults may lose a delivery or send it twice. :meth:`wait_for_deliveries` waits."""
         body = json.dumps(order, separators=(",", ":")).encode("utf-8")
         for hook in [h for h in self.webhooks.values() if h["topic"] == topic and h["status"] == "active"]:
             times = self.faults.webhook()
@@ -532,15 +534,28 @@ class WooCommerceSimulator:
                 "X-WC-Webhook-Signature": webhook_signature(hook["secret"], body),
             }
             record: dict[str, Any] = {"delivery_id": delivery, "topic": topic, "order": order["id"], "sent": times}
-            record["statuses"] = []
-            for _ in range(times):
-                try:
-                    answer = requests.post(hook["delivery_url"], data=body, headers=headers, timeout=10)
-                    record["statuses"].append(answer.status_code)
-                except requests.RequestException as error:
-                    record["statuses"].append(type(error).__name__)
-            with self._lock:
-                self.deliveries.append(record)
+            thread = threading.Thread(
+                target=self._deliver, args=(hook["delivery_url"], body, headers, times, record), daemon=True
+            )
+            thread.start()
+
+    def _deliver(self, url: str, body: bytes, headers: dict[str, str], times: int, record: dict[str, Any]) -> None:
+        statuses: list[int | str] = []
+        for _ in range(times):
+            try:
+                statuses.append(requests.post(url, data=body, headers=headers, timeout=30).status_code)
+            except requests.RequestException as error:
+                statuses.append(type(error).__name__)
+        with self._delivered:
+            self.deliveries.append({**record, "statuses": statuses})
+            self._delivered.notify_all()
+
+    def wait_for_deliveries(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The deliveries once at least ``count`` have finished (raises TimeoutError after ``timeout`` s)."""
+        with self._delivered:
+            if not self._delivered.wait_for(lambda: len(self.deliveries) >= count, timeout):
+                raise TimeoutError(f"{len(self.deliveries)} of {count} webhook deliveries finished")
+            return list(self.deliveries)
 
 
 class WooCommerceHTTPServer(SimulatorServer):

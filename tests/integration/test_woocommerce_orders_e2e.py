@@ -75,7 +75,7 @@ def test_the_shops_last_units_sold_reach_zero_everywhere_and_come_back_when_canc
 
     # The last three units are bought (and paid) on the shop.
     order = requests.post(
-        f"{shop_url}/_sandbox/orders", json={"lines": [{"sku": sku, "quantity": 3}], "status": "processing"}, timeout=10
+        f"{shop_url}/_sandbox/orders", json={"lines": [{"sku": sku, "quantity": 3}], "status": "processing"}, timeout=30
     ).json()
     result = _import(hub)
     assert (result.totals.new_orders, result.totals.lines_reserved) == (1, 1)
@@ -109,7 +109,7 @@ def test_the_shops_last_units_sold_reach_zero_everywhere_and_come_back_when_canc
         assert ledger.verify(conn).ok
 
     # Cancelled on the shop: released, cancelled in the ERP, and every channel gets its units back.
-    requests.post(f"{shop_url}/_sandbox/orders/{order['id']}", json={"status": "cancelled"}, timeout=10)
+    requests.post(f"{shop_url}/_sandbox/orders/{order['id']}", json={"status": "cancelled"}, timeout=30)
     _import(hub)
     assert erp_hand_off(hub).cancelled == 1
     assert erp_product(erp, sku) == (reserved + 3, reserved)

@@ -533,6 +533,8 @@ def verify_webhook(secret: str, body: bytes, signature: str | None) -> bool:
 
 Doorbell = Callable[[Channel, dict[str, Any]], None]
 """Rings the order import of a channel (given what the delivery said): an Airflow asset event in production."""
+MAX_WEBHOOK_BYTES = 5 * 1024 * 1024
+"""Largest delivery read (an order's JSON is a few kB; anything far larger is refused before reading)."""
 _PING = re.compile(rb"^webhook_id=\d+$")
 
 
@@ -572,6 +574,8 @@ def webhook_app(
 
     async def receive(request: HttpRequest) -> JSONResponse:
         channel_id = str(request.path_params["channel_id"])
+        if int(request.headers.get("content-length") or 0) > MAX_WEBHOOK_BYTES:
+            return JSONResponse({"error": f"body larger than {MAX_WEBHOOK_BYTES} bytes"}, status_code=413)
         body = await request.body()
         headers = request.headers
         delivery = headers.get("x-wc-webhook-delivery-id") or ""

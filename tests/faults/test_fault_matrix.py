@@ -245,9 +245,16 @@ def _publish_all(world: Any, markets: list[Any]) -> list[str]:
         transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset="offer_update", run=run("x"))
         try:
             with ledger.recording(world.hub, transfer):
-                publish_outbox(world.hub, channel, market, transfer, batch_size=channel.batch_size)
+                sent = publish_outbox(world.hub, channel, market, transfer, batch_size=channel.batch_size).sent
         except (TransientError, ChannelError) as exc:
             problems.append(f"{channel.id}: {type(exc).__name__}")
+            continue
+        if market.needs_offer_id and market.creates_offers and sent:  # as publish_channel does
+            relisting = ledger.Transfer(
+                source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run("x")
+            )
+            with ledger.recording(world.hub, relisting):
+                sync_listings(world.hub, channel.id, market, relisting)
     return problems
 
 

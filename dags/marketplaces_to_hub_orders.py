@@ -1,8 +1,9 @@
 """
 ### Marketplaces → hub → ERP: orders, stock reservations and the new quantity on every channel
 
-Every minute. Per kind, one mapped task per enabled channel whose kind imports orders, in the kind's
-API pool on the `marketplace` queue (Allegro order events +
+Every minute, and at once when a channel's webhook rings (an event on `hub.webhook_delivery`, e.g. a
+WooCommerce order webhook). Per kind, one mapped task per enabled channel whose kind imports orders, in
+the kind's API pool on the `marketplace` queue (Allegro order events +
 checkout forms, eBay Fulfillment `getOrders`, Amazon Orders API v2026-01-01 `searchOrders`, and any
 registered kind that can): read the orders changed since the channel's stored cursor and store them,
 their stock reservations and the new cursor in one transaction per batch (`hub.sales_order`,
@@ -45,7 +46,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import TriggerRule, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from commerce_sync import assets, registry
@@ -63,7 +64,9 @@ from commerce_sync.airflow_glue import (
 
 
 @dag(
-    schedule="* * * * *",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("* * * * *", timezone="UTC"), assets=[assets.HUB_WEBHOOK_DELIVERY]
+    ),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -40,6 +40,7 @@ export_env() {
   export SANDBOX_ALLEGRO_PORT="${SANDBOX_ALLEGRO_PORT:-8702}"
   export SANDBOX_EBAY_PORT="${SANDBOX_EBAY_PORT:-8703}"
   export SANDBOX_AMAZON_PORT="${SANDBOX_AMAZON_PORT:-8704}"
+  export SANDBOX_WOOCOMMERCE_PORT="${SANDBOX_WOOCOMMERCE_PORT:-8705}"
 
   export AIRFLOW_HOME="$REPO/.airflow"
   export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
@@ -65,6 +66,8 @@ export_env() {
   export AIRFLOW_CONN_ALLEGRO_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_ALLEGRO_PORT\", \"login\": \"demo-client\", \"password\": \"demo-secret\"}"
   export AIRFLOW_CONN_EBAY_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_EBAY_PORT\", \"login\": \"demo-ebay-client\", \"password\": \"demo-ebay-secret\", \"extra\": {\"refresh_token\": \"demo-ebay-refresh-token\"}}"
   export AIRFLOW_CONN_AMAZON_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_AMAZON_PORT\", \"login\": \"amzn1.application-oa2-client.sandbox\", \"password\": \"demo-amazon-secret\", \"extra\": {\"refresh_token\": \"Atzr|demo-amazon-refresh-token\", \"seller_id\": \"A2SANDBOXSELLER\", \"marketplace_id\": \"A1C3SOZRARQ6R3\"}}"
+  export AIRFLOW_CONN_SHOP_SANDBOX="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_WOOCOMMERCE_PORT\", \"login\": \"ck_demo_woocommerce_key\", \"password\": \"cs_demo_woocommerce_secret\"}"
+  export AIRFLOW_CONN_SHOP_WEBHOOK="{\"conn_type\": \"generic\", \"host\": \"http://127.0.0.1:$SANDBOX_WOOCOMMERCE_PORT\", \"password\": \"demo-webhook-secret\"}"
 }
 
 ensure_airflow_home() {
@@ -148,9 +151,8 @@ ensure_metadata_db() {
 # The sandbox (ERP data, feeds, marketplace simulators) in the background until this shell exits.
 start_sandbox() {
   commerce-sync-dev sandbox prepare
-  commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" \
-    --feeds-port "$SANDBOX_FEEDS_PORT" --allegro-port "$SANDBOX_ALLEGRO_PORT" \
-    --ebay-port "$SANDBOX_EBAY_PORT" --amazon-port "$SANDBOX_AMAZON_PORT" &
+  # Each simulator's --<name>-port defaults to its SANDBOX_<NAME>_PORT (exported above).
+  commerce-sync-dev sandbox serve --data-dir "$COMMERCE_SYNC_DATA_DIR/sandbox" --feeds-port "$SANDBOX_FEEDS_PORT" &
   SANDBOX_PID=$!
   trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
 }

@@ -30,6 +30,7 @@ from commerce_sync.audit.ledger import verify
 from commerce_sync.db import connect
 from commerce_sync.settings import data_dir
 from commerce_sync_sandbox.prepare import prepare_sandbox, sandbox_dir
+from commerce_sync_sandbox.simulators import simulators
 
 DAG_ORDER = (
     "hub_maintenance",
@@ -52,12 +53,9 @@ def _port_open(port: int) -> bool:
 def sandbox_servers() -> Iterator[None]:
     """Run the sandbox simulators for the duration of the demo (unless already running)."""
     feeds_port = int(os.environ.get("SANDBOX_FEEDS_PORT", "8701"))
-    allegro_port = int(os.environ.get("SANDBOX_ALLEGRO_PORT", "8702"))
-    ebay_port = int(os.environ.get("SANDBOX_EBAY_PORT", "8703"))
-    amazon_port = int(os.environ.get("SANDBOX_AMAZON_PORT", "8704"))
-    ports = (feeds_port, allegro_port, ebay_port, amazon_port)
-    if all(_port_open(port) for port in ports):
-        print(f"sandbox already running on ports {feeds_port}/{allegro_port}")
+    ports = {"feeds": feeds_port, **{spec.name: spec.port() for spec in simulators()}}
+    if all(_port_open(port) for port in ports.values()):
+        print("sandbox already running on ports " + "/".join(str(port) for port in ports.values()))
         yield
         return
     log = sandbox_dir() / "server.log"
@@ -71,21 +69,14 @@ def sandbox_servers() -> Iterator[None]:
                 "serve",
                 "--data-dir",
                 str(sandbox_dir()),
-                "--feeds-port",
-                str(feeds_port),
-                "--allegro-port",
-                str(allegro_port),
-                "--ebay-port",
-                str(ebay_port),
-                "--amazon-port",
-                str(amazon_port),
+                *(option for name, port in ports.items() for option in (f"--{name}-port", str(port))),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
-        while not all(_port_open(port) for port in ports):
+        while not all(_port_open(port) for port in ports.values()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the sandbox simulators did not start; see {log}")
             time.sleep(0.2)
@@ -96,6 +87,24 @@ def sandbox_servers() -> Iterator[None]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def print_simulator_summaries() -> None:
+    """What each simulator that offers a summary saw (asked over HTTP: they run in the sandbox process)."""
+    lines = []
+    for spec in simulators():
+        if spec.summary is None:
+            continue
+        try:
+            line = spec.summary(f"http://127.0.0.1:{spec.port()}")
+        except OSError as error:  # requests' errors are OSErrors: a summary never fails the demo
+            line = f"{spec.title}: no summary ({type(error).__name__})"
+        if line:
+            lines.append(line)
+    if lines:
+        print("\nSimulators")
+        for line in lines:
+            print(f"  {line}")
 
 
 def run_dags(dag_ids: tuple[str, ...] | list[str], log_dir: Path) -> list[tuple[str, bool, float, Path]]:
@@ -171,9 +180,11 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
     print("\nChannels")
     for r in rows:
         if r["dataset"] == "channel_offer" and r["task_id"] == "compute_offers":
+            content = r["details"].get("content_rows")
             print(
                 f"  {r['target']:<18} offers changed: {r['rows_changed']} of {r['rows_read']} "
-                f"(outbox rows: {r['details'].get('outbox_rows', 0)})"
+                f"(outbox rows: {r['details'].get('outbox_rows', 0)}"
+                + (f", content rows: {content})" if content is not None else ")")
             )
     for r in rows:
         if r["task_id"] == "write_feed":
@@ -323,6 +334,7 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
             if not ok:
                 failures.append(f"DAG {dag_id} failed; see {log_file}")
         order_problems = _print_orders(hub_url, bought)
+        print_simulator_summaries()
     problems = failures + order_problems + _print_summary(ledger_summary(hub_url, since), hub_url)
     if problems:
         print("\nDemo FAILED:\n  " + "\n  ".join(problems))

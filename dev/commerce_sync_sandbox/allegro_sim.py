@@ -55,6 +55,7 @@ from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
 from commerce_sync_sandbox.orders import Entry, OrderBook, iso
+from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
@@ -744,3 +745,11 @@ def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
         return int(values[0])
     except ValueError:
         raise ApiError(422, "VALIDATION_ERROR", f"{name} must be an integer", name) from None
+
+
+def _build(context: SimulatorContext) -> AllegroSimulator:
+    known = {k: v for k, v in context.options.items() if k in ("client_id", "client_secret", "token_ttl")}
+    return AllegroSimulator(context.state_file, catalog_n=context.catalog_n, seed=context.seed, **known)
+
+
+register(SimulatorSpec("allegro", "Allegro", 8702, _build, AllegroHTTPServer))

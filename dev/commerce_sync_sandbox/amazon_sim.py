@@ -77,6 +77,7 @@ from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
 from commerce_sync_sandbox.orders import OrderBook, iso, now_us, parse_iso
+from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
 API = "2021-06-30"
@@ -819,3 +820,12 @@ class AmazonHandler(JsonHandler):
             self._send(200, sim.feed(parts[1]))
         else:
             raise SpApiError(404, "NotFound", f"no resource {method} /feeds/{API}/{'/'.join(parts)}")
+
+
+def _build(context: SimulatorContext) -> AmazonSimulator:
+    return AmazonSimulator(
+        catalog_n=context.catalog_n, seed=context.seed, state_path=context.beside("amazon_state.json")
+    )
+
+
+register(SimulatorSpec("amazon", "Amazon SP-API", 8704, _build, AmazonHTTPServer))

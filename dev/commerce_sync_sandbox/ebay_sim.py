@@ -49,6 +49,7 @@ from commerce_sync_sandbox.catalog import products
 from commerce_sync_sandbox.faults import Faults
 from commerce_sync_sandbox.http import JsonHandler, SimulatorServer
 from commerce_sync_sandbox.orders import OrderBook, iso, parse_iso
+from commerce_sync_sandbox.simulators import SimulatorContext, SimulatorSpec, register
 from commerce_sync_sandbox.state import load_state, save_state
 
 MAX_REQUESTS_PER_CALL = 25
@@ -533,3 +534,10 @@ class EbayHandler(JsonHandler):
             self._send(200, {"expired": True})
         else:
             raise EbayError(404, 2002, "unknown sandbox endpoint")
+
+
+def _build(context: SimulatorContext) -> EbaySimulator:
+    return EbaySimulator(catalog_n=context.catalog_n, seed=context.seed, state_path=context.beside("ebay_state.json"))
+
+
+register(SimulatorSpec("ebay", "eBay", 8703, _build, EbayHTTPServer))

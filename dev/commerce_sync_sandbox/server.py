@@ -1,9 +1,9 @@
-"""The sandbox's HTTP listeners on loopback: supplier feeds and the Allegro, eBay and Amazon simulators.
+"""The sandbox's HTTP listeners on loopback: supplier feeds and every marketplace simulator.
 
 ``GET /feeds/<name>`` serves files of the feeds directory with a strong, content-based ``ETag``
 (sha256), ``Last-Modified`` and ``Content-Length``, answers conditional requests with 304, and
-refuses any name that is not a plain file name in that directory. The Allegro listener is
-described in :mod:`commerce_sync_sandbox.allegro_sim`, the eBay one in :mod:`commerce_sync_sandbox.ebay_sim`.
+refuses any name that is not a plain file name in that directory. The simulators are found by
+:mod:`commerce_sync_sandbox.simulators` (every ``*_sim`` module) and described in their modules.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from decimal import Decimal
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,10 +21,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from commerce_sync_sandbox.allegro_sim import AllegroHTTPServer, AllegroSimulator
-from commerce_sync_sandbox.amazon_sim import AmazonHTTPServer, AmazonSimulator
-from commerce_sync_sandbox.ebay_sim import EbayError, EbayHTTPServer, EbaySimulator
+from commerce_sync_sandbox.ebay_sim import EbayError
 from commerce_sync_sandbox.http import RequestStats
+from commerce_sync_sandbox.simulators import SimulatorContext, simulators
 
 log = logging.getLogger(__name__)
 
@@ -148,20 +148,23 @@ def _content_type(name: str) -> str:
 class SandboxServer:
     """The sandbox listeners in background threads; use as a context manager or start/stop.
 
+    Serves the supplier feeds and every simulator of :func:`commerce_sync_sandbox.simulators.simulators`
+    (each on its own port). A simulator is reached as ``server.<name>`` and its base URL as
+    ``server.<name>_url`` (``server.ebay``, ``server.allegro_url``, ...) or :meth:`url`; ``simulator``
+    is the Allegro simulator (its older name).
+
     Args:
         feeds_dir: directory whose files are served under ``/feeds/``.
-        allegro_state: JSON file holding the Allegro simulator's state (created if missing); the eBay
-            and Amazon simulators keep theirs beside it (``ebay_state.json``, ``amazon_state.json``).
+        allegro_state: JSON file holding the Allegro simulator's state (created if missing); the other
+            simulators keep theirs beside it (``ebay_state.json``, ``amazon_state.json``, ...).
         host: interface to bind (loopback by default).
         feeds_port: port of the feeds listener (0 = any free port).
-        allegro_port: port of the Allegro listener (0 = any free port).
-        catalog_n: catalog size for the simulator's initial offers.
+        allegro_port: port of the Allegro listener (0 = any free port; same as ``ports["allegro"]``).
+        catalog_n: catalog size for the simulators' initial offers.
         seed: catalog seed.
-        client_id: the OAuth client id the simulator accepts.
-        client_secret: the OAuth client secret the simulator accepts.
-        token_ttl: lifetime of issued tokens in seconds.
-        ebay_port: port of the eBay listener (0 = any free port).
-        amazon_port: port of the Amazon SP-API listener (0 = any free port).
+        ports: port per simulator name (missing: any free port).
+        **options: passed to every simulator's builder (``client_id``, ``client_secret``, ``token_ttl``
+            of the Allegro simulator); ``<name>_port`` is the same as ``ports[name]``.
     """
 
     def __init__(
@@ -174,57 +177,55 @@ class SandboxServer:
         catalog_n: int = 300,
         seed: int = 42,
         *,
-        client_id: str = "demo-client",
-        client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's documented demo secret
-        token_ttl: int = 43199,
-        ebay_port: int = 0,
-        amazon_port: int = 0,
+        ports: Mapping[str, int] | None = None,
+        **options: Any,
     ) -> None:
         self.feeds_dir = feeds_dir
         self.host = host
-        self._ports = (feeds_port, allegro_port)
-        self.simulator = AllegroSimulator(
-            allegro_state,
-            catalog_n=catalog_n,
-            seed=seed,
-            client_id=client_id,
-            client_secret=client_secret,
-            token_ttl=token_ttl,
-        )
-        self.ebay = EbaySimulator(catalog_n=catalog_n, seed=seed, state_path=allegro_state.with_name("ebay_state.json"))
-        self._ebay_port = ebay_port
-        self.amazon = AmazonSimulator(
-            catalog_n=catalog_n, seed=seed, state_path=allegro_state.with_name("amazon_state.json")
-        )
-        self._amazon_port = amazon_port
-        self._amazon: AmazonHTTPServer | None = None
+        self._feeds_port = feeds_port
+        self._specs = {spec.name: spec for spec in simulators()}
+        self._ports = {"allegro": allegro_port, **dict(ports or {})}
+        for name in self._specs:
+            port = options.pop(f"{name}_port", None)
+            if port is not None:
+                self._ports[name] = int(port)
+        context = SimulatorContext(allegro_state, catalog_n=catalog_n, seed=seed, options=options)
+        self.simulators: dict[str, Any] = {name: spec.build(context) for name, spec in self._specs.items()}
         self._feeds: FeedsHTTPServer | None = None
-        self._allegro: AllegroHTTPServer | None = None
-        self._ebay: EbayHTTPServer | None = None
+        self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: <simulator> and <simulator>_url.
+        simulators_ = self.__dict__.get("simulators") or {}
+        if name in simulators_:
+            return simulators_[name]
+        if name.endswith("_url") and name.removesuffix("_url") in simulators_:
+            return self.url(name.removesuffix("_url"))
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (simulators: {sorted(simulators_)})")
+
+    @property
+    def simulator(self) -> Any:
+        """The Allegro simulator (the name it had before there were others)."""
+        return self.simulators["allegro"]
+
     def start(self) -> SandboxServer:
-        """Bind both listeners and serve them in daemon threads."""
+        """Bind every listener and serve them in daemon threads."""
         if self._feeds is not None:
             return self
         self.feeds_dir.mkdir(parents=True, exist_ok=True)
-        self._feeds = FeedsHTTPServer((self.host, self._ports[0]), self.feeds_dir)
+        bound: dict[str, ThreadingHTTPServer] = {}
         try:
-            self._allegro = AllegroHTTPServer((self.host, self._ports[1]), self.simulator)
-            self._ebay = EbayHTTPServer((self.host, self._ebay_port), self.ebay)
-            self._amazon = AmazonHTTPServer((self.host, self._amazon_port), self.amazon)
+            bound["feeds"] = self._feeds = FeedsHTTPServer((self.host, self._feeds_port), self.feeds_dir)
+            for name, spec in self._specs.items():
+                bound[name] = spec.server((self.host, self._ports.get(name, 0)), self.simulators[name])
         except BaseException:
-            for bound in (self._feeds, self._allegro, self._ebay):
-                if bound is not None:
-                    bound.server_close()
-            self._feeds = self._allegro = self._ebay = None
+            for server in bound.values():
+                server.server_close()
+            self._feeds = None
             raise
-        for name, server in (
-            ("feeds", self._feeds),
-            ("allegro", self._allegro),
-            ("ebay", self._ebay),
-            ("amazon", self._amazon),
-        ):
+        self._servers = {name: server for name, server in bound.items() if name != "feeds"}
+        for name, server in bound.items():
             # A short poll interval keeps stop() fast (tests start and stop servers a lot).
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{name}", daemon=True
@@ -234,16 +235,20 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
-        """Stop both listeners and persist the simulator's state."""
-        for server in (self._feeds, self._allegro, self._ebay, self._amazon):
+        """Stop every listener and persist the simulators' state."""
+        for server in (self._feeds, *self._servers.values()):
             if server is not None:
                 server.shutdown()
                 server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        self._feeds = self._allegro = self._ebay = self._amazon = None
-        self.simulator.save()
+        self._feeds = None
+        self._servers = {}
+        for simulator in self.simulators.values():
+            save = getattr(simulator, "save", None)
+            if callable(save):
+                save()
 
     def prices(self, sku: str) -> dict[str, Decimal | None]:
         """What each marketplace simulator shows as the price of ``sku`` now (None: no offer).
@@ -281,28 +286,24 @@ class SandboxServer:
         return f"http://{host!s}:{port}"
 
     def request_stats(self, marketplace: str) -> RequestStats:
-        """What the ``allegro``, ``ebay`` or ``amazon`` simulator has answered (in flight, most at once)."""
-        server = {"allegro": self._allegro, "ebay": self._ebay, "amazon": self._amazon}[marketplace]
+        """What simulator ``marketplace`` (``allegro``, ``ebay``, ...) has answered (in flight, most at once)."""
+        server = self._servers.get(marketplace)
         if server is None:
             raise RuntimeError("the sandbox server is not running; call start() first")
-        return server.stats
+        stats: RequestStats = getattr(server, "stats")  # noqa: B009 - every SimulatorServer keeps its stats
+        return stats
 
     @property
     def feeds_url(self) -> str:
         """``http://127.0.0.1:PORT`` of the feeds listener."""
         return self._url(self._feeds)
 
-    @property
-    def allegro_url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the Allegro listener."""
-        return self._url(self._allegro)
+    def url(self, name: str) -> str:
+        """``http://127.0.0.1:PORT`` of simulator ``name``."""
+        if name not in self._specs:
+            raise KeyError(f"no simulator {name!r} (simulators: {sorted(self._specs)})")
+        return self._url(self._servers.get(name))
 
-    @property
-    def ebay_url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the eBay listener."""
-        return self._url(self._ebay)
-
-    @property
-    def amazon_url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the Amazon SP-API listener."""
-        return self._url(self._amazon)
+    def urls(self) -> dict[str, str]:
+        """Base URL of every simulator, by name."""
+        return {name: self.url(name) for name in self._specs}

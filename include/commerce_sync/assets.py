@@ -73,6 +73,10 @@ AMAZON_LISTINGS = Asset(
 )
 HUB_CHANNEL_RECONCILIATION = hub_table("channel_reconciliation")
 HUB_SALES_ORDER = hub_table("sales_order")
+# A channel's webhook delivery accepted by the project's endpoint (e.g. WooCommerce's): the endpoint records
+# an event on this asset, and the order import runs on it as well as on its cron (a doorbell; the import's
+# cursor stays the truth). The event's extra names the channel, topic and delivery.
+HUB_WEBHOOK_DELIVERY = hub_table("webhook_delivery")
 HUB_STOCK_RESERVATION = hub_table("stock_reservation")
 ERP_ORDERS = Asset(name=f"{ERP_DATABASE}.erp.orders", uri=f"postgres://{ERP_HOST}/{ERP_DATABASE}/erp/orders")
 

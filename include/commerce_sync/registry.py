@@ -9,7 +9,9 @@ the config model and the publish/reconcile entry points dispatch through :func:`
 never on the kind's name.
 
 Registration is a call (:func:`register`). The built-in kinds register themselves when their module is
-imported; the registry imports those modules the first time it is asked, together with
+imported; the first time it is asked, the registry imports every module of the
+:mod:`commerce_sync.channels` package (found with :mod:`pkgutil`, no list to keep: a new kind is one
+module there that calls :func:`register`), together with
 
 - the modules named in ``COMMERCE_SYNC_CHANNEL_MODULES`` (comma-separated; e.g. a kind kept beside the
   DAGs on the workers' ``PYTHONPATH``), and
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pkgutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,16 +52,13 @@ log = logging.getLogger(__name__)
 Family = Literal["marketplace", "feed"]
 Capability = Literal["publish", "read_back", "import_orders"]
 CAPABILITIES: frozenset[str] = frozenset({"publish", "read_back", "import_orders"})
-OUTBOX_FIELDS = ("price", "quantity")
-"""The fields pricing queues in ``hub.outbox`` for a kind that publishes through it."""
+OUTBOX_FIELDS = ("price", "quantity", "content")
+"""Every field pricing can queue in ``hub.outbox``; a kind declares those it publishes (``outbox_fields``)."""
+OFFER_FIELDS = ("price", "quantity")
+"""The offer's fields: pricing computes and queues them together, so a kind takes both or neither."""
 
-BUILTIN_MODULES = (
-    "commerce_sync.channels.allegro",
-    "commerce_sync.channels.ebay",
-    "commerce_sync.channels.amazon",
-    "commerce_sync.channels.feeds",
-)
-"""Modules whose import registers the built-in kinds."""
+BUILTIN_PACKAGE = "commerce_sync.channels"
+"""The package whose modules register the built-in kinds when imported (every module of it is imported)."""
 ENTRY_POINT_GROUP = "commerce_sync.channel_kinds"
 MODULES_ENV = "COMMERCE_SYNC_CHANNEL_MODULES"
 
@@ -74,7 +74,9 @@ class ChannelKind:
         capabilities: what its tasks can do: ``publish``, ``read_back``, ``import_orders``
             (:meth:`~commerce_sync.channels.marketplace.Marketplace.read_orders`).
         asset: the Asset a channel of this kind writes (marketplace offers, or the channel's feed file).
-        outbox_fields: the fields pricing queues in ``hub.outbox`` for it (empty: none, e.g. feeds).
+        outbox_fields: the fields pricing queues in ``hub.outbox`` for it (empty: none, e.g. feeds): of
+            :data:`OUTBOX_FIELDS`, both offer fields or neither, plus ``content`` (the product's name,
+            description, GTIN, brand and category, queued when they change) for kinds that publish it.
         marketplace: builds the kind's :class:`~commerce_sync.channels.marketplace.Marketplace` from the
             channel's Airflow connection (marketplaces only).
         settings: pydantic model validating the channel's ``settings`` mapping (kind-specific options).
@@ -111,10 +113,17 @@ class ChannelKind:
             raise ValueError(f"channel kind {self.name!r}: unknown capabilities {sorted(unknown)}")
         if self.family == "marketplace" and self.marketplace is None:
             raise ValueError(f"marketplace kind {self.name!r} needs a marketplace factory")
-        if self.outbox_fields and set(self.outbox_fields) != set(OUTBOX_FIELDS):
+        fields = set(self.outbox_fields)
+        unknown_fields = fields - set(OUTBOX_FIELDS)
+        if unknown_fields:
             raise ValueError(
-                f"channel kind {self.name!r}: pricing queues {list(OUTBOX_FIELDS)} together; "
-                f"outbox_fields must be those or empty, not {list(self.outbox_fields)}"
+                f"channel kind {self.name!r}: unknown outbox_fields {sorted(unknown_fields)} "
+                f"(known: {list(OUTBOX_FIELDS)})"
+            )
+        if fields & set(OFFER_FIELDS) and not fields >= set(OFFER_FIELDS):
+            raise ValueError(
+                f"channel kind {self.name!r}: pricing queues {list(OFFER_FIELDS)} together; "
+                f"outbox_fields must hold both or neither, not {list(self.outbox_fields)}"
             )
 
     @property
@@ -122,19 +131,25 @@ class ChannelKind:
         """Pricing queues this kind's changed fields in ``hub.outbox`` (feeds are rewritten whole instead)."""
         return bool(self.outbox_fields)
 
+    def queues(self, field_name: str) -> bool:
+        """Pricing queues ``field_name`` in ``hub.outbox`` for channels of this kind."""
+        return field_name in self.outbox_fields
+
     def can(self, capability: Capability) -> bool:
         """Whether channels of this kind support ``capability``."""
         return capability in self.capabilities
 
     def open(self, channel: Channel) -> Marketplace:
-        """The marketplace adapter for ``channel``, from its Airflow connection."""
+        """The marketplace adapter for ``channel``, from its Airflow connection, given the channel's settings."""
         from commerce_sync.connections import get_connection
 
         if self.marketplace is None:
             raise ConfigError(f"channel {channel.id!r}: {self.title} ({self.name}) is not a marketplace")
         if not channel.conn_id:
             raise ConfigError(f"channel {channel.id!r}: a {self.name} channel needs conn_id in channels.yaml")
-        return self.marketplace(get_connection(channel.conn_id))
+        market = self.marketplace(get_connection(channel.conn_id))
+        market.configure(channel)
+        return market
 
 
 _kinds: dict[str, ChannelKind] = {}
@@ -164,7 +179,7 @@ def _load() -> None:
     with _lock:
         if _loaded:
             return
-        for module in BUILTIN_MODULES:
+        for module in builtin_modules():
             importlib.import_module(module)
         for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
             try:
@@ -179,6 +194,16 @@ def _load() -> None:
             if callable(loaded):
                 loaded()
         _loaded = True
+
+
+def builtin_modules() -> list[str]:
+    """Every module of :data:`BUILTIN_PACKAGE`, by name (importing them registers the built-in kinds)."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(
+        f"{BUILTIN_PACKAGE}.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if not info.ispkg and not info.name.startswith("_")
+    )
 
 
 def get(name: str) -> ChannelKind:

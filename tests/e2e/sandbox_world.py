@@ -89,6 +89,17 @@ def sandbox_world(
                 },
             }
         ),
+        "AIRFLOW_CONN_SHOP_SANDBOX": json.dumps(
+            {
+                "conn_type": "http",
+                "host": server.woocommerce_url,
+                "login": "ck_demo_woocommerce_key",
+                "password": "cs_demo_woocommerce_secret",
+            }
+        ),
+        "AIRFLOW_CONN_SHOP_WEBHOOK": json.dumps(
+            {"conn_type": "generic", "host": server.woocommerce_url, "password": "demo-webhook-secret"}
+        ),
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}

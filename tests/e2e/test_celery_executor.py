@@ -55,7 +55,9 @@ WORKERS = (f"worker-1-{TAG}", f"worker-2-{TAG}")
 SYNC = ("erp_to_hub_products", "suppliers_to_hub_offers", "hub_to_channel_offers", "hub_to_marketplaces")
 FEEDS = "hub_to_catalog_feeds"
 RECONCILE = "marketplaces_to_hub_reconciliation"
-MARKETPLACES = ("allegro", "ebay", "amazon")
+MARKETPLACES = ("allegro", "ebay", "amazon", "shop")
+"""The marketplace channels of the shipped config; their kinds (publish task, pool) below."""
+KINDS = {"allegro": "allegro", "ebay": "ebay", "amazon": "amazon", "shop": "woocommerce"}
 DONE = {"success", "failed"}
 
 
@@ -257,11 +259,11 @@ def test_the_whole_sync_runs_on_both_workers_and_a_late_run_alerts(deployment: D
     assert not bad, bad
     ran = [t for t in tis if t["state"] == "success"]
     assert {t["dag_id"] for t in ran} >= {*SYNC, FEEDS, RECONCILE}
-    assert {f"publish_{m}" for m in MARKETPLACES} <= {t["task_id"] for t in ran}
+    assert {f"publish_{KINDS[m]}" for m in MARKETPLACES} <= {t["task_id"] for t in ran}
     assert {t["hostname"] for t in ran} == set(WORKERS), "tasks ran on both workers, and only there"
     publishers = [t for t in ran if t["task_id"].startswith("publish_")]
     assert {t["rendered_map_index"] for t in publishers} == set(MARKETPLACES), "mapped instances carry channel names"
-    assert {t["pool"] for t in publishers} == {f"{m}_api" for m in MARKETPLACES}
+    assert {t["pool"] for t in publishers} == {f"{KINDS[m]}_api" for m in MARKETPLACES}
     assert {t["queue"] for t in publishers} == {"marketplace"}
     _hub_is_clean(d)
 

@@ -36,7 +36,9 @@ FEEDS = {
 }
 EBAY = ("https://api.ebay.com", "/sell/inventory/v1/offer")
 AMAZON = ("https://sellingpartnerapi-eu.amazon.com", "/listings/2021-08-01/items")
-MARKETPLACE_KINDS = ("allegro", "ebay", "amazon")
+# The own shop: its asset's host is the channel's connection id (shop_sandbox), stable across environments.
+SHOP = ("https://shop-sandbox", "/wp-json/wc/v3/products")
+MARKETPLACE_KINDS = ("allegro", "ebay", "amazon", "woocommerce")
 
 
 def hub(table: str) -> tuple[str, str]:
@@ -145,34 +147,36 @@ def test_every_task_complete_event_names_its_datasets(lineage_run: dict[str, Any
                 assert len(got[0]) == 1 and got[0] <= SUPPLIER_FEEDS, (key, got)
                 assert got[1] == {hub("supplier_offer"), hub("quarantine"), hub("supplier_price_change")}, (key, got)
             elif key[1].startswith("reconcile_"):  # one marketplace read back per mapped task
-                assert len(got[0] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
-                assert got[0] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox")}, (key, got)
+                assert len(got[0] & {ALLEGRO, EBAY, AMAZON, SHOP}) == 1, (key, got)
+                assert got[0] - {ALLEGRO, EBAY, AMAZON, SHOP} == {hub("outbox")}, (key, got)
                 assert got[1] == {hub("channel_reconciliation"), hub("outbox")}, (key, got)
             elif key[1] == "write_feed":  # one feed file per mapped writer: the file it wrote
                 assert got[0] == {hub("channel_offer"), hub("product")}, (key, got)
                 assert len(got[1]) == 1 and got[1] <= FEEDS, (key, got)
             else:  # one marketplace per mapped publisher
                 assert got[0] == {hub("outbox"), hub("channel_offer")}, (key, got)
-                assert len(got[1] & {ALLEGRO, EBAY, AMAZON}) == 1, (key, got)
-                assert got[1] - {ALLEGRO, EBAY, AMAZON} == {hub("outbox"), hub("channel_listing")}, (key, got)
+                assert len(got[1] & {ALLEGRO, EBAY, AMAZON, SHOP}) == 1, (key, got)
+                assert got[1] - {ALLEGRO, EBAY, AMAZON, SHOP} == {hub("outbox"), hub("channel_listing")}, (key, got)
     feeds = [next(iter(_names(e["inputs"]))) for e in completes[("suppliers_to_hub_offers", "sync_supplier_feed")]]
     assert sorted(feeds) == sorted(SUPPLIER_FEEDS), "each supplier's task names its own feed"
     marketplaces = [
-        _names(e["outputs"]) & {ALLEGRO, EBAY, AMAZON}
+        _names(e["outputs"]) & {ALLEGRO, EBAY, AMAZON, SHOP}
         for kind in MARKETPLACE_KINDS
         for e in completes[("hub_to_marketplaces", f"publish_{kind}")]
     ]
-    assert sorted(map(sorted, marketplaces)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), (
+    assert sorted(map(sorted, marketplaces)) == sorted([[ALLEGRO], [AMAZON], [EBAY], [SHOP]]), (
         "each marketplace publisher names its channel"
     )
     files = [_names(e["outputs"]) for e in completes[("hub_to_catalog_feeds", "write_feed")]]
     assert sorted(map(sorted, files)) == sorted([[f] for f in FEEDS]), "each feed writer names the file it wrote"
     read_back = [
-        _names(e["inputs"]) & {ALLEGRO, EBAY, AMAZON}
+        _names(e["inputs"]) & {ALLEGRO, EBAY, AMAZON, SHOP}
         for kind in MARKETPLACE_KINDS
         for e in completes[("marketplaces_to_hub_reconciliation", f"reconcile_{kind}")]
     ]
-    assert sorted(map(sorted, read_back)) == sorted([[ALLEGRO], [AMAZON], [EBAY]]), "each reconciler names its channel"
+    assert sorted(map(sorted, read_back)) == sorted([[ALLEGRO], [AMAZON], [EBAY], [SHOP]]), (
+        "each reconciler names its channel"
+    )
 
 
 def test_transfer_writing_events_carry_ledger_transfer_ids(lineage_run: dict[str, Any]) -> None:

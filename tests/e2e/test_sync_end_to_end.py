@@ -125,6 +125,7 @@ def test_round_2_one_price_change_republishes_exactly_that_sku(world: dict) -> N
         "channel:ebay",
         "channel:google",
         "channel:meta",
+        "channel:shop",
     ]
     assert all(r["rows_changed"] == 1 for r in computed)
     publish = next(r for r in rows if r["dataset"] == "offer_update" and r["target"] == "channel:allegro")

@@ -21,6 +21,7 @@ from airflow.exceptions import AirflowException, AirflowFailException
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from commerce_sync import registry
 from commerce_sync.airflow_glue import operator_errors
 from commerce_sync.audit import ledger
 from commerce_sync.channels.feeds import write_feed
@@ -216,8 +217,9 @@ def test_kill_9_during_publish_after_the_channel_applied(
 # ---------------------------------------------------------------- marketplaces on a bad day
 def _fresh_clients(world: Any, clock: FakeClock, **options: Any) -> list[Any]:
     markets = []
-    for channel in load_config().channels:
-        if channel.kind in ("allegro", "ebay", "amazon"):
+    config = load_config()
+    for channel in config.channels:  # every marketplace channel, whatever its kind
+        if channel.id in registry.channels_that(config.channels, "publish", family="marketplace"):
             market = open_marketplace(channel, "publish")
             market.client.sleep = clock.sleep
             market.client.breaker = CircuitBreaker(channel.kind, failure_threshold=5, reset_timeout=30, clock=clock)
@@ -243,14 +245,27 @@ def _publish_all(world: Any, markets: list[Any]) -> list[str]:
         transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset="offer_update", run=run("x"))
         try:
             with ledger.recording(world.hub, transfer):
-                publish_outbox(world.hub, channel, market, transfer, batch_size=channel.batch_size)
+                sent = publish_outbox(world.hub, channel, market, transfer, batch_size=channel.batch_size).sent
         except (TransientError, ChannelError) as exc:
             problems.append(f"{channel.id}: {type(exc).__name__}")
+            continue
+        if market.needs_offer_id and market.creates_offers and sent:  # as publish_channel does
+            relisting = ledger.Transfer(
+                source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run("x")
+            )
+            with ledger.recording(world.hub, relisting):
+                sync_listings(world.hub, channel.id, market, relisting)
     return problems
 
 
 def _simulators(world: Any) -> list[Any]:
-    return [world.server.simulator.faults, world.server.ebay.faults, world.server.amazon.faults]
+    """The faults of every marketplace simulator the shipped channels publish to (the shop's too)."""
+    return [
+        world.server.simulator.faults,
+        world.server.ebay.faults,
+        world.server.amazon.faults,
+        world.server.woocommerce.faults,
+    ]
 
 
 def test_a_429_storm_with_retry_after(world: Any, reference: dict[str, Any], observe: Observe) -> None:
@@ -260,7 +275,7 @@ def test_a_429_storm_with_retry_after(world: Any, reference: dict[str, Any], obs
     clock = FakeClock()
     problems = _publish_all(world, _fresh_clients(world, clock))
     fired = [faults.fired["throttle"] for faults in _simulators(world)]
-    assert problems == [] and fired == [4, 4, 4]
+    assert problems == [] and fired == [4] * len(_simulators(world))
     run_steps(world.hub, ("feeds",))
     observe(
         "a 429 storm (4 answers per marketplace, Retry-After as an HTTP-date)",
@@ -282,7 +297,7 @@ def test_a_30_minute_outage_then_recovery(world: Any, reference: dict[str, Any],
         if minute < 30:
             with connect(world.hub) as conn:
                 assert conn.execute("SELECT count(*) FROM hub.outbox WHERE status <> 'pending'").fetchone() == (0,)
-    assert all(len(problems) == 3 for problems in attempts[:-1]) and attempts[-1] == []
+    assert all(len(problems) == len(_simulators(world)) for problems in attempts[:-1]) and attempts[-1] == []
     run_steps(world.hub, ("feeds",))
     observe(
         "every marketplace answers 503 for 30 minutes (simulated clock), then recovers",
@@ -297,7 +312,7 @@ def test_slow_answers_time_out(world: Any, reference: dict[str, Any], observe: O
     for faults in _simulators(world):
         faults.arm(slow=1.5)
     problems = _publish_all(world, _fresh_clients(world, FakeClock(), timeout=(2.0, 0.5), max_attempts=2))
-    assert len(problems) == 3
+    assert len(problems) == len(_simulators(world))
     for faults in _simulators(world):
         faults.clear()
     step_publish(world.hub)
@@ -315,7 +330,7 @@ def test_answers_dropped_after_apply(world: Any, reference: dict[str, Any], obse
         faults.arm(drop_after_apply=2)
     problems = _publish_all(world, _fresh_clients(world, FakeClock()))
     dropped = [faults.fired["drop"] for faults in _simulators(world)]
-    assert problems == [] and dropped == [2, 2, 2]
+    assert problems == [] and dropped == [2] * len(_simulators(world))
     step_feeds(world.hub)
     observe(
         "the marketplace applies a write, then drops the connection without answering (twice per marketplace)",

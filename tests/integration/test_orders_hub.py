@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from commerce_sync import registry
 from commerce_sync.channels.orders import MarketplaceOrder, OrderLine
 from commerce_sync.config import load_config
 from commerce_sync.db import connect
@@ -23,7 +24,8 @@ from tests.integration.orders_world import (
     skus_in_stock,
 )
 
-OUTBOX_CHANNELS = {"allegro", "ebay", "amazon"}
+# Every enabled channel published through the outbox (the shipped config: allegro, ebay, amazon, shop).
+OUTBOX_CHANNELS = {c.id for c in load_config().channels if c.enabled and registry.get(c.kind).uses_outbox}
 
 
 @pytest.fixture(scope="module")

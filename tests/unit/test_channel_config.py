@@ -43,8 +43,9 @@ def test_feed_target_must_be_a_url() -> None:
 
 
 def test_kinds_come_from_the_registry() -> None:
-    assert {spec.name for spec in registry.kinds("marketplace")} == {"allegro", "ebay", "amazon"}
-    assert {spec.name for spec in registry.kinds("feed")} == {"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"}
+    # At least the built-in kinds (a new kind's module adds itself without editing this test).
+    assert {spec.name for spec in registry.kinds("marketplace")} >= {"allegro", "ebay", "amazon"}
+    assert {spec.name for spec in registry.kinds("feed")} >= {"google_merchant_feed", "meta_catalog_feed", "ceneo_feed"}
     with pytest.raises(ValidationError, match=r"unknown channel kind 'shopfront' \(registered: allegro, amazon"):
         Channel(id="c1", kind="shopfront", pricing_rule="r", conn_id="x")
     with pytest.raises(ValidationError, match="is not a feed: remove its 'feed' section"):
@@ -77,7 +78,7 @@ def test_a_kind_registered_from_outside_validates_its_settings() -> None:
             registry.register(dataclasses.replace(spec, title="Other"))
     finally:
         registry.unregister("test_outside_feed")
-    with pytest.raises(ValueError, match="outbox_fields must be those or empty"):
+    with pytest.raises(ValueError, match="outbox_fields must hold both or neither"):
         registry.ChannelKind(
             name="half",
             family="feed",
@@ -86,3 +87,80 @@ def test_a_kind_registered_from_outside_validates_its_settings() -> None:
             asset=registry.fixed_asset("HUB_OUTBOX"),
             outbox_fields=("quantity",),
         )
+
+
+def test_built_in_kinds_come_from_every_module_of_the_channels_package() -> None:
+    """No list of built-in modules to keep: every module of commerce_sync.channels is imported, and those
+    that register a kind are the built-in kinds."""
+    modules = registry.builtin_modules()
+    assert {f"commerce_sync.channels.{name}" for name in ("allegro", "ebay", "amazon", "feeds")} <= set(modules)
+    assert "commerce_sync.channels.marketplace" in modules  # imported too; it registers nothing
+    names = {spec.name for spec in registry.kinds()}
+    assert {"allegro", "ebay", "amazon", "google_merchant_feed", "meta_catalog_feed", "ceneo_feed"} <= names
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        (("price", "quantity", "content"), None),
+        (("content",), None),
+        ((), None),
+        (("price", "content"), "must hold both or neither"),
+        (("price", "quantity", "colour"), r"unknown outbox_fields \['colour'\]"),
+    ],
+)
+def test_a_kind_declares_the_outbox_fields_it_publishes(fields: tuple[str, ...], problem: str | None) -> None:
+    def make() -> registry.ChannelKind:
+        return registry.ChannelKind(
+            name="fields_test",
+            family="feed",
+            title="Fields",
+            capabilities=frozenset({"publish"}),
+            asset=registry.fixed_asset("HUB_OUTBOX"),
+            outbox_fields=fields,
+        )
+
+    if problem is None:
+        spec = make()
+        assert spec.queues("content") == ("content" in fields)
+        assert spec.uses_outbox == bool(fields)
+    else:
+        with pytest.raises(ValueError, match=problem):
+            make()
+
+
+def test_open_hands_the_channel_to_the_adapter_and_may_let_it_create_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind's adapter gets its channel's settings (configure), e.g. whether it may create missing offers."""
+    from commerce_sync.channels.marketplace import Marketplace
+    from commerce_sync.transport.http import HttpClient
+
+    class Creating(Marketplace):
+        kind = "creating_test"
+        title = "Creating"
+        max_items_per_request = 10
+
+        def configure(self, channel: Channel) -> None:
+            self.creates_offers = bool(channel.settings.get("create"))
+
+        build = send = collect = read_offers = None  # type: ignore[assignment]
+
+    Creating.__abstractmethods__ = frozenset()
+    monkeypatch.setenv("AIRFLOW_CONN_CREATING_TEST", '{"conn_type": "http", "host": "http://127.0.0.1:9"}')
+    spec = registry.ChannelKind(
+        name="creating_test",
+        family="marketplace",
+        title="Creating",
+        capabilities=frozenset({"publish"}),
+        outbox_fields=("price", "quantity"),
+        marketplace=lambda info: Creating(HttpClient(info.base_url())),
+        asset=registry.fixed_asset("HUB_OUTBOX"),
+    )
+    registry.register(spec)
+    try:
+        for create in (True, False):
+            channel = Channel(id="cc", kind="creating_test", conn_id="creating_test", pricing_rule="r")
+            channel = channel.model_copy(update={"settings": {"create": create}})
+            with spec.open(channel) as market:
+                assert market.creates_offers is create
+    finally:
+        registry.unregister("creating_test")

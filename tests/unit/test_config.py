@@ -33,7 +33,7 @@ def test_shipped_config_loads() -> None:
     # Disabled examples validate too (a supplier with several feeds has a format per feed).
     assert {v.format for s in config.suppliers for v in s.feed_views()} == {"xml", "csv", "bmecat"}
     assert [v.feed_id for v in config.supplier("echo").feed_views()] == ["catalogue", "stock"]
-    assert {c.id for c in config.channels} == {"allegro", "ebay", "amazon", "google", "meta", "ceneo"}
+    assert {c.id for c in config.channels} == {"allegro", "ebay", "amazon", "shop", "google", "meta", "ceneo"}
     for channel in config.channels:
         assert config.rule_for(channel).version >= 1
 

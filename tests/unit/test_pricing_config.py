@@ -86,5 +86,5 @@ def test_outbox_kinds_come_from_the_channel_registry() -> None:
     from commerce_sync import registry
 
     kinds = {spec.name for spec in registry.kinds() if spec.uses_outbox}
-    assert kinds == {spec.name for spec in registry.kinds("marketplace")} == {"allegro", "ebay", "amazon"}
+    assert kinds == {spec.name for spec in registry.kinds("marketplace")} >= {"allegro", "ebay", "amazon"}
     assert not any(spec.uses_outbox for spec in registry.kinds("feed"))

@@ -129,6 +129,7 @@ class Marketplace(ABC):
         idempotent_requests: a request sent again is applied once (Allegro's command ids). Otherwise rows
             whose earlier send may have reached the channel unrecorded are read back before being sent
             again (see :func:`_settle_in_doubt`).
+        creates_offers: (instance) rows of a SKU without an offer id are sent, to create the offer.
     """
 
     kind: ClassVar[str]
@@ -139,6 +140,9 @@ class Marketplace(ABC):
     reads_back_by_sku: ClassVar[bool] = False
     request_noun: ClassVar[str] = "call"
     idempotent_requests: ClassVar[bool] = False
+    creates_offers: bool = False
+    """A SKU without an offer id is sent anyway: the request creates the offer (set by :meth:`configure`
+    for kinds whose channel settings allow it)."""
 
     def __init__(self, client: HttpClient) -> None:
         self.client = client
@@ -179,6 +183,12 @@ class Marketplace(ABC):
         Kinds with the ``import_orders`` capability implement it; see :mod:`commerce_sync.channels.orders`.
         """
         raise NotImplementedError(f"{self.title} ({self.kind}) does not import orders")
+
+    def configure(self, channel: Channel) -> None:  # noqa: B027 (an optional hook: most kinds need nothing)
+        """Take the channel's kind-specific ``settings`` (validated by the kind's settings model).
+
+        :meth:`commerce_sync.registry.ChannelKind.open` calls it once, right after building the adapter.
+        """
 
     def prepare(self) -> None:  # noqa: B027 (an optional hook: most kinds need nothing)
         """Fail early, before anything is claimed, when the connection lacks what publishing needs."""
@@ -247,7 +257,7 @@ def plan(
             if problems:
                 rejected[row_id] = problems
                 item.problem = prepublish.refusal(problems)
-        if item.problem is None and market.needs_offer_id and offer_id is None:
+        if item.problem is None and market.needs_offer_id and offer_id is None and not market.creates_offers:
             item.problem = (
                 f"no {market.title} offer for SKU {sku}; run sync_listings / create the offer on {market.title}"
             )
@@ -458,6 +468,8 @@ def _settle_in_doubt(
     confirmed: list[Outcome] = []
     held: list[Outcome] = []
     for item in doubtful:
+        if item.field not in ("price", "quantity"):
+            continue  # read-back shows offers, not content: send the content again (it sets absolute values)
         now = _shown(shown.get(item.sku), item.field)
         last = last_sent.get((item.sku, item.field))
         if _same(item.payload, now, item.field):

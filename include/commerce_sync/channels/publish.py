@@ -76,6 +76,13 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             finally:
                 after = backlog_of(dsn, channel.id)
                 transfer.details = {**transfer.details, "backlog_after": after}
+        if market.needs_offer_id and market.creates_offers and result.sent:
+            # Offers created by this publish: learn their ids now, so the hub's listing is current at once.
+            relisting = ledger.Transfer(
+                source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run
+            )
+            with ledger.recording(dsn, relisting):
+                marketplace.sync_listings(dsn, channel.id, market, relisting)
         return {
             "channel": channel.id,
             "kind": channel.kind,

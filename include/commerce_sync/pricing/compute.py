@@ -7,6 +7,8 @@ channels one outbox row per changed field (price, quantity) is added with an ide
 from the change, and older unsent outbox rows for the same field are superseded. Every changed price
 and quantity is written to ``audit.change``. The ledger row, carrying the digest of those change
 rows, is appended in the same transaction, so offers, outbox, changes and ledger always agree.
+Kinds that publish product content (``content`` in their ``outbox_fields``) also get a ``content``
+row per offer whose product content changed (:func:`queue_content`), apart from price and quantity.
 
 **Incremental**: a channel recomputes only SKUs whose inputs changed (``hub.product``,
 ``hub.stock``, ``hub.sku_supply`` rows with ``updated_at`` after the channel's ``inputs_seen_until``,
@@ -118,6 +120,22 @@ def write_field_changes(conn: psycopg.Connection, transfer: ledger.Transfer, *, 
     assert row is not None
     transfer.changes_count, transfer.changes_sha256 = int(row[0]), str(row[1])
     return int(row[2]), int(row[3])
+
+
+def queue_content(conn: psycopg.Connection, channel_id: str, transfer_id: str, since: Any) -> tuple[int, int]:
+    """Queue a ``content`` outbox row for each offer whose product content changed (``sql/queue_content.sql``).
+
+    Args:
+        since: the previous run's input bound (products changed after it are looked at); None: every offer.
+
+    Returns:
+        (content rows queued, older pending content rows superseded).
+    """
+    row = conn.execute(
+        sql_file("queue_content"), {"channel": channel_id, "transfer_id": transfer_id, "since": since}
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 @dataclass(frozen=True)
@@ -339,7 +357,8 @@ def compute_channel_offers(
         setup = PricingSetup(rules={**setup.rules, rule.id: rule}, overrides=setup.overrides)
     transfer = ledger.Transfer(source="hub", target=f"channel:{channel.id}", dataset=DATASET, run=run)
     tid = str(transfer.transfer_id)
-    outbox = registry.get(channel.kind).uses_outbox
+    kind = registry.get(channel.kind)
+    outbox = kind.uses_outbox
     params: dict[str, Any] = {
         "channel": channel.id,
         "currency": channel.currency,
@@ -401,6 +420,10 @@ def compute_channel_offers(
                 "written. Run the task again."
             )
         superseded, outbox_rows = write_field_changes(conn, transfer, outbox=outbox)
+        content_rows = content_superseded = 0
+        if kind.queues("content"):
+            since = state[1] if incremental and state is not None else None
+            content_rows, content_superseded = queue_content(conn, channel.id, tid, since)
         conn.execute(
             sql_file("save_state"),
             {
@@ -429,6 +452,8 @@ def compute_channel_offers(
                 "proposal_id": proposal_id,
             }
         )
+        if kind.queues("content"):
+            transfer.details.update({"content_rows": content_rows, "content_superseded": content_superseded})
         ledger.append(conn, transfer, "success")
     return OfferComputation(
         channel.id, tid, evaluated, changed, floors, outbox_rows, superseded, mode, held, proposal_id

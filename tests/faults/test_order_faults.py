@@ -148,14 +148,26 @@ def test_duplicated_and_out_of_order_events(world: Any, order_reference: dict[st
     )
 
 
+def _day_earlier(value: object) -> object:
+    try:
+        return (datetime.fromisoformat(str(value).replace("Z", "+00:00")) - timedelta(days=1)).isoformat()
+    except ValueError:
+        return value
+
+
 def _rewound(cursor: str) -> str:
-    state = json.loads(cursor)
+    """The cursor a day earlier: every timestamp in it moved back (Allegro's event id to its first event)."""
+    try:
+        state = json.loads(cursor)
+    except json.JSONDecodeError:
+        return str(_day_earlier(cursor))
+    if not isinstance(state, dict):
+        return json.dumps(_day_earlier(state))
     for key, value in state.items():
-        try:
-            state[key] = (datetime.fromisoformat(str(value).replace("Z", "+00:00")) - timedelta(days=1)).isoformat()
-        except ValueError:
-            if key == "from" and str(value).isdigit():
-                state[key] = "0"  # Allegro: back to the first event it kept
+        if key == "from" and str(value).isdigit():
+            state[key] = "0"  # Allegro: back to the first event it kept
+        else:
+            state[key] = _day_earlier(value)
     return json.dumps(state)
 
 

@@ -114,7 +114,8 @@ def test_silently_unapplied_change_is_found(
 
 def test_every_marketplace_kind_is_reconcilable_and_a_feed_is_a_clear_config_error(tmp_path: Path) -> None:
     readable = {spec.name for spec in registry.kinds("marketplace", "read_back")}
-    assert readable == {spec.name for spec in registry.kinds("marketplace", "publish")} == {"allegro", "ebay", "amazon"}
+    publishing = {spec.name for spec in registry.kinds("marketplace", "publish")}
+    assert readable == publishing == {"allegro", "ebay", "amazon", "woocommerce"}
     settings = FeedSettings(path="feeds/google.xml", title="t", shop_url="https://shop.example.com")
     feed = Channel(id="google", kind="google_merchant_feed", pricing_rule="r", feed=settings)
     run = ledger.RunContext(run_id="test", dag_id="marketplaces_to_hub_reconciliation", task_id="reconcile_offers")

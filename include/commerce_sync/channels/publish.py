@@ -76,6 +76,7 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             finally:
                 after = backlog_of(dsn, channel.id)
                 transfer.details = {**transfer.details, "backlog_after": after}
+        transfer_ids = [str(listing.transfer_id), str(transfer.transfer_id)]
         if market.needs_offer_id and market.creates_offers and result.sent:
             # Offers created by this publish: learn their ids now, so the hub's listing is current at once.
             relisting = ledger.Transfer(
@@ -83,13 +84,14 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             )
             with ledger.recording(dsn, relisting):
                 marketplace.sync_listings(dsn, channel.id, market, relisting)
+            transfer_ids.append(str(relisting.transfer_id))
         return {
             "channel": channel.id,
             "kind": channel.kind,
             **asdict(result),
             "backlog_before": before,
             "backlog_after": after,
-            "transfer_ids": [str(listing.transfer_id), str(transfer.transfer_id)],
+            "transfer_ids": transfer_ids,
         }
 
 

@@ -1,6 +1,8 @@
 """Event-driven sync under a real Airflow: the ERP doorbell, the triggerer, the scheduler, no hand trigger.
 
-Starts api-server, scheduler, dag-processor and triggerer one by one (LocalExecutor, SQLite) with
+Starts api-server, scheduler, dag-processor and triggerer one by one (LocalExecutor; a throwaway
+PostgreSQL metadata database, as in production: under SQLite the api-server answered 500 while the
+scheduler held the write lock, which failed a CI run) with
 the ERP, pricing and marketplace DAGs against a 60-product sandbox. One hand-triggered ERP run
 publishes the catalog (set-up). Then, with no trigger from the test:
 
@@ -18,15 +20,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from commerce_sync.db import connect
+from commerce_sync.db import connect, drop_database
 from commerce_sync_devtools.airflow_stack import AirflowStack
 from commerce_sync_sandbox.erp import set_purchase_price
+from tests.conftest import new_database
 from tests.e2e.sandbox_world import World, sandbox_world
 
 pytestmark = pytest.mark.e2e
@@ -44,9 +48,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowSta
     if not (REPO / ".venv" / "bin" / "airflow").exists():
         pytest.skip("needs the project venv with Airflow: run `make test` once")
     tmp = tmp_path_factory.mktemp("events")
+    metadata = new_database(prefix="cs_test_events_af")
+    metadata_url = "postgresql+psycopg2://" + metadata.split("://", 1)[1]
     with (
+        _dropped(metadata),
         sandbox_world(tmp, {"COMMERCE_SYNC_ERP_POLL_SECONDS": "15"}, n=N, needs_airflow=False) as world,
-        AirflowStack(tmp, REPO, DAGS, {}) as airflow,
+        AirflowStack(tmp, REPO, DAGS, {}, metadata_url=metadata_url) as airflow,
     ):
         airflow.migrate()
         airflow.start()
@@ -62,6 +69,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowSta
                 print(f"--- {name}\n{airflow.log_tail(name)}")
             raise
         yield airflow, world
+
+
+@contextmanager
+def _dropped(url: str) -> Iterator[None]:
+    """Drop the database at ``url`` when the block ends (after the components using it stopped)."""
+    try:
+        yield
+    finally:
+        drop_database(url)
 
 
 def _hub_prices(hub: str, sku: str) -> dict[str, Decimal]:

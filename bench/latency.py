@@ -135,31 +135,7 @@ def connections(hub: str, erp: str, server: SandboxServer) -> dict[str, str]:
     return {
         "AIRFLOW_CONN_HUB_DB": hub,
         "AIRFLOW_CONN_ERP_DB": erp,
-        "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
-            {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
-        ),
-        "AIRFLOW_CONN_EBAY_SANDBOX": json.dumps(
-            {
-                "conn_type": "http",
-                "host": server.ebay_url,
-                "login": "demo-ebay-client",
-                "password": "demo-ebay-secret",
-                "extra": {"refresh_token": "demo-ebay-refresh-token"},
-            }
-        ),
-        "AIRFLOW_CONN_AMAZON_SANDBOX": json.dumps(
-            {
-                "conn_type": "http",
-                "host": server.amazon_url,
-                "login": "amzn1.application-oa2-client.sandbox",
-                "password": "demo-amazon-secret",
-                "extra": {
-                    "refresh_token": "Atzr|demo-amazon-refresh-token",
-                    "seller_id": "A2SANDBOXSELLER",
-                    "marketplace_id": "A1C3SOZRARQ6R3",
-                },
-            }
-        ),
+        **server.airflow_connections(),
     }
 
 
@@ -399,6 +375,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the databases and the Airflow home")
     parser.add_argument("--reuse", action="store_true", help="reuse the databases of an earlier --keep run")
     parser.add_argument("--build-only", action="store_true", help="build the ERP and hub, keep them, stop")
+    parser.add_argument(
+        "--metadata",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="Airflow's metadata database: a fresh PostgreSQL one (as in production) or SQLite (as `make ui`)",
+    )
     args = parser.parse_args()
     pause_min, pause_max = (float(x) for x in args.pause.split(","))
     # The bench hub is thrown away: a key of its own signs its ledger (the Airflow components inherit it).
@@ -431,7 +413,12 @@ def main() -> None:
         for leftover in ("airflow", "dags", "component-logs", "plugins"):  # a fresh Airflow every time
             shutil.rmtree(work / leftover, ignore_errors=True)
         dag_ids = (*DAGS, ORDERS_DAG) if args.sales else DAGS
-        stack = AirflowStack(work, REPO, dag_ids, env)
+        metadata = with_database(SERVER, f"{args.prefix}_airflow")
+        drop_database(metadata)  # a fresh Airflow every time
+        if args.metadata == "postgres":
+            ensure_database(metadata)
+        metadata_url = "postgresql+psycopg2://" + metadata.split("://", 1)[1] if args.metadata == "postgres" else None
+        stack = AirflowStack(work, REPO, dag_ids, env, metadata_url=metadata_url)
         changes: list[Change] = []
         try:
             stack.migrate()
@@ -493,6 +480,7 @@ def main() -> None:
             server.stop()
         if not args.keep:
             stack.remove()
+            drop_database(metadata)
     meta = {
         "n": args.n,
         "changes": len([c for c in changes if c.kind == "erp"]),
@@ -501,6 +489,7 @@ def main() -> None:
         "host": f"{os.cpu_count()} cores",
         "pause_s": [pause_min, pause_max],
         "poll_seconds": args.poll_seconds,
+        "metadata": args.metadata,
     }
     table = report(changes, meta)
     print(table)

@@ -43,7 +43,10 @@ breakers run as always; a batch with a failing row gets its Data Docs). Full res
 render them. The critical path of an ERP change is five task start-ups in a row: `sync_erp_products` →
 (asset event) → `hub_to_channel_offers`: `load_exchange_rates` ‖ `check_hub_catalog` ‖ `list_channels` →
 `compute_offers[channel]` → (asset event) → `hub_to_marketplaces`: `list_<kind>_channels` → `publish_<kind>[channel]`.
-`merge_supplier_offers` and the feeds are off it. Where the time goes: `make bench-latency` (bench/README.md).
+`merge_supplier_offers` and the feeds are off it: feed channels are priced by `compute_feed_offers`, which
+emits no offer event (it would start a marketplace run with nothing to send, and a real change would wait
+for it). The tasks on the critical path carry priority weight 10 (every other task 1), so when the
+executor's slots are taken they start first. Where the time goes: `make bench-latency` (bench/README.md).
 
 **Params**: `full_resync` (default off) reads everything and deactivates products the ERP no
 longer returns (never deletes them). `override_breakers` + `override_reason`: see below.
@@ -76,6 +79,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, g
 from commerce_sync import assets
 from commerce_sync.airflow_glue import (
     DEFAULT_ARGS,
+    LATENCY_CRITICAL,
     START_DATE,
     breaker_override,
     hub_dsn,
@@ -119,7 +123,11 @@ from commerce_sync.triggers import erp_changes_asset
     },
 )
 def erp_to_hub_products() -> None:
-    @task(inlets=[assets.ERP_PRODUCTS], outlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_QUARANTINE])
+    @task(
+        inlets=[assets.ERP_PRODUCTS],
+        outlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_QUARANTINE],
+        **LATENCY_CRITICAL,
+    )
     def sync_erp_products() -> dict[str, Any]:
         from commerce_sync.config import load_config, load_quality
         from commerce_sync.connections import get_connection

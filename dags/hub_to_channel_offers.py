@@ -11,6 +11,10 @@ margin) + fee, with commission and VAT, never below the rule's MAP) that always 
 reserved + chosen supplier's dropship stock − the channel's buffer, capped, never negative.
 Only SKUs whose inputs changed are recomputed (a rule/config/rate change recomputes the channel).
 Changed offers get a new version; for marketplace channels each changed field becomes an outbox row.
+Marketplace and shop channels are priced by `compute_offers`, whose asset event starts
+`hub_to_marketplaces`; feed channels by `compute_feed_offers`, which emits no event (the feeds are written
+every 15 minutes by `hub_to_catalog_feeds`, and a feed channel's event would only start an empty
+marketplace run that a real change then waits for).
 
 **Guards**
 - *Hub catalog suite* (`check_hub_catalog`, GX on PostgreSQL over `hub.product` + `hub.sku_supply`): its
@@ -54,13 +58,15 @@ from typing import Any
 
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
-from commerce_sync import assets
+from commerce_sync import assets, registry
 from commerce_sync.airflow_glue import (
     DEFAULT_ARGS,
+    LATENCY_CRITICAL,
     START_DATE,
     breaker_override,
     check_hub_catalog_task,
     hub_dsn,
+    label_map_index,
     operator_errors,
     run_context,
     sync_deadline,
@@ -92,7 +98,7 @@ APPROVAL_TASK = "approve_held_changes"
     },
 )
 def hub_to_channel_offers() -> None:
-    @task(outlets=[assets.HUB_EXCHANGE_RATE])
+    @task(outlets=[assets.HUB_EXCHANGE_RATE], **LATENCY_CRITICAL)
     def load_exchange_rates() -> int:
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
@@ -106,7 +112,7 @@ def hub_to_channel_offers() -> None:
             report_transfer(loaded.transfer_id)
         return loaded.changed
 
-    @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY])
+    @task(inlets=[assets.HUB_PRODUCT, assets.HUB_SKU_SUPPLY], **LATENCY_CRITICAL)
     def check_hub_catalog() -> dict[str, Any]:
         """The merged catalog suite (GX on PostgreSQL): evidence in the ledger, refusal above the limit."""
         from commerce_sync.config import load_config
@@ -122,18 +128,23 @@ def hub_to_channel_offers() -> None:
                 return {"fast_path": True, "skus_changed": pending, "limit": limit}
         return check_hub_catalog_task()
 
-    @task
+    @task(**LATENCY_CRITICAL)
     def list_channels() -> list[str]:
+        """The enabled marketplace and shop channels (outbox channels, sent by hub_to_marketplaces)."""
         from commerce_sync.config import load_config
 
         with operator_errors("channels.yaml"):
-            return [c.id for c in load_config().channels if c.enabled]
+            return [c.id for c in load_config().channels if c.enabled and registry.get(c.kind).family != "feed"]
 
-    @task(
-        inlets=[assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_SKU_SUPPLY, assets.HUB_EXCHANGE_RATE],
-        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
-    )
-    def compute_offers(channel_id: str) -> dict[str, Any]:
+    @task
+    def list_feed_channels() -> list[str]:
+        """The enabled feed channels (files written by hub_to_catalog_feeds)."""
+        from commerce_sync.config import load_config
+
+        with operator_errors("channels.yaml"):
+            return [c.id for c in load_config().channels if c.enabled and registry.get(c.kind).family == "feed"]
+
+    def compute(channel_id: str) -> dict[str, Any]:
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
         from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
@@ -154,6 +165,29 @@ def hub_to_channel_offers() -> None:
             )
         report_transfer(result.transfer_id)
         return asdict(result)
+
+    inputs = [assets.HUB_PRODUCT, assets.HUB_STOCK, assets.HUB_SKU_SUPPLY, assets.HUB_EXCHANGE_RATE]
+
+    @task(
+        inlets=inputs,
+        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+        map_index_template="{{ channel_id }}",
+        **LATENCY_CRITICAL,
+    )
+    def compute_offers(channel_id: str) -> dict[str, Any]:
+        """A marketplace or shop channel: its changed fields go to the outbox; the offer event starts publishing."""
+        label_map_index(channel_id=channel_id)
+        return compute(channel_id)
+
+    @task(inlets=inputs, map_index_template="{{ channel_id }}")
+    def compute_feed_offers(channel_id: str) -> dict[str, Any]:
+        """A feed channel: no asset event (the feeds are written on their own schedule, and an offer event
+        would start a marketplace run with nothing to send, which a real change would then queue behind)."""
+        from commerce_sync.lineage import report_output
+
+        label_map_index(channel_id=channel_id)
+        report_output(assets.HUB_CHANNEL_OFFER)
+        return compute(channel_id)
 
     @task(task_id=SUMMARY_TASK, trigger_rule=TriggerRule.ALL_DONE)
     def summarise_held_changes() -> dict[str, Any]:
@@ -189,8 +223,12 @@ def hub_to_channel_offers() -> None:
 
     rates = load_exchange_rates()
     catalog = check_hub_catalog()
-    computed = compute_offers.expand(channel_id=list_channels())
-    [rates, catalog] >> computed  # side by side: one task start-up less on the critical path
+    computed = [
+        compute_offers.expand(channel_id=list_channels()),
+        compute_feed_offers.expand(channel_id=list_feed_channels()),
+    ]
+    [rates, catalog] >> computed[0]  # side by side: one task start-up less on the critical path
+    [rates, catalog] >> computed[1]
     summary = summarise_held_changes()
     computed >> summary >> approve >> publish_held_changes()
 

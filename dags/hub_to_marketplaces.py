@@ -38,12 +38,14 @@ from airflow.sdk import dag, task
 from commerce_sync import assets, registry
 from commerce_sync.airflow_glue import (
     DEFAULT_ARGS,
+    LATENCY_CRITICAL,
     MARKETPLACE_QUEUE,
     MAX_PARALLEL_CHANNELS,
     START_DATE,
     hub_dsn,
     label_map_index,
     operator_errors,
+    per_kind,
     run_context,
     sync_deadline,
 )
@@ -65,20 +67,13 @@ from commerce_sync.airflow_glue import (
     ),
 )
 def hub_to_marketplaces() -> None:
-    @task
-    def list_channels(kind: str) -> list[str]:
-        from commerce_sync.config import load_config
-
-        with operator_errors("channels.yaml"):
-            channels = [c for c in load_config().channels if c.kind == kind]
-            return registry.channels_that(channels, "publish", family="marketplace")
-
     @task(
         inlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_OFFER],
         outlets=[assets.HUB_OUTBOX, assets.HUB_CHANNEL_LISTING],
         queue=MARKETPLACE_QUEUE,
         max_active_tis_per_dagrun=MAX_PARALLEL_CHANNELS,
         map_index_template="{{ channel_id }}",
+        **LATENCY_CRITICAL,
     )
     def publish_offers(channel_id: str) -> dict[str, Any]:
         from commerce_sync.channels.publish import publish_channel
@@ -95,11 +90,7 @@ def hub_to_marketplaces() -> None:
             report_transfer(transfer_id)
         return result
 
-    # One mapped task per marketplace kind, in the kind's pool: the pool bounds concurrent calls to that
-    # API across DAGs (publish, read back), the client's token bucket bounds their rate.
-    for kind in registry.kinds("marketplace", "publish"):
-        channels = list_channels.override(task_id=f"list_{kind.name}_channels")(kind.name)
-        publish_offers.override(task_id=f"publish_{kind.name}", pool=kind.pool).expand(channel_id=channels)
+    per_kind(publish_offers, "publish", "publish", family="marketplace")
 
 
 hub_to_marketplaces()

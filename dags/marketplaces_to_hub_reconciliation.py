@@ -47,6 +47,7 @@ from commerce_sync.airflow_glue import (
     hub_dsn,
     label_map_index,
     operator_errors,
+    per_kind,
     run_context,
     sync_deadline,
 )
@@ -68,14 +69,6 @@ from commerce_sync.airflow_glue import (
     ),
 )
 def marketplaces_to_hub_reconciliation() -> None:
-    @task
-    def list_channels(kind: str) -> list[str]:
-        from commerce_sync.config import load_config
-
-        with operator_errors("channels.yaml"):
-            channels = [c for c in load_config().channels if c.kind == kind]
-            return registry.channels_that(channels, "read_back", family="marketplace")
-
     @task(
         inlets=[assets.HUB_OUTBOX],
         outlets=[assets.HUB_CHANNEL_RECONCILIATION, assets.HUB_OUTBOX],
@@ -103,10 +96,8 @@ def marketplaces_to_hub_reconciliation() -> None:
             report_transfer(transfer_id)
         return result
 
-    # Per marketplace kind, in the kind's pool (shared with publishing): see hub_to_marketplaces.
-    for kind in registry.kinds("marketplace", "read_back"):
-        channels = list_channels.override(task_id=f"list_{kind.name}_channels")(kind.name)
-        reconcile_offers.override(task_id=f"reconcile_{kind.name}", pool=kind.pool).expand(channel_id=channels)
+    # Per marketplace kind, in the kind's pool (shared with publishing and order import).
+    per_kind(reconcile_offers, "reconcile", "read_back", family="marketplace")
 
 
 marketplaces_to_hub_reconciliation()

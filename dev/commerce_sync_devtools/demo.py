@@ -179,7 +179,7 @@ def _print_summary(rows: list[dict[str, Any]], hub_url: str) -> list[str]:
             )
     print("\nChannels")
     for r in rows:
-        if r["dataset"] == "channel_offer" and r["task_id"] == "compute_offers":
+        if r["dataset"] == "channel_offer" and r["task_id"] in ("compute_offers", "compute_feed_offers"):
             content = r["details"].get("content_rows")
             print(
                 f"  {r['target']:<18} offers changed: {r['rows_changed']} of {r['rows_read']} "

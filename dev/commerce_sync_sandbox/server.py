@@ -9,6 +9,7 @@ refuses any name that is not a plain file name in that directory. The simulators
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -307,3 +308,43 @@ class SandboxServer:
     def urls(self) -> dict[str, str]:
         """Base URL of every simulator, by name."""
         return {name: self.url(name) for name in self._specs}
+
+    def airflow_connections(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables of the suppliers' and channels' connections in the shipped
+        configuration (``include/config``), pointing at this server with the simulators' demo credentials."""
+
+        def http(url: str, *credentials: str, extra: dict[str, str] | None = None) -> str:
+            conn: dict[str, Any] = {"conn_type": "http", "host": url}
+            if credentials:
+                conn["login"], conn["password"] = credentials
+            if extra:
+                conn["extra"] = extra
+            return json.dumps(conn)
+
+        return {
+            "AIRFLOW_CONN_SUPPLIER_ACME": http(self.feeds_url),
+            "AIRFLOW_CONN_SUPPLIER_BRAVO": http(self.feeds_url),
+            "AIRFLOW_CONN_ALLEGRO_SANDBOX": http(self.url("allegro"), "demo-client", "demo-secret"),
+            "AIRFLOW_CONN_EBAY_SANDBOX": http(
+                self.url("ebay"),
+                "demo-ebay-client",
+                "demo-ebay-secret",
+                extra={"refresh_token": "demo-ebay-refresh-token"},
+            ),
+            "AIRFLOW_CONN_AMAZON_SANDBOX": http(
+                self.url("amazon"),
+                "amzn1.application-oa2-client.sandbox",
+                "demo-amazon-secret",
+                extra={
+                    "refresh_token": "Atzr|demo-amazon-refresh-token",
+                    "seller_id": "A2SANDBOXSELLER",
+                    "marketplace_id": "A1C3SOZRARQ6R3",
+                },
+            ),
+            "AIRFLOW_CONN_SHOP_SANDBOX": http(
+                self.url("woocommerce"), "ck_demo_woocommerce_key", "cs_demo_woocommerce_secret"
+            ),
+            "AIRFLOW_CONN_SHOP_WEBHOOK": json.dumps(
+                {"conn_type": "generic", "host": self.url("woocommerce"), "password": "demo-webhook-secret"}
+            ),
+        }

@@ -17,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from airflow.sdk import get_current_context
+from airflow.sdk import get_current_context, task
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from commerce_sync import registry
 from commerce_sync.audit.ledger import RunContext
 from commerce_sync.connections import get_connection
 from commerce_sync.db import as_data_error, lost_connection_is_transient
@@ -159,6 +160,41 @@ START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 MAX_PARALLEL_CHANNELS = 4
 """Mapped per-channel/per-supplier tasks of one run running at once (``max_active_tis_per_dagrun``)."""
+
+LATENCY_CRITICAL: dict[str, Any] = {"priority_weight": 10, "weight_rule": "absolute"}
+"""Task arguments of the tasks between an ERP change or a sale and the marketplaces: when more task
+instances are queued than the executor has slots, the scheduler starts these first (every other task
+has the default weight 1), so a single price change does not wait behind a feed channel's pricing or a
+reconciliation."""
+
+
+@task(**LATENCY_CRITICAL)
+def _channels_of_kind(kind: str, capability: registry.Capability, family: registry.Family | None) -> list[str]:
+    """The enabled channels of ``kind`` whose kind has ``capability`` (config order)."""
+    from commerce_sync.config import load_config
+
+    with operator_errors("channels.yaml"):
+        channels = [c for c in load_config().channels if c.kind == kind]
+        return registry.channels_that(channels, capability, family)
+
+
+def per_kind(
+    worker: Any, verb: str, capability: registry.Capability, family: registry.Family | None = None
+) -> list[Any]:
+    """Per registered kind with ``capability``: ``list_<kind>_channels``, then ``<verb>_<kind>`` mapped over
+    that kind's enabled channels in the kind's API pool (``worker`` takes ``channel_id``).
+
+    The pool bounds concurrent calls to a marketplace's API across DAGs (publish, read back, orders);
+    the client's token bucket bounds their rate. (One list task for all kinds would save start-ups, but
+    Airflow cannot map over one key of a task's output.) A kind without enabled channels gets an empty
+    list: its task is skipped. Returns the mapped tasks, in registry order.
+    """
+    mapped = []
+    for kind in registry.kinds(family, capability):
+        channels = _channels_of_kind.override(task_id=f"list_{kind.name}_channels")(kind.name, capability, family)
+        mapped.append(worker.override(task_id=f"{verb}_{kind.name}", pool=kind.pool).expand(channel_id=channels))
+    return mapped
+
 
 DEADLINE_ENV_PREFIX = "COMMERCE_SYNC_DEADLINE_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")

@@ -60,9 +60,41 @@ def test_marketplace_calls_run_per_kind_in_its_pool_on_the_marketplace_queue(dag
         task = dag.get_task(f"{MARKETPLACE_TASKS[dag_id]}_{kind.name}")
         assert (task.pool, task.queue) == (kind.pool, MARKETPLACE_QUEUE), task.task_id
         assert task.max_active_tis_per_dagrun and task.map_index_template == "{{ channel_id }}"
+        assert task.upstream_task_ids == {f"list_{kind.name}_channels"}, task.task_id
         assert dag.get_task(f"list_{kind.name}_channels").queue == HUB_QUEUE
     on_marketplace = {t.task_id for t in dag.tasks if t.queue == MARKETPLACE_QUEUE}
     assert on_marketplace == {t.task_id for t in dag.tasks if t.task_id.startswith(MARKETPLACE_TASKS[dag_id] + "_")}
+
+
+CRITICAL_PATH = {
+    "erp_to_hub_products": {"sync_erp_products"},
+    "hub_to_channel_offers": {"load_exchange_rates", "check_hub_catalog", "list_channels", "compute_offers"},
+    "hub_to_marketplaces": {"publish_*"},
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(CRITICAL_PATH))
+def test_the_tasks_between_a_change_and_the_marketplaces_start_first(dagbag, dag_id: str) -> None:
+    """When the executor's slots are taken, the scheduler starts the latency-critical tasks first."""
+    dag = dagbag.dags[dag_id]
+    from commerce_sync import registry
+
+    expected = set(CRITICAL_PATH[dag_id])
+    if "publish_*" in expected:
+        kinds = [k.name for k in registry.kinds("marketplace", "publish")]
+        expected = expected - {"publish_*"} | {f"publish_{k}" for k in kinds} | {f"list_{k}_channels" for k in kinds}
+    critical = {t.task_id for t in dag.tasks if t.priority_weight == 10 and "absolute" in str(t.weight_rule).lower()}
+    assert critical == expected
+
+
+def test_feed_channels_pricing_does_not_start_a_marketplace_run(dagbag) -> None:
+    """Only the outbox channels' pricing emits the offer event hub_to_marketplaces is scheduled on."""
+    dag = dagbag.dags["hub_to_channel_offers"]
+    names = lambda task: {a.name for a in task.outlets}  # noqa: E731
+    assert "commerce_hub.hub.channel_offer" in names(dag.get_task("compute_offers"))
+    assert names(dag.get_task("compute_feed_offers")) == set()
+    condition = dagbag.dags["hub_to_marketplaces"].timetable.asset_condition
+    assert {a.name for a in condition.objects} == {"commerce_hub.hub.channel_offer"}
 
 
 def test_every_sync_dag_has_a_deadline_alert(dagbag) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,44 +61,7 @@ def sandbox_world(
         "COMMERCE_SYNC_DATA_DIR": str(tmp),
         "AIRFLOW_CONN_HUB_DB": hub_url,
         "AIRFLOW_CONN_ERP_DB": erp_url,
-        "AIRFLOW_CONN_SUPPLIER_ACME": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_SUPPLIER_BRAVO": json.dumps({"conn_type": "http", "host": server.feeds_url}),
-        "AIRFLOW_CONN_ALLEGRO_SANDBOX": json.dumps(
-            {"conn_type": "http", "host": server.allegro_url, "login": "demo-client", "password": "demo-secret"}
-        ),
-        "AIRFLOW_CONN_EBAY_SANDBOX": json.dumps(
-            {
-                "conn_type": "http",
-                "host": server.ebay_url,
-                "login": "demo-ebay-client",
-                "password": "demo-ebay-secret",
-                "extra": {"refresh_token": "demo-ebay-refresh-token"},
-            }
-        ),
-        "AIRFLOW_CONN_AMAZON_SANDBOX": json.dumps(
-            {
-                "conn_type": "http",
-                "host": server.amazon_url,
-                "login": "amzn1.application-oa2-client.sandbox",
-                "password": "demo-amazon-secret",
-                "extra": {
-                    "refresh_token": "Atzr|demo-amazon-refresh-token",
-                    "seller_id": "A2SANDBOXSELLER",
-                    "marketplace_id": "A1C3SOZRARQ6R3",
-                },
-            }
-        ),
-        "AIRFLOW_CONN_SHOP_SANDBOX": json.dumps(
-            {
-                "conn_type": "http",
-                "host": server.woocommerce_url,
-                "login": "ck_demo_woocommerce_key",
-                "password": "cs_demo_woocommerce_secret",
-            }
-        ),
-        "AIRFLOW_CONN_SHOP_WEBHOOK": json.dumps(
-            {"conn_type": "generic", "host": server.woocommerce_url, "password": "demo-webhook-secret"}
-        ),
+        **server.airflow_connections(),
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}

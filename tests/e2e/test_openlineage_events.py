@@ -70,6 +70,12 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
         {hub("channel_offer"), hub("outbox")},
     ),
+    # Feed channels: the same table, reported at run time (no asset event: see the DAG's docs).
+    ("hub_to_channel_offers", "list_feed_channels"): (set(), set()),
+    ("hub_to_channel_offers", "compute_feed_offers"): (
+        {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
+        {hub("channel_offer")},
+    ),
     # One list/publish (and list/reconcile) task pair per marketplace kind, each in the kind's pool.
     **{("hub_to_marketplaces", f"list_{kind}_channels"): (set(), set()) for kind in MARKETPLACE_KINDS},
     **{("hub_to_marketplaces", f"publish_{kind}"): None for kind in MARKETPLACE_KINDS},
@@ -87,6 +93,7 @@ TRANSFER_TASKS = {
     ("hub_to_channel_offers", "load_exchange_rates"),
     ("hub_to_channel_offers", "check_hub_catalog"),
     ("hub_to_channel_offers", "compute_offers"),
+    ("hub_to_channel_offers", "compute_feed_offers"),
     *(("hub_to_marketplaces", f"publish_{kind}") for kind in MARKETPLACE_KINDS),
     ("hub_to_catalog_feeds", "write_feed"),
     *(("marketplaces_to_hub_reconciliation", f"reconcile_{kind}") for kind in MARKETPLACE_KINDS),

@@ -11,8 +11,9 @@ commerce-sync trace CHANNEL SKU   where a published offer came from (--at ISO, -
 commerce-sync explain --channel C --sku S   how an offer's price and stock are computed (--format json|text)
 commerce-sync orders              recent marketplace orders with their reservations and ERP hand-off
                                   (--channel C, --limit N, --format text|json); --oversold: the open
-                                  oversold lines; --resolve CHANNEL:ORDER_ID: mark that order's oversold
-                                  lines resolved (exit 1 if it had none open)
+                                  oversold lines; --resolve CHANNEL:ORDER_ID --reason WHY [--by WHO]: mark
+                                  that order's oversold lines resolved, a ledger transfer (exit 1 if it
+                                  had none open)
 commerce-sync status              per source and channel: last success, outbox backlog, open quarantine
                                   rows, held price moves; whether the event triggers are alive
 commerce-sync pools               the Airflow pools the channel kinds need (--format airflow: the JSON
@@ -24,6 +25,7 @@ The sandbox and the demo are developer tools of their own distribution (``dev/``
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -168,6 +170,13 @@ def _format_order(row: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return f"uid {os.getuid()}"
+
+
 def _orders(args: argparse.Namespace) -> int:
     from commerce_sync.orders.oversold import open_oversold, resolve
 
@@ -178,7 +187,9 @@ def _orders(args: argparse.Namespace) -> int:
         channel, sep, order_id = args.resolve.partition(":")
         if not sep or not channel or not order_id:
             raise CommerceSyncError(f"--resolve {args.resolve!r}: expected CHANNEL:ORDER_ID, e.g. allegro:29d1-a")
-        count = resolve(dsn, args.resolve)
+        if not (args.reason or "").strip():
+            raise CommerceSyncError(f"--resolve {args.resolve}: --reason is required (it goes into the ledger)")
+        count = resolve(dsn, args.resolve, by=args.by or _os_user(), reason=args.reason)
         print(f"{args.resolve}: {count} oversold line(s) marked resolved")
         return 0 if count else 1
     if args.oversold:
@@ -269,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     action = orders.add_mutually_exclusive_group()
     action.add_argument("--oversold", action="store_true", help="the oversold lines not resolved yet")
     action.add_argument("--resolve", metavar="CHANNEL:ORDER_ID", help="mark the order's oversold lines resolved")
+    orders.add_argument("--reason", help="with --resolve: why (cancelled on the marketplace, unit sourced, ...)")
+    orders.add_argument("--by", help="with --resolve: who decides (default: the OS user); in the ledger")
     orders.set_defaults(func=_orders)
 
     status = sub.add_parser("status", help="health per source and channel, and of the event triggers")

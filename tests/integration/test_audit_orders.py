@@ -282,18 +282,35 @@ def test_cli_lists_and_resolves_oversold_lines(
     assert f"ebay order E-LAST line E-LAST-1: SKU {orders.oversold_sku} sold 1, 1 not in stock" in out
     code, out = _cli(orders, monkeypatch, capsys, "--oversold", "--format", "json", "--channel", "allegro")
     assert code == 0 and json.loads(out) == []
-    assert _cli(orders, monkeypatch, capsys, "--resolve", "allegro:A-LAST") == (
+    why = ("--reason", "cancelled on eBay, refund sent", "--by", "ops-anna")
+    assert _cli(orders, monkeypatch, capsys, "--resolve", "allegro:A-LAST", *why) == (
         1,
         "allegro:A-LAST: 0 oversold line(s) marked resolved\n",
     )
-    assert _cli(orders, monkeypatch, capsys, "--resolve", "ebay:E-LAST") == (
+    assert cli.main(["orders", "--resolve", "ebay:E-LAST"]) == 2  # no reason: refused, nothing resolved
+    code, out = _cli(orders, monkeypatch, capsys, "--oversold")
+    assert out.startswith("1 open oversold line(s)")
+    assert _cli(orders, monkeypatch, capsys, "--resolve", "ebay:E-LAST", *why) == (
         0,
         "ebay:E-LAST: 1 oversold line(s) marked resolved\n",
     )
-    assert _cli(orders, monkeypatch, capsys, "--resolve", "ebay:E-LAST")[0] == 1  # nothing open any more
+    assert _cli(orders, monkeypatch, capsys, "--resolve", "ebay:E-LAST", *why)[0] == 1  # nothing open any more
     code, out = _cli(orders, monkeypatch, capsys, "--oversold")
     assert out.startswith("0 open oversold line(s)")
-    assert cli.main(["orders", "--resolve", "no-colon"]) == 2
+    assert cli.main(["orders", "--resolve", "no-colon", "--reason", "x"]) == 2
+    with connect(orders.hub) as conn:
+        decisions = conn.execute(
+            "SELECT source, rows_changed, details FROM audit.transfer WHERE dataset = 'oversold_resolution'"
+        ).fetchall()
+    assert len(decisions) == 1  # the refused and the empty resolutions wrote nothing
+    source, changed, details = decisions[0]
+    assert (source, changed, details["order"], details["reason"]) == (
+        "operator:ops-anna",
+        1,
+        "ebay:E-LAST",
+        "cancelled on eBay, refund sent",
+    )
+    assert [line["sku"] for line in details["lines"]] == [orders.oversold_sku]
     with connect(orders.hub) as conn:
         resolved = conn.execute(
             "SELECT oversold_resolved_at FROM hub.stock_reservation WHERE order_id = 'E-LAST'"

@@ -693,6 +693,13 @@ class Channel(Model):
     batch_size: int | None = Field(
         default=None, ge=1, description="items per marketplace request, at most the API's limit (default: the limit)"
     )
+    listing_refresh_minutes: int = Field(
+        default=60,
+        ge=0,
+        description="marketplaces with their own offer ids: re-read the SKU -> offer id map before a publish when "
+        "the last read is older than this (0: before every publish); a publish with a SKU that has no known offer "
+        "id reads it at once",
+    )
     feed: FeedSettings | None = None
     settings: dict[str, Any] = Field(
         default_factory=dict, description="options of the channel's kind, validated by the kind's settings model"

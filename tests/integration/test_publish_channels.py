@@ -112,3 +112,52 @@ def test_publish_channel_amazon_uses_connection_extras(
     assert result["backlog_after"]["pending"] == 0
     listing = sandbox.amazon.listing(sku)
     assert listing is not None and listing["quantity"] == 8
+
+
+def _listing_reads(dsn: str) -> list[dict]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT details FROM audit.transfer WHERE dataset = 'channel_listing' AND source = %s ORDER BY seq",
+            (f"channel:{CHANNEL}",),
+        ).fetchall()
+    return [details for (details,) in rows]
+
+
+def _offer_list_calls(sandbox: SandboxServer) -> int:  # noqa: F811
+    """GET /sell/inventory/v1/offer (the whole account's offers, page by page) seen by the eBay simulator."""
+    return sum(1 for path, _, _ in sandbox.request_stats("ebay").intervals if path.split("?")[0].endswith("/offer"))
+
+
+@pytest.mark.usefixtures("connection")
+def test_publish_rereads_offer_ids_only_when_stale_or_a_sku_is_unmapped(
+    hub: str,  # noqa: F811
+    sandbox: SandboxServer,  # noqa: F811
+) -> None:
+    """A one-SKU publish must not read the whole account's offers each time (minutes at 100k offers)."""
+    a, b, c = SKUS[:3]
+    _queue(hub, a, "price", {"amount": "51.00", "currency": "PLN"})
+    publish_channel(hub, EBAY, RUN)
+    assert [d["refresh"] for d in _listing_reads(hub)] == ["never read"]
+    calls = _offer_list_calls(sandbox)
+    assert calls >= 1
+
+    _queue(hub, b, "quantity", {"value": 6})  # mapped by the first read: no read now
+    assert publish_channel(hub, EBAY, RUN)["sent"] == 1
+    assert len(_listing_reads(hub)) == 1 and _offer_list_calls(sandbox) == calls
+
+    with psycopg.connect(hub) as conn:  # as if c was listed on eBay after the last read
+        conn.execute("DELETE FROM hub.channel_listing WHERE channel = %s AND sku = %s", (CHANNEL, c))
+    _queue(hub, c, "quantity", {"value": 2})
+    assert publish_channel(hub, EBAY, RUN)["sent"] == 1  # read again, found, sent
+    reads = _listing_reads(hub)
+    assert reads[-1]["refresh"] == "1 pending outbox row(s) of SKUs without a known offer id"
+    assert _offer_list_calls(sandbox) > calls
+
+    every_time = EBAY.model_copy(update={"listing_refresh_minutes": 0})
+    _queue(hub, a, "price", {"amount": "52.00", "currency": "PLN"}, version=2)
+    publish_channel(hub, every_time, RUN)
+    assert _listing_reads(hub)[-1]["refresh"].startswith("read before every publish")
+    reads = len(_listing_reads(hub))
+    _queue(hub, b, "quantity", {"value": 7}, version=2)
+    publish_channel(hub, EBAY.model_copy(update={"listing_refresh_minutes": 1}), RUN)  # read < 1 min ago: fresh
+    assert len(_listing_reads(hub)) == reads

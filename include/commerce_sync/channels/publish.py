@@ -2,16 +2,17 @@
 
 DAG tasks call :func:`publish_channel` and :func:`reconcile_channel` with a channel; the channel
 registry (:mod:`commerce_sync.registry`) gives its kind's marketplace adapter, and the marketplace base
-(:mod:`commerce_sync.channels.marketplace`) does the work. Each publish records one listing transfer
-and one publish transfer in the ledger, the latter with the channel's backlog (pending outbox rows
-and the age of the oldest) before and after, and logs it, so an operator sees a channel falling
-behind in the task log and in the audit view.
+(:mod:`commerce_sync.channels.marketplace`) does the work. Each publish records a listing transfer when
+it re-read the channel's offer ids (see :func:`listing_due`) and one publish transfer in the ledger, the
+latter with the channel's backlog (pending outbox rows and the age of the oldest) before and after, and
+logs it, so an operator sees a channel falling behind in the task log and in the audit view.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,61 @@ def backlog_of(dsn: str, channel_id: str) -> dict[str, Any]:
     return found
 
 
+_LAST_LISTING = (
+    "SELECT now() - finished_at FROM audit.transfer "
+    "WHERE source = %s AND dataset = 'channel_listing' AND status = 'success' ORDER BY seq DESC LIMIT 1"
+)
+_UNMAPPED = (
+    "SELECT count(*) FROM hub.outbox AS o WHERE o.channel = %s AND o.status = 'pending' "
+    "AND NOT EXISTS (SELECT 1 FROM hub.channel_listing AS l WHERE l.channel = o.channel AND l.sku = o.sku)"
+)
+
+
+def listing_due(dsn: str, channel: Channel) -> str | None:
+    """Why the channel's SKU -> offer id map must be re-read before this publish, or None when it is fresh.
+
+    Reading every offer of a large account costs minutes and API quota (Allegro: 1,000 offers a call;
+    eBay: 200), so a publish re-reads it only when the last successful read (a ``channel_listing``
+    transfer) is older than ``listing_refresh_minutes``, or when a pending row's SKU has no known offer
+    id (it may have been listed since; a kind that creates offers must not create a duplicate). An
+    offer id that changed on the marketplace within the window fails that SKU's row with the
+    marketplace's message; the next read (at most ``listing_refresh_minutes`` later) maps it again and
+    the hourly read-back re-sends what differs.
+    """
+    if channel.listing_refresh_minutes == 0:
+        return "read before every publish (listing_refresh_minutes: 0)"
+    with connect(dsn) as conn:
+        last = conn.execute(_LAST_LISTING, (f"channel:{channel.id}",)).fetchone()
+        if last is None:
+            return "never read"
+        (unmapped,) = conn.execute(_UNMAPPED, (channel.id,)).fetchone() or (0,)
+    if unmapped:
+        return f"{unmapped} pending outbox row(s) of SKUs without a known offer id"
+    age = last[0]
+    if age >= timedelta(minutes=channel.listing_refresh_minutes):
+        minutes = channel.listing_refresh_minutes
+        return f"last read {int(age.total_seconds())} s ago (listing_refresh_minutes: {minutes})"
+    return None
+
+
 def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[str, Any]:
-    """Refresh the channel's SKU → offer map, then send its pending outbox rows; return the counts."""
+    """Send the channel's pending outbox rows (re-reading its SKU -> offer map first when :func:`listing_due`);
+    return the counts."""
     with open_marketplace(channel, "publish") as market:
-        listing = ledger.Transfer(source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run)
-        with ledger.recording(dsn, listing):
-            if market.needs_offer_id:
-                marketplace.sync_listings(dsn, channel.id, market, listing)
-            else:
-                listing.details = {"listings": f"{market.title} addresses offers by SKU: no offer ids to learn"}
+        transfer_ids: list[str] = []
+        why = listing_due(dsn, channel) if market.needs_offer_id else "no offer ids"
+        if why is None:
+            minutes = channel.listing_refresh_minutes
+            log.info("%s: offer ids read less than %d min ago, every SKU mapped: not re-read", channel.id, minutes)
+        else:
+            listing = ledger.Transfer(source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run)
+            with ledger.recording(dsn, listing):
+                if market.needs_offer_id:
+                    listing.details = {"refresh": why}
+                    marketplace.sync_listings(dsn, channel.id, market, listing)
+                else:
+                    listing.details = {"listings": f"{market.title} addresses offers by SKU: no offer ids to learn"}
+            transfer_ids.append(str(listing.transfer_id))
         before = backlog_of(dsn, channel.id)
         transfer = ledger.Transfer(
             source="hub", target=f"channel:{channel.id}", dataset="offer_update", run=run, details={"backlog": before}
@@ -76,7 +123,7 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             finally:
                 after = backlog_of(dsn, channel.id)
                 transfer.details = {**transfer.details, "backlog_after": after}
-        transfer_ids = [str(listing.transfer_id), str(transfer.transfer_id)]
+        transfer_ids.append(str(transfer.transfer_id))
         if market.needs_offer_id and market.creates_offers and result.sent:
             # Offers created by this publish: learn their ids now, so the hub's listing is current at once.
             relisting = ledger.Transfer(

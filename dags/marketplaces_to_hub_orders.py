@@ -1,8 +1,9 @@
 """
 ### Marketplaces → hub → ERP: orders, stock reservations and the new quantity on every channel
 
-Every minute, and at once when a channel's webhook rings (an event on `hub.webhook_delivery`, e.g. a
-WooCommerce order webhook). Per kind, one mapped task per enabled channel whose kind imports orders, in
+At once when the **order doorbell** rings or a channel's webhook rings (an event on
+`hub.webhook_delivery`, e.g. a WooCommerce order webhook), and every 5 minutes as a safety net (see
+*Event path* below). Per kind, one mapped task per enabled channel whose kind imports orders, in
 the kind's API pool on the `marketplace` queue (Allegro order events +
 checkout forms, eBay Fulfillment `getOrders`, Amazon Orders API v2026-01-01 `searchOrders`, and any
 registered kind that can): read the orders changed since the channel's stored cursor and store them,
@@ -23,6 +24,33 @@ Then, independently:
   alerted once through the notifiers (SMTP / webhook connections); 0 is published everywhere by the
   quantity push; the lines stay in `hub.stock_reservation` (oversold > 0), the ledger and
   `commerce-sync orders --oversold` until resolved.
+
+**Event path (the order doorbell)**
+`OrderDoorbellTrigger` (include/commerce_sync/triggers.py) runs in the triggerer as the `AssetWatcher`
+`order_doorbell` of the asset `commerce_hub.marketplace_orders.news`. Every
+`COMMERCE_SYNC_ORDER_POLL_SECONDS` (default 5 s) it reads `hub.order_cursor` and asks each enabled
+channel whose kind has an order probe one small question: Allegro `GET /order/event-stats` (latest
+event after the cursor?), eBay getOrders `lastmodifieddate:[<newest stored change + 1 ms>..]&limit=1`,
+Amazon searchOrders with one result per page, but at most every ~6 minutes per channel (its searchOrders
+budget is one call per ~3 minutes; `COMMERCE_SYNC_ORDER_PROBE_SECONDS=amazon=<s>` changes it). When a
+channel has news it has not rung for, it sends one asset event naming the channels (payload
+`channels`, `news`); the scheduler starts this DAG (events queued while a run is active fold into the
+next run). It rings once per news (what it rang for is kept in the asset's state store, so a restarted
+triggerer rings for sales made while it was down, and not again for what it already rang for). Kinds
+without a probe (WooCommerce: webhooks) are not probed. A failing probe (marketplace down, 5xx, 429) is
+logged in the triggerer's log and retried after a backoff; the trigger never yields an error event.
+
+*Is it alive?* Browse > Triggers lists `OrderDoorbellTrigger` with its triggerer; the asset
+`commerce_hub.marketplace_orders.news` (Assets) shows an event per sale burst, with the channels in its
+extra, and this DAG's runs are `asset_triggered`. The triggerer's log says `order doorbell: probing
+channel ...` at start and `order doorbell: news on ...` per event.
+
+*What the cron covers* (every 5 minutes, relaxed from every minute now that the doorbell rings within a
+poll): a triggerer that is down or a probe that keeps failing, Amazon between its spaced probes, a lost
+webhook, news the doorbell rang for while an import failed (it rings once per news; the next import
+retries it), and order changes a probe does not see (an order changed within the same millisecond as
+the newest one stored). A cron at every minute would cost five times the runs of the safety net (each
+several task start-ups of ~5 s) for no faster sale path on Allegro and eBay.
 
 **Runbook**
 - *Import up for retry*: the marketplace throttled (429, `Retry-After` honoured) or is down; the cursor
@@ -61,11 +89,13 @@ from commerce_sync.airflow_glue import (
     run_context,
     sync_deadline,
 )
+from commerce_sync.triggers import order_doorbell_asset
 
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("* * * * *", timezone="UTC"), assets=[assets.HUB_WEBHOOK_DELIVERY]
+        timetable=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
+        assets=(assets.HUB_WEBHOOK_DELIVERY | order_doorbell_asset()),
     ),
     start_date=START_DATE,
     catchup=False,

@@ -147,7 +147,14 @@ class ChannelKind:
             raise ConfigError(f"channel {channel.id!r}: {self.title} ({self.name}) is not a marketplace")
         if not channel.conn_id:
             raise ConfigError(f"channel {channel.id!r}: a {self.name} channel needs conn_id in channels.yaml")
-        market = self.marketplace(get_connection(channel.conn_id))
+        return self.build(channel, get_connection(channel.conn_id))
+
+    def build(self, channel: Channel, info: ConnectionInfo) -> Marketplace:
+        """The marketplace adapter for ``channel`` from an already resolved connection (async callers,
+        e.g. the order doorbell, resolve it with :func:`~commerce_sync.connections.aget_connection`)."""
+        if self.marketplace is None:
+            raise ConfigError(f"channel {channel.id!r}: {self.title} ({self.name}) is not a marketplace")
+        market = self.marketplace(info)
         market.configure(channel)
         return market
 

@@ -250,3 +250,305 @@ def erp_changes_asset() -> Asset:
         uri="pgnotify://erp_db/commerce_erp/erp_products_changed",
         watchers=[AssetWatcher(name="erp_doorbell", trigger=trigger)],
     )
+
+
+# ---------------------------------------------------------------------------------------------- orders
+ORDER_STATE_KEY = "fired_orders"
+HUB_CONN_ID = "hub_db"
+ORDER_POLL_SECONDS_ENV = "COMMERCE_SYNC_ORDER_POLL_SECONDS"
+ORDER_PROBE_SECONDS_ENV = "COMMERCE_SYNC_ORDER_PROBE_SECONDS"
+_CURSORS = "SELECT channel, cursor FROM hub.order_cursor WHERE channel = ANY(%s)"
+PROBE_TIMEOUT = (3.0, 10.0)  # (connect, read) seconds of one probe call
+
+
+class _Probe:
+    """One probed channel in the order doorbell: its adapter, when to ask next, its failures."""
+
+    def __init__(self, channel: Any, info: Any, market: Any, every: float) -> None:
+        self.channel = channel
+        self.info = info
+        self.market = market
+        self.every = every
+        self.next_at = 0.0
+        self.failures = 0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.market.close()
+
+
+class OrderDoorbellTrigger(BaseEventTrigger):
+    """Fire when a marketplace has orders the hub has not imported: a cheap probe per channel, a DAG run
+    only when one has news.
+
+    Every ``poll_seconds`` it reads the channels' stored order cursors (``hub.order_cursor``) and asks
+    each enabled channel whose kind imports orders and has a probe
+    (:meth:`~commerce_sync.channels.marketplace.Marketplace.orders_changed_since`, one small API call;
+    a kind's ``order_probe_seconds`` or ``probe_seconds`` spaces a channel's probes further). It fires
+    ONE event naming the channels with news, and only for news it has not fired for: per channel it
+    keeps the probe's marker, in the asset's ``asset_state_store`` (key ``fired_orders``), so it does
+    not ring again while the DAG run is still importing, and after a triggerer restart it fires for
+    news that came while it was stopped.
+
+    Like :class:`PostgresChangeTrigger` it never yields an error and never returns: a probe failing
+    (the marketplace down, 5xx, 429 beyond the client's retries) is logged and that channel is asked
+    again after a backoff (doubling to 60 s, at least the last ``Retry-After``); a lost hub connection
+    is reconnected with backoff. Credentials are never in its kwargs: the hub connection and each
+    channel's connection are resolved with the async connection API, then handed to the channel's
+    client; blocking client calls run in threads.
+
+    Args:
+        hub_conn_id: Airflow connection of the hub database.
+        poll_seconds: how often cursors are read and channels probed.
+        probe_seconds: per channel kind, the least seconds between two probes of one channel
+            (overrides the kind's ``order_probe_seconds``).
+        channels: probe only these channel ids (default: every enabled channel that can be probed).
+        config_seconds: how often channels.yaml and the channels' connections are read again.
+        reconnect_seconds: first wait after a failure (doubles up to 60 s).
+    """
+
+    def __init__(
+        self,
+        hub_conn_id: str = HUB_CONN_ID,
+        poll_seconds: float = 5.0,
+        probe_seconds: dict[str, float] | None = None,
+        channels: list[str] | None = None,
+        config_seconds: float = 60.0,
+        reconnect_seconds: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.hub_conn_id = hub_conn_id
+        self.poll_seconds = poll_seconds
+        self.probe_seconds = dict(probe_seconds or {})
+        self.channels = list(channels) if channels is not None else None
+        self.config_seconds = config_seconds
+        self.reconnect_seconds = reconnect_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "hub_conn_id": self.hub_conn_id,
+                "poll_seconds": self.poll_seconds,
+                "probe_seconds": self.probe_seconds,
+                "channels": self.channels,
+                "config_seconds": self.config_seconds,
+                "reconnect_seconds": self.reconnect_seconds,
+            },
+        )
+
+    # ------------------------------------------------------------------ what it fired for
+    def _store(self) -> Any:
+        return getattr(self, "asset_state_store", None)
+
+    async def _load_fired(self) -> dict[str, str]:
+        store = self._store()
+        if store is None:
+            return {}
+        try:
+            value = await store.aget(ORDER_STATE_KEY)
+        except Exception:  # the store is an optimisation of restarts: without it, pending news fires once more
+            log.warning("order doorbell: could not read what it fired for; pending news fires once more")
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    async def _save_fired(self, fired: dict[str, str]) -> None:
+        store = self._store()
+        if store is None:
+            return
+        try:
+            await store.aset(ORDER_STATE_KEY, dict(fired))
+        except Exception:
+            log.warning("order doorbell: could not store what it fired for; a restart may fire once more")
+
+    # ------------------------------------------------------------------ channels and their probes
+    def _configured(self) -> list[Any]:
+        """The enabled channels whose kind imports orders (channels.yaml), restricted to ``channels``."""
+        from commerce_sync import registry
+        from commerce_sync.config import load_config
+
+        wanted = set(registry.channels_that(load_config().channels, "import_orders"))
+        if self.channels is not None:
+            wanted &= set(self.channels)
+        return [channel for channel in load_config().channels if channel.id in wanted]
+
+    async def _refresh(self, probes: dict[str, _Probe]) -> None:
+        """Read channels.yaml and the channels' connections again; (re)build the probes that changed."""
+        from commerce_sync import registry
+
+        channels = await asyncio.to_thread(self._configured)
+        seen: set[str] = set()
+        for channel in channels:
+            seen.add(channel.id)
+            spec = registry.get(channel.kind)
+            probe = probes.get(channel.id)
+            try:
+                if not channel.conn_id:
+                    raise CommerceSyncError(f"channel {channel.id!r}: a {channel.kind} channel needs conn_id")
+                info = await aget_connection(channel.conn_id)
+                if probe is not None and probe.channel == channel and probe.info == info:
+                    continue
+                market = spec.build(channel, info)
+            except CommerceSyncError as exc:
+                log.warning("order doorbell: channel %s (%s) not probed: %s", channel.id, channel.kind, exc)
+                if probe is not None:
+                    probes.pop(channel.id).close()
+                continue
+            if probe is not None:
+                probes.pop(channel.id).close()
+            if not market.probes_orders:
+                market.close()
+                log.info("order doorbell: channel %s (%s) has no order probe; not probed", channel.id, channel.kind)
+                continue
+            client = market.client
+            client.max_attempts = min(client.max_attempts, 2)
+            client.backoff_cap = min(client.backoff_cap, self.poll_seconds)
+            client.timeout = PROBE_TIMEOUT
+            every = float(self.probe_seconds.get(channel.kind, type(market).order_probe_seconds))
+            probes[channel.id] = _Probe(channel, info, market, every)
+            log.info(
+                "order doorbell: probing channel %s (%s) at most every %.0f s",
+                channel.id,
+                channel.kind,
+                max(every, self.poll_seconds),
+            )
+        for gone in set(probes) - seen:
+            probes.pop(gone).close()
+
+    async def _probe(self, probe: _Probe, cursor: str | None) -> Any:
+        """The channel's :class:`~commerce_sync.channels.orders.OrderNews`, or None (not asked, or failed)."""
+        client = probe.market.client
+        client.retry_after = None
+        try:
+            news = await asyncio.to_thread(probe.market.orders_changed_since, cursor)
+        except Exception as exc:  # never out of the trigger: the next probe of this channel comes later
+            probe.failures += 1
+            wait = min(self.poll_seconds * 2**probe.failures, _MAX_BACKOFF_S)
+            if client.retry_after:
+                wait = max(wait, min(float(client.retry_after), 5 * _MAX_BACKOFF_S))
+            probe.next_at = time.monotonic() + wait
+            log.warning(
+                "order doorbell: channel %s (%s): probe failed (%s: %s); asking again in %.0f s "
+                "(the cron run still imports it)",
+                probe.channel.id,
+                probe.channel.kind,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+            return None
+        if probe.failures:
+            log.info("order doorbell: channel %s probes again after %d failure(s)", probe.channel.id, probe.failures)
+        probe.failures = 0
+        probe.next_at = time.monotonic() + (max(probe.every, self.poll_seconds) if news is not None else 0.0)
+        return news
+
+    # ------------------------------------------------------------------ the loop
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        info = await aget_connection(self.hub_conn_id)
+        return await psycopg.AsyncConnection.connect(
+            info.postgres_dsn(), autocommit=True, application_name=ORDER_APPLICATION_NAME, connect_timeout=10
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        fired = await self._load_fired()
+        probes: dict[str, _Probe] = {}
+        conn: psycopg.AsyncConnection[Any] | None = None
+        refreshed_at = -float("inf")
+        backoff = self.reconnect_seconds
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self._connect()
+                        log.info("order doorbell: polling every %.0f s; fired for %s", self.poll_seconds, fired)
+                    if time.monotonic() - refreshed_at >= self.config_seconds:
+                        await self._refresh(probes)
+                        refreshed_at = time.monotonic()
+                    cur = await conn.execute(_CURSORS, (sorted(probes),))
+                    cursors = {str(channel): cursor for channel, cursor in await cur.fetchall()}
+                    now = time.monotonic()
+                    due = [probe for probe in probes.values() if probe.next_at <= now]
+                    answers = await asyncio.gather(*(self._probe(p, cursors.get(p.channel.id)) for p in due))
+                    news = {
+                        probe.channel.id: answer
+                        for probe, answer in zip(due, answers, strict=True)
+                        if answer is not None and answer.new and fired.get(probe.channel.id) != answer.marker
+                    }
+                    backoff = self.reconnect_seconds
+                    if news:
+                        fired.update({channel: answer.marker for channel, answer in news.items()})
+                        await self._save_fired(fired)
+                        log.info(
+                            "order doorbell: news on %s: %s",
+                            ", ".join(sorted(news)),
+                            {c: a.details for c, a in news.items()},
+                        )
+                        yield TriggerEvent(
+                            {
+                                "channels": sorted(news),
+                                "news": {c: {**a.details, "marker": a.marker} for c, a in sorted(news.items())},
+                            }
+                        )
+                    await asyncio.sleep(self.poll_seconds)
+                except (psycopg.Error, OSError, CommerceSyncError, ValueError) as exc:
+                    # ValueError: channels.yaml does not validate (pydantic) — fixed by the operator.
+                    log.warning(
+                        "order doorbell: %s: %s; trying again in %.0f s (the cron run still imports orders)",
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
+                    if conn is not None and not conn.closed:
+                        with contextlib.suppress(psycopg.Error, OSError):
+                            await conn.close()
+                    conn = None
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        finally:
+            for probe in probes.values():
+                probe.close()
+            if conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await conn.close()
+
+
+ORDER_APPLICATION_NAME = "commerce_sync order doorbell"
+
+
+def _seconds(env: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{env}={raw!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ValueError(f"{env}={raw!r} must be between {low:g} and {high:g} seconds")
+    return value
+
+
+def order_probe_seconds() -> dict[str, float]:
+    """``COMMERCE_SYNC_ORDER_PROBE_SECONDS`` (``kind=seconds,...``): per kind, the least seconds between
+    two probes of one channel (default: the kind's own, e.g. Amazon ~357 s)."""
+    raw = os.environ.get(ORDER_PROBE_SECONDS_ENV) or ""
+    found: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        kind, sep, value = part.partition("=")
+        if not sep or not kind.strip():
+            raise ValueError(f"{ORDER_PROBE_SECONDS_ENV}={raw!r}: expected kind=seconds[,kind=seconds...]")
+        found[kind.strip()] = _seconds(ORDER_PROBE_SECONDS_ENV, value.strip(), 0, 86400)
+    return found
+
+
+def order_doorbell_asset() -> Asset:
+    """The asset the order doorbell writes events to, with its ``AssetWatcher`` (schedule of the orders DAG).
+
+    The poll interval is ``COMMERCE_SYNC_ORDER_POLL_SECONDS`` (default 5; read when the DAG is parsed);
+    ``COMMERCE_SYNC_ORDER_PROBE_SECONDS`` spaces the probes of a kind further (see :func:`order_probe_seconds`).
+    """
+    poll = _seconds(ORDER_POLL_SECONDS_ENV, os.environ.get(ORDER_POLL_SECONDS_ENV) or "5", 1, 3600)
+    trigger = OrderDoorbellTrigger(hub_conn_id=HUB_CONN_ID, poll_seconds=poll, probe_seconds=order_probe_seconds())
+    return Asset(
+        name="commerce_hub.marketplace_orders.news",
+        uri="orderprobe://hub_db/commerce_hub/marketplace_orders",
+        watchers=[AssetWatcher(name="order_doorbell", trigger=trigger)],
+    )

@@ -23,6 +23,13 @@ requires). The answer's ``lastUpdatedBefore`` closes the window; the next one st
 it. searchOrders allows 0.0056 requests/s with a burst of 20: the client's ``orders_bucket`` keeps to
 it (the benchmark passes a larger one). A pagination token expires after 24 hours: a rejected one
 restarts the window from its start (an overlap, never a gap).
+
+The cursor also keeps ``seen``, the newest ``lastUpdatedTime`` the hub has stored. The order doorbell's
+probe (:meth:`AmazonMarketplace.orders_changed_since`) is one searchOrders call from ``seen`` + 1 ms with
+``maxResultsPerPage=1``. searchOrders' budget is tiny (one request per ~179 s sustained), so the probe
+asks at most every :data:`ORDER_PROBE_SECONDS` (half the sustained rate; the import keeps the rest and
+the burst) and never waits for the bucket: with no token free it does not ask. For a sale-to-listing
+time of seconds on Amazon, subscribe to SP-API notifications (``ORDER_CHANGE``) instead of probing.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from commerce_sync.channels.order_reading import (
     parse_time,
     reading_orders,
 )
-from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderStatus
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderNews, OrderStatus
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ChannelError, ConfigError, TransientError
@@ -74,6 +81,7 @@ ORDER_GETS = (0.5, 1.0, 30.0)  # getOrder: 0.5 requests/s, burst 30
 MAX_ORDERS_PER_PAGE = 100
 ORDER_DATA = "FULFILLMENT,CANCELLATION"
 ORDER_OVERLAP = timedelta(minutes=5)
+ORDER_PROBE_SECONDS = 2 / ORDER_SEARCHES[0]  # ~357 s: the doorbell's probes take half the sustained rate
 ORDER_STATUSES: dict[str, OrderStatus] = {
     "PENDING_AVAILABILITY": "unpaid",
     "PENDING": "unpaid",
@@ -417,6 +425,8 @@ class AmazonMarketplace(Marketplace):
     needs_offer_id = False
     reads_back_by_sku = True
     request_noun = "feed"
+    probes_orders = True
+    order_probe_seconds = ORDER_PROBE_SECONDS
     client: AmazonClient
 
     def __init__(
@@ -498,6 +508,7 @@ class AmazonMarketplace(Marketplace):
                 complete=lambda order: isinstance((order.get("fulfillment") or {}).get("fulfillmentStatus"), str),
                 fetch=self.client.get_order,
             )
+        seen = max(filter(None, (parse_time(state.get("seen")), newest)), default=None)
         next_token = (page.get("pagination") or {}).get("nextToken")
         before = page.get("lastUpdatedBefore") or state.get("before")
         if next_token:
@@ -511,7 +522,38 @@ class AmazonMarketplace(Marketplace):
                 cursor_state = {"after": after}
             else:
                 cursor_state = {"after": iso_ms(max(start, end - self.order_overlap))}
+        if seen is not None:
+            cursor_state["seen"] = iso_ms(seen)
         return reading.batch(cursor_state, more=bool(next_token))
+
+    def orders_changed_since(self, cursor: str | None) -> OrderNews | None:
+        """searchOrders from the newest change the hub stored (``seen`` + 1 ms, else the cursor's
+        ``after``), one result: news when Amazon returns an order. None, without a call, when the
+        client's searchOrders bucket has no token free (the import must not wait for the probe's).
+
+        A cursor in the middle of a window (``token``) is news without a call. The marker is the probe's
+        start, the first order it returned and whether there were more.
+        """
+        state = decode_cursor(self.title, cursor)
+        if state is None:
+            return OrderNews(True, "no-cursor", {"reason": "no order cursor stored yet"})
+        if state.get("token"):
+            return OrderNews(True, f"paging:{cursor}", {"reason": "the last import stopped inside a window"})
+        start = parse_time(state.get("after"))
+        seen = parse_time(state.get("seen"))
+        if start is None:
+            return OrderNews(True, f"no-start:{cursor}", {"reason": "the cursor has no start"})
+        after = iso_ms(start if seen is None else max(start, seen + timedelta(milliseconds=1)))
+        if self.client.orders_bucket.delay() > 0:
+            return None
+        page = self.client.search_orders(after, page_size=1)
+        listed = page.get("orders") or []
+        if not listed:
+            return OrderNews(False, f"after:{after}:none", {"after": after, "orders": 0})
+        first = listed[0]
+        more = bool((page.get("pagination") or {}).get("nextToken"))
+        marker = f"after:{after}:first:{first.get('orderId')}@{first.get('lastUpdatedTime')}:more:{more}"
+        return OrderNews(True, marker, {"after": after, "first_order": first.get("orderId"), "more": more})
 
     def read_offers(self, skus: list[str] | None) -> Iterator[ChannelOffer]:
         """The seller's offers as the reconciliation compares them (all listings, or only ``skus``)."""

@@ -17,6 +17,11 @@ the window was empty), which also covers a clock difference between eBay and us;
 window while it was paged, the last page says ``more`` so that the next window is read at once.
 Cancellations are ``cancelStatus.cancelState``; an order the list returns without it is read with
 getOrder.
+
+The cursor also keeps ``seen``, the newest ``lastModifiedDate`` the hub has stored. The order
+doorbell's probe (:meth:`EbayMarketplace.orders_changed_since`) asks getOrders for
+``lastmodifieddate:[<seen + 1 ms>..]`` with ``limit=1``: orders the overlapping window reads again are
+not news, so the doorbell does not ring forever.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from commerce_sync.channels.order_reading import (
     parse_time,
     reading_orders,
 )
-from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderStatus
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderNews, OrderStatus
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.connections import ConnectionInfo
 from commerce_sync.errors import ConfigError
@@ -120,13 +125,14 @@ class EbayClient(OAuthClient):
         responses: list[dict[str, Any]] = response.json().get("responses") or []
         return responses
 
-    def orders_page(self, start: str, end: str, *, limit: int, offset: int) -> dict[str, Any]:
-        """getOrders: one page of the orders last modified in [start, end] (ISO 8601 UTC, inclusive)."""
+    def orders_page(self, start: str, end: str | None, *, limit: int, offset: int) -> dict[str, Any]:
+        """getOrders: one page of the orders last modified in [start, end] (ISO 8601 UTC, inclusive;
+        no ``end``: up to now)."""
         page: dict[str, Any] = self.request(
             "GET",
             ORDERS_PATH,
             params={
-                "filter": f"lastmodifieddate:[{start}..{end}]",
+                "filter": f"lastmodifieddate:[{start}..{end or ''}]",
                 "limit": max(1, min(limit, MAX_ORDERS_PER_PAGE)),
                 "offset": offset,
             },
@@ -160,6 +166,7 @@ class EbayMarketplace(Marketplace):
     kind = "ebay"
     title = "eBay"
     max_items_per_request = MAX_ITEMS_PER_CALL
+    probes_orders = True
     client: EbayClient
 
     def __init__(self, client: EbayClient, order_overlap: timedelta = ORDER_OVERLAP) -> None:
@@ -225,6 +232,7 @@ class EbayMarketplace(Marketplace):
                 fetch=self.client.get_order,
             )
             newest = max(filter(None, (parse_time(state.get("newest")), newest_here)), default=None)
+            seen = max(filter(None, (parse_time(state.get("seen")), newest)), default=None)
             offset += len(listed)
         paging = bool(listed) and offset < total
         if paging:
@@ -236,9 +244,33 @@ class EbayMarketplace(Marketplace):
         else:
             basis = newest or parse_time(end) or _now()
             cursor_state = {"from": iso_ms(max(basis - self.order_overlap, parse_time(start) or basis))}
+        if seen is not None:
+            cursor_state["seen"] = iso_ms(seen)
         reading.counts["window"] = [start, end]
         # Orders that left the window while it was paged changed after its end: the next window has them.
         return reading.batch(cursor_state, more=paging or left > 0)
+
+    def orders_changed_since(self, cursor: str | None) -> OrderNews | None:
+        """getOrders ``lastmodifieddate:[<after>..]``, ``limit=1``: news when an order changed after the
+        newest change the hub stored (``seen``), or after the window's start for a cursor without one.
+
+        A cursor in the middle of a window (the last import stopped while paging) is news without a
+        call. The marker is the probe's start and the count of orders after it: a further sale raises
+        the count, an import moves the start.
+        """
+        state = decode_cursor(self.title, cursor)
+        if state is None:
+            return OrderNews(True, "no-cursor", {"reason": "no order cursor stored yet"})
+        if state.get("to"):
+            return OrderNews(True, f"paging:{cursor}", {"reason": "the last import stopped inside a window"})
+        start = parse_time(state.get("from"))
+        seen = parse_time(state.get("seen"))
+        if start is None:
+            return OrderNews(True, f"no-start:{cursor}", {"reason": "the cursor has no start"})
+        after = start if seen is None else max(start, seen + timedelta(milliseconds=1))
+        page = self.client.orders_page(iso_ms(after), None, limit=1, offset=0)
+        total = int(page.get("total") or 0)
+        return OrderNews(total > 0, f"after:{iso_ms(after)}:orders:{total}", {"after": iso_ms(after), "orders": total})
 
     def listings(self) -> Iterator[tuple[str | None, str | None]]:
         for offer in self.client.list_offers():

@@ -38,7 +38,7 @@ import psycopg
 
 from commerce_sync.audit import ledger
 from commerce_sync.channels import outbox, prepublish
-from commerce_sync.channels.orders import OrderBatch
+from commerce_sync.channels.orders import OrderBatch, OrderNews
 from commerce_sync.channels.reconcile import ChannelOffer
 from commerce_sync.config import Channel
 from commerce_sync.db import connect
@@ -183,6 +183,23 @@ class Marketplace(ABC):
         Kinds with the ``import_orders`` capability implement it; see :mod:`commerce_sync.channels.orders`.
         """
         raise NotImplementedError(f"{self.title} ({self.kind}) does not import orders")
+
+    probes_orders: ClassVar[bool] = False
+    """The kind implements :meth:`orders_changed_since` (the order doorbell probes its channels)."""
+    order_probe_seconds: ClassVar[float] = 0.0
+    """Least seconds between two probes of one channel (0: every doorbell poll), for APIs whose order
+    search budget is too small to spend on a probe every few seconds."""
+
+    def orders_changed_since(self, cursor: str | None) -> OrderNews | None:
+        """Whether orders changed after what the hub stored with ``cursor``: one small API call.
+
+        The order doorbell calls it every few seconds, so it reads at most one order and never pages.
+        It says ``new`` only for changes the import would store as new (not for the orders a reader's
+        overlapping window reads again), and returns None when it did not ask this time (the kind's own
+        rate budget is spent: the import must not starve). Errors of the client (after its retries)
+        propagate; the trigger logs them and backs off.
+        """
+        raise NotImplementedError(f"{self.title} ({self.kind}) has no order probe")
 
     def configure(self, channel: Channel) -> None:  # noqa: B027 (an optional hook: most kinds need nothing)
         """Take the channel's kind-specific ``settings`` (validated by the kind's settings model).

@@ -97,6 +97,23 @@ class OrderBatch:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OrderNews:
+    """What a cheap probe of a channel's orders saw (:meth:`Marketplace.orders_changed_since`).
+
+    Args:
+        new: the marketplace has orders (or order changes) the hub has not stored yet.
+        marker: names this news: the same unimported news probed again gives the same marker, and any
+            further sale or any import of the channel changes it. The order doorbell fires once per
+            marker, so it does not ring again and again while a DAG run is still importing.
+        details: what the probe saw, for the trigger's log and event payload.
+    """
+
+    new: bool
+    marker: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 class OrderReader(Protocol):
     """What order import needs of a channel: :meth:`Marketplace.read_orders`."""
 

@@ -322,6 +322,9 @@ class HttpClient:
         """Requests sent again after a network error, 429 or 5xx (reported in the ledger)."""
         self.throttled = 0
         """429 answers received."""
+        self.retry_after: float | None = None
+        """The ``Retry-After`` (seconds) of the last retryable answer that carried one; None otherwise
+        (a caller that stops after its retries, e.g. the order doorbell's probe, waits at least this)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channel={self.channel!r}, base_url={self.base_url!r})"
@@ -428,6 +431,7 @@ class HttpClient:
                     raise ChannelRequestError(self.channel, method, shown_path, status, error_text(response))
                 problem = f"status {status}: {error_text(response)}"
                 self.throttled += status == 429
+                self.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt >= self.max_attempts:
                 raise TransientError(
                     f"{self.channel}: {method} {shown_path} failed after {attempt} attempts; last: {problem}"

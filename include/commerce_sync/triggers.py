@@ -323,6 +323,8 @@ class OrderDoorbellTrigger(BaseEventTrigger):
         self.channels = list(channels) if channels is not None else None
         self.config_seconds = config_seconds
         self.reconnect_seconds = reconnect_seconds
+        self.polls = 0
+        """Poll rounds completed (cursors read, due channels probed) since this instance started."""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -407,7 +409,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
             every = float(self.probe_seconds.get(channel.kind, type(market).order_probe_seconds))
             probes[channel.id] = _Probe(channel, info, market, every)
             log.info(
-                "order doorbell: probing channel %s (%s) at most every %.0f s",
+                "order doorbell: probing channel %s (%s) at most every %g s",
                 channel.id,
                 channel.kind,
                 max(every, self.poll_seconds),
@@ -461,7 +463,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
                 try:
                     if conn is None or conn.closed:
                         conn = await self._connect()
-                        log.info("order doorbell: polling every %.0f s; fired for %s", self.poll_seconds, fired)
+                        log.info("order doorbell: polling every %g s; fired for %s", self.poll_seconds, fired)
                     if time.monotonic() - refreshed_at >= self.config_seconds:
                         await self._refresh(probes)
                         refreshed_at = time.monotonic()
@@ -476,6 +478,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
                         if answer is not None and answer.new and fired.get(probe.channel.id) != answer.marker
                     }
                     backoff = self.reconnect_seconds
+                    self.polls += 1
                     if news:
                         fired.update({channel: answer.marker for channel, answer in news.items()})
                         await self._save_fired(fired)

@@ -15,8 +15,10 @@ one, and per hop (doorbell event, run created, each task's queue wait and run ti
 Airflow's REST API. Results: ``bench/results/latency-<utc>.json`` and a Markdown table on stdout.
 
 With ``--sales S`` it also times the sale path: S single-unit orders placed on the Allegro simulator,
-from the sale to eBay and Amazon showing the hub's new quantity (``marketplaces_to_hub_orders`` runs
-every minute and pushes the quantities; its asset event starts ``hub_to_marketplaces``).
+from the sale to eBay and Amazon showing the hub's new quantity (the order doorbell probes Allegro every
+``--order-poll-seconds`` and its event runs ``marketplaces_to_hub_orders``, which imports the order and
+pushes the quantities; that asset event starts ``hub_to_marketplaces``). The sale's hops name the
+doorbell event; a sale the 5-minute cron picked up instead says so.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ DAGS = ("erp_to_hub_products", "hub_to_channel_offers", "hub_to_marketplaces")
 ORDERS_DAG = "marketplaces_to_hub_orders"
 SALE_TARGETS = ("ebay", "amazon")  # a sale on Allegro must reach the others
 DOORBELL = "commerce_erp.erp.products.changes"
+ORDER_DOORBELL = "commerce_hub.marketplace_orders.news"
 
 
 def log(message: str) -> None:
@@ -178,6 +181,11 @@ def pending_outbox(hub: str) -> int:
     return int(row[0]) if row else 0
 
 
+def has_order_cursor(hub: str, channel: str) -> bool:
+    with connect(hub) as conn:
+        return conn.execute("SELECT 1 FROM hub.order_cursor WHERE channel = %s", (channel,)).fetchone() is not None
+
+
 def hub_quantities(hub: str, sku: str) -> dict[str, int]:
     with connect(hub) as conn:
         rows = conn.execute(
@@ -257,14 +265,34 @@ def breakdown(airflow: AirflowStack, changes: list[Change]) -> None:
             last_end = max(last_end, _ts(slowest["end_date"]) or 0)
         return last_end
 
-    orders_runs = airflow.dag_runs(ORDERS_DAG) if any(c.kind == "sale" for c in changes) else []
+    sales = any(c.kind == "sale" for c in changes)
+    orders_runs = airflow.dag_runs(ORDERS_DAG) if sales else []
+    order_events = [
+        e
+        for e in (airflow.asset_events(ORDER_DOORBELL) if sales else [])
+        if "allegro" in (((e.get("extra") or {}).get("payload") or {}).get("channels") or [])
+    ]
     for change in changes:
         hops = change.hops
         if change.kind == "sale":
-            orders = _first(orders_runs, "start_date", change.committed_at)
-            if orders is None:
-                continue
-            hops["sale -> orders run started (every minute)"] = (_ts(orders["start_date"]) or 0) - change.committed_at
+            rung = _first(order_events, "timestamp", change.committed_at - 1)
+            if rung is not None:
+                rung_at = _ts(rung["timestamp"]) or 0
+                hops["sale -> order doorbell event"] = rung_at - change.committed_at
+                orders = _first(orders_runs, "queued_at", rung_at - 1)
+                if orders is None:
+                    continue
+                hops["order event -> orders run queued"] = (_ts(orders["queued_at"]) or 0) - rung_at
+                hops["orders run queued -> started"] = (_ts(orders["start_date"]) or 0) - (
+                    _ts(orders["queued_at"]) or 0
+                )
+            else:
+                orders = _first(orders_runs, "start_date", change.committed_at)
+                if orders is None:
+                    continue
+                hops["sale -> orders run started (no doorbell event: cron)"] = (
+                    _ts(orders["start_date"]) or 0
+                ) - change.committed_at
             task_hops("orders ", ORDERS_DAG, orders, hops)
             push = [t for t in instances(ORDERS_DAG, orders) if t["task_id"] == "push_quantities" and t.get("end_date")]
             push_end = _ts(push[0]["end_date"]) if push else None
@@ -369,6 +397,7 @@ def main() -> None:
     parser.add_argument("--pause", default="2,20", help="random pause between changes, min,max seconds")
     parser.add_argument("--offers", type=int, default=200, help="offers on each simulator (the SKUs changed)")
     parser.add_argument("--poll-seconds", default="20", help="the doorbell's watermark poll")
+    parser.add_argument("--order-poll-seconds", default="5", help="the order doorbell's poll (with --sales)")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one change after this long")
     parser.add_argument("--prefix", default="cs_bench_latency", help="database name prefix (hub, erp)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -408,6 +437,7 @@ def main() -> None:
         env = {
             **connections(hub, erp, server),
             "COMMERCE_SYNC_ERP_POLL_SECONDS": args.poll_seconds,
+            "COMMERCE_SYNC_ORDER_POLL_SECONDS": args.order_poll_seconds,
             "COMMERCE_SYNC_DATA_DIR": str(work / "data"),
         }
         for leftover in ("airflow", "dags", "component-logs", "plugins"):  # a fresh Airflow every time
@@ -427,12 +457,14 @@ def main() -> None:
             log("Airflow is up; warm-up: publishing the simulators' offers")
             stack.call("POST", f"/api/v2/dags/{DAGS[2]}/dagRuns", {"logical_date": None})
             # The warm-up is done when the cron's catch-up runs and the warm-up publish have finished and
-            # nothing is pending in the outbox (the orders DAG keeps running every minute: not waited for).
+            # nothing is pending in the outbox; with sales, also when Allegro's first order import stored its
+            # cursor (the doorbell rings for a channel without one at start; a sale before it is not read).
             stack.wait_until(
                 "the warm-up runs to finish",
                 lambda: (
                     all(r["state"] in ("success", "failed") for dag in DAGS for r in stack.dag_runs(dag))
                     and not pending_outbox(hub)
+                    and (not args.sales or has_order_cursor(hub, "allegro"))
                 ),
                 1800,
                 interval=3,
@@ -490,6 +522,7 @@ def main() -> None:
         "pause_s": [pause_min, pause_max],
         "poll_seconds": args.poll_seconds,
         "metadata": args.metadata,
+        "order_poll_seconds": args.order_poll_seconds,
     }
     table = report(changes, meta)
     print(table)

@@ -325,6 +325,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
         self.reconnect_seconds = reconnect_seconds
         self.polls = 0
         """Poll rounds completed (cursors read, due channels probed) since this instance started."""
+        self._unprobed: dict[str, Any] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -369,10 +370,11 @@ class OrderDoorbellTrigger(BaseEventTrigger):
         from commerce_sync import registry
         from commerce_sync.config import load_config
 
-        wanted = set(registry.channels_that(load_config().channels, "import_orders"))
+        channels = load_config().channels
+        wanted = set(registry.channels_that(channels, "import_orders"))
         if self.channels is not None:
             wanted &= set(self.channels)
-        return [channel for channel in load_config().channels if channel.id in wanted]
+        return [channel for channel in channels if channel.id in wanted]
 
     async def _refresh(self, probes: dict[str, _Probe]) -> None:
         """Read channels.yaml and the channels' connections again; (re)build the probes that changed."""
@@ -384,6 +386,8 @@ class OrderDoorbellTrigger(BaseEventTrigger):
             seen.add(channel.id)
             spec = registry.get(channel.kind)
             probe = probes.get(channel.id)
+            if self._unprobed.get(channel.id) == channel:
+                continue  # its kind has no probe (said once)
             try:
                 if not channel.conn_id:
                     raise CommerceSyncError(f"channel {channel.id!r}: a {channel.kind} channel needs conn_id")
@@ -400,6 +404,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
                 probes.pop(channel.id).close()
             if not market.probes_orders:
                 market.close()
+                self._unprobed[channel.id] = channel
                 log.info("order doorbell: channel %s (%s) has no order probe; not probed", channel.id, channel.kind)
                 continue
             client = market.client
@@ -428,6 +433,7 @@ class OrderDoorbellTrigger(BaseEventTrigger):
             wait = min(self.poll_seconds * 2**probe.failures, _MAX_BACKOFF_S)
             if client.retry_after:
                 wait = max(wait, min(float(client.retry_after), 5 * _MAX_BACKOFF_S))
+            wait = max(wait, probe.every)  # failing is no reason to spend more of a small budget
             probe.next_at = time.monotonic() + wait
             log.warning(
                 "order doorbell: channel %s (%s): probe failed (%s: %s); asking again in %.0f s "

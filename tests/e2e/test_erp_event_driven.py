@@ -10,7 +10,9 @@ publishes the catalog (set-up). Then, with no trigger from the test:
 2. the triggerer is stopped, a price changes while nobody listens (its NOTIFY is lost), the
    triggerer starts again and the change still arrives, found by the watermark poll;
 3. a burst of 200 changes within about 2 s makes one or a few ERP runs, not 200;
-4. an ERP reached over REST rings the same asset through Airflow's API (``POST /api/v2/assets/events``).
+4. an ERP reached over REST rings the same asset through Airflow's API (``POST /api/v2/assets/events``);
+5. a sale on the Allegro simulator rings the order doorbell (``OrderDoorbellTrigger``), whose event runs
+   ``marketplaces_to_hub_orders``; the lower quantity reaches eBay and Amazon.
 
 Latencies are printed (``-s``), never asserted; the waits only bound the test's run time.
 """
@@ -29,6 +31,7 @@ import pytest
 
 from commerce_sync.db import connect, drop_database
 from commerce_sync_devtools.airflow_stack import AirflowStack
+from commerce_sync_sandbox import orders as sandbox_orders
 from commerce_sync_sandbox.erp import set_purchase_price
 from tests.conftest import new_database
 from tests.e2e.sandbox_world import World, sandbox_world
@@ -36,9 +39,11 @@ from tests.e2e.sandbox_world import World, sandbox_world
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 ERP_DAG = "erp_to_hub_products"
-DAGS = (ERP_DAG, "hub_to_channel_offers", "hub_to_marketplaces")
+ORDERS_DAG = "marketplaces_to_hub_orders"
+DAGS = (ERP_DAG, "hub_to_channel_offers", "hub_to_marketplaces", ORDERS_DAG)
 MARKETPLACES = ("allegro", "ebay", "amazon")
 DOORBELL = "commerce_erp.erp.products.changes"
+ORDER_DOORBELL = "commerce_hub.marketplace_orders.news"
 N = 60
 ARRIVAL_TIMEOUT_S = 240
 
@@ -200,3 +205,63 @@ def test_a_rest_erp_rings_through_the_asset_events_api(stack: tuple[AirflowStack
     assert runs and runs[0]["run_type"] == "asset_triggered"
     consumed = airflow.call("GET", f"/api/v2/dags/{ERP_DAG}/dagRuns/{runs[0]['dag_run_id']}/upstreamAssetEvents")
     assert any(e["extra"].get("erp_webhook") == "product.updated" for e in consumed["asset_events"]), consumed
+
+
+def _quantities(world: World, sku: str) -> tuple[dict[str, int], dict[str, int | None]]:
+    """The hub's quantity of ``sku`` per marketplace, and what eBay and Amazon show."""
+    with connect(world.hub) as conn:
+        rows = conn.execute(
+            "SELECT channel, quantity FROM hub.channel_offer WHERE sku = %s AND channel = ANY(%s)",
+            (sku, list(MARKETPLACES)),
+        ).fetchall()
+    return {c: int(q) for c, q in rows}, {
+        "ebay": world.server.ebay.available(sku),
+        "amazon": world.server.amazon.available(sku),
+    }
+
+
+def _has_order_cursor(world: World, channel: str) -> bool:
+    with connect(world.hub) as conn:
+        return conn.execute("SELECT 1 FROM hub.order_cursor WHERE channel = %s", (channel,)).fetchone() is not None
+
+
+def _sellable_sku(world: World) -> str:
+    """A SKU every marketplace lists below the listing cap (a sold unit must change the others' figure)."""
+    with connect(world.hub) as conn:
+        rows = conn.execute(
+            "SELECT sku FROM hub.channel_offer WHERE channel = ANY(%s) GROUP BY sku "
+            "HAVING count(*) = %s AND min(quantity) BETWEEN 2 AND 400 ORDER BY sku DESC",
+            (list(MARKETPLACES), len(MARKETPLACES)),
+        ).fetchall()
+    for (sku,) in rows:
+        hub, shown = _quantities(world, sku)
+        if all(shown[m] == hub[m] for m in ("ebay", "amazon")) and (world.server.simulator.available(sku) or 0) > 0:
+            return str(sku)
+    pytest.fail("no SKU listed below the cap on every marketplace")
+
+
+def test_a_sale_reaches_the_other_marketplaces_through_the_order_doorbell(stack: tuple[AirflowStack, World]) -> None:
+    airflow, world = stack
+    airflow.wait_until(  # the doorbell rang for channels without a cursor at start: their first import ran
+        "Allegro's order cursor in the hub",
+        lambda: _has_order_cursor(world, "allegro"),
+        ARRIVAL_TIMEOUT_S,
+    )
+    sku = _sellable_sku(world)
+    before, _ = _quantities(world, sku)
+    seen = len(airflow.dag_runs(ORDERS_DAG))
+    events_before = len(airflow.asset_events(ORDER_DOORBELL))
+    started = time.monotonic()
+    order_id = sandbox_orders.buy(world.server.allegro_url, sku, 1)
+
+    def shown() -> bool:
+        hub, shown = _quantities(world, sku)
+        return all(hub[m] < before[m] and shown[m] == hub[m] for m in ("ebay", "amazon"))
+
+    airflow.wait_until(f"the sale of {sku} (order {order_id}) on eBay and Amazon", shown, ARRIVAL_TIMEOUT_S)
+    print(f"Allegro sale -> eBay and Amazon quantity: {time.monotonic() - started:.1f} s")
+    runs = airflow.dag_runs(ORDERS_DAG)[seen:]
+    assert [r for r in runs if r["run_type"] == "asset_triggered"], [(r["run_id"], r["run_type"]) for r in runs]
+    assert not [r for r in runs if r["run_type"] == "manual"]
+    rung = [(e.get("extra") or {}).get("payload") or {} for e in airflow.asset_events(ORDER_DOORBELL)[events_before:]]
+    assert any("allegro" in p.get("channels", []) for p in rung), rung

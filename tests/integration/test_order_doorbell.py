@@ -267,6 +267,28 @@ def test_a_simulator_that_is_down_and_a_missing_connection_do_not_stop_it(
     assert "channel amazon (amazon) not probed" in caplog.text and "amazon_sandbox" in caplog.text
 
 
+def test_by_default_every_enabled_channel_with_a_probe_is_probed(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """channels.yaml as shipped: Allegro, eBay and Amazon are probed; the WooCommerce shop (webhooks) is not."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SHOP_SANDBOX",
+        json.dumps({"conn_type": "http", "host": world.server.woocommerce_url, "login": "ck", "password": "cs"}),
+    )
+    caplog.set_level(logging.INFO, logger="commerce_sync.triggers")
+
+    async def scenario() -> None:
+        bell = Running(OrderDoorbellTrigger(hub_conn_id=world.hub_conn_id, poll_seconds=POLL_S))
+        event = await bell.next()  # no channel was imported yet: each rings once to get its first import
+        assert event["channels"] == ["allegro", "amazon", "ebay"]
+        assert {news["marker"] for news in event["news"].values()} == {"no-cursor"}
+        await bell.quiet()
+        await bell.stop()
+
+    _run(scenario)
+    assert "channel shop (woocommerce) has no order probe" in caplog.text
+
+
 def test_a_hub_it_cannot_reach_yields_no_error_event(world: World) -> None:
     async def scenario() -> None:
         bell = Running(

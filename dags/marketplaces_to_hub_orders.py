@@ -37,13 +37,19 @@ channel has news it has not rung for, it sends one asset event naming the channe
 `channels`, `news`); the scheduler starts this DAG (events queued while a run is active fold into the
 next run). It rings once per news (what it rang for is kept in the asset's state store, so a restarted
 triggerer rings for sales made while it was down, and not again for what it already rang for). Kinds
-without a probe (WooCommerce: webhooks) are not probed. A failing probe (marketplace down, 5xx, 429) is
+without a probe (WooCommerce: webhooks) are not probed; a channel never imported (no cursor) rings once,
+so its first import sets its starting point at once. Every run imports every channel, whichever rang. A
+failing probe (marketplace down, 5xx, 429) is
 logged in the triggerer's log and retried after a backoff; the trigger never yields an error event.
 
-*Is it alive?* Browse > Triggers lists `OrderDoorbellTrigger` with its triggerer; the asset
-`commerce_hub.marketplace_orders.news` (Assets) shows an event per sale burst, with the channels in its
-extra, and this DAG's runs are `asset_triggered`. The triggerer's log says `order doorbell: probing
-channel ...` at start and `order doorbell: news on ...` per event.
+*Is it alive?* The triggerer's log shows `order doorbell: polling every 5 s; fired for ...` and
+`order doorbell: probing channel <id> (<kind>) at most every N s` per channel at start, `order doorbell:
+news on <channels>` per event, and `probe failed (...); asking again in N s` while a marketplace fails;
+Admin → Triggers lists the running `OrderDoorbellTrigger`; Browse → Assets →
+`commerce_hub.marketplace_orders.news` lists its events (`payload.channels`, `payload.news` with each
+channel's marker); runs it started have run type `asset_triggered`; in the hub,
+`SELECT * FROM pg_stat_activity WHERE application_name = 'commerce_sync order doorbell'` shows its
+connection.
 
 *What the cron covers* (every 5 minutes, relaxed from every minute now that the doorbell rings within a
 poll): a triggerer that is down or a probe that keeps failing, Amazon between its spaced probes, a lost

@@ -38,7 +38,9 @@ channel has news it has not rung for, it sends one asset event naming the channe
 next run). It rings once per news (what it rang for is kept in the asset's state store, so a restarted
 triggerer rings for sales made while it was down, and not again for what it already rang for). Kinds
 without a probe (WooCommerce: webhooks) are not probed; a channel never imported (no cursor) rings once,
-so its first import sets its starting point at once. Every run imports every channel, whichever rang. A
+so its first import sets its starting point at once. Every run imports every channel, whichever rang.
+The sale's tasks (`list_<kind>_channels`, `import_<kind>`, `push_quantities`) are latency-critical
+(priority weight 10, absolute): with the executor's slots taken they start before other DAGs' tasks. A
 failing probe (marketplace down, 5xx, 429) is
 logged in the triggerer's log and retried after a backoff; the trigger never yields an error event.
 
@@ -83,15 +85,17 @@ from typing import Any
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from commerce_sync import assets, registry
+from commerce_sync import assets
 from commerce_sync.airflow_glue import (
     DEFAULT_ARGS,
+    LATENCY_CRITICAL,
     MARKETPLACE_QUEUE,
     MAX_PARALLEL_CHANNELS,
     START_DATE,
     hub_dsn,
     label_map_index,
     operator_errors,
+    per_kind,
     run_context,
     sync_deadline,
 )
@@ -112,19 +116,12 @@ from commerce_sync.triggers import order_doorbell_asset
     deadline=sync_deadline("marketplaces_to_hub_orders", __doc__, default=timedelta(minutes=5), what="order import"),
 )
 def marketplaces_to_hub_orders() -> None:
-    @task
-    def list_channels(kind: str) -> list[str]:
-        from commerce_sync.config import load_config
-
-        with operator_errors("channels.yaml"):
-            channels = [c for c in load_config().channels if c.kind == kind]
-            return registry.channels_that(channels, "import_orders")
-
     @task(
         outlets=[assets.HUB_SALES_ORDER, assets.HUB_STOCK_RESERVATION],
         queue=MARKETPLACE_QUEUE,
         max_active_tis_per_dagrun=MAX_PARALLEL_CHANNELS,
         map_index_template="{{ channel_id }}",
+        **LATENCY_CRITICAL,
     )
     def import_orders(channel_id: str) -> dict[str, Any]:
         from commerce_sync.config import load_config
@@ -142,6 +139,7 @@ def marketplaces_to_hub_orders() -> None:
         trigger_rule=TriggerRule.ALL_DONE,
         inlets=[assets.HUB_STOCK_RESERVATION],
         outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+        **LATENCY_CRITICAL,
     )
     def push_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from dataclasses import asdict
@@ -195,14 +193,8 @@ def marketplaces_to_hub_orders() -> None:
         with operator_errors("oversold order lines"):
             return [line.describe() for line in alert_oversold(hub_dsn())]
 
-    # Per kind, in the kind's pool: the pool bounds concurrent calls to that API across DAGs (publish,
-    # read back, orders); the client's token bucket bounds their rate.
-    imports = []
-    for kind in registry.kinds(capability="import_orders"):
-        channels = list_channels.override(task_id=f"list_{kind.name}_channels")(kind.name)
-        imports.append(
-            import_orders.override(task_id=f"import_{kind.name}", pool=kind.pool).expand(channel_id=channels)
-        )
+    # The sale's path (list, import, push_quantities) starts first when executor slots are short.
+    imports = per_kind(import_orders, "import", "import_orders")
     push_quantities(*imports)
     imports >> hand_off_to_erp()
     imports >> report_oversold()

@@ -483,8 +483,19 @@ class OrderDoorbellTrigger(BaseEventTrigger):
                         for probe, answer in zip(due, answers, strict=True)
                         if answer is not None and answer.new and fired.get(probe.channel.id) != answer.marker
                     }
+                    # News that is gone (imported) is forgotten: the next news rings even with a marker
+                    # seen before (e.g. "no-cursor" after an operator deleted a cursor).
+                    settled = [
+                        probe.channel.id
+                        for probe, answer in zip(due, answers, strict=True)
+                        if answer is not None and not answer.new and probe.channel.id in fired
+                    ]
+                    for channel in settled:
+                        del fired[channel]
                     backoff = self.reconnect_seconds
                     self.polls += 1
+                    if settled and not news:
+                        await self._save_fired(fired)
                     if news:
                         fired.update({channel: answer.marker for channel, answer in news.items()})
                         await self._save_fired(fired)

@@ -289,6 +289,22 @@ def test_by_default_every_enabled_channel_with_a_probe_is_probed(
     assert "channel shop (woocommerce) has no order probe" in caplog.text
 
 
+def test_news_once_imported_is_forgotten_so_the_same_marker_rings_again(world: World) -> None:
+    """An operator deletes a channel's cursor ("start from now"): the channel rings again to get imported."""
+
+    async def scenario() -> None:
+        bell = Running(_trigger(world, ["ebay"]))
+        assert (await bell.next())["news"]["ebay"]["marker"] == "no-cursor"
+        await _in_thread(world.import_orders, "ebay")
+        await bell.quiet()
+        with connect(world.hub) as conn:
+            conn.execute("DELETE FROM hub.order_cursor WHERE channel = 'ebay'")
+        assert (await bell.next())["news"]["ebay"]["marker"] == "no-cursor"
+        await bell.stop()
+
+    _run(scenario)
+
+
 def test_a_hub_it_cannot_reach_yields_no_error_event(world: World) -> None:
     async def scenario() -> None:
         bell = Running(

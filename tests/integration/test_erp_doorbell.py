@@ -11,12 +11,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from commerce_sync.db import connect, drop_database
+from commerce_sync.db import connect, database_name, drop_database, with_database
 from commerce_sync.triggers import APPLICATION_NAME, PostgresChangeTrigger, _advanced
 from commerce_sync_sandbox.erp import NOTIFY_CHANNEL, load_erp, set_purchase_price
 from tests.conftest import new_database
@@ -141,6 +144,18 @@ def test_a_burst_of_changes_is_one_event(erp: tuple[str, str]) -> None:
     assert not more, "a second event for the same burst"
 
 
+@contextmanager
+def _connections_refused(url: str) -> Iterator[None]:
+    """No new connection to ``url``'s database inside the block (open ones stay open)."""
+    name = sql.Identifier(database_name(url))
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(name))
+        try:
+            yield
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(name))
+
+
 def test_reconnects_after_its_backend_is_terminated_and_finds_the_change(erp: tuple[str, str]) -> None:
     url, conn_id = erp
 
@@ -148,10 +163,13 @@ def test_reconnects_after_its_backend_is_terminated_and_finds_the_change(erp: tu
         events = _trigger(conn_id).run()
         first = asyncio.ensure_future(_next(events))
         pid = await _until_listening(url)
-        with connect(url) as conn:
+        # The database refuses new connections until the change is committed, so the trigger cannot be
+        # listening again when its NOTIFY goes out (it reconnects within 0.2 s otherwise: a race).
+        with connect(url) as conn, _connections_refused(url):
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
             # Changed while nobody listens: the NOTIFY is lost, the watermark is not.
             conn.execute("UPDATE erp.products SET purchase_price = 77.70 WHERE sku = 'SKU-000002'")
+            conn.commit()
         event = await first
         new_pid = await _until_listening(url, old_pid=pid)
         assert new_pid != pid

@@ -17,6 +17,8 @@ Then, independently:
   hand − ERP reserved − units held by orders the ERP has not taken over + chosen dropship − buffer;
   `max_listed_quantity`, `end_when_at_or_below`) and enqueues only what changed; its asset event starts
   `hub_to_marketplaces`, which sends them. Skipped when no reservation changed.
+- `push_feed_quantities`: the same for the feed channels, beside it and off the sale's path (no asset
+  event: the feed files are rewritten every 15 minutes by `hub_to_catalog_feeds`).
 - `hand_off_to_erp`: hands each ready (paid) order to the ERP once, key `channel:order_id`, and cancels
   there the handed orders the marketplace cancelled. The reservation ends when the hub has read the ERP's
   product row that includes the order. Skipped when erp.yaml has no `orders` section.
@@ -80,7 +82,7 @@ several task start-ups of ~5 s) for no faster sale path on Allegro and eBay.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -135,18 +137,12 @@ def marketplaces_to_hub_orders() -> None:
             report_transfer(transfer_id)
         return result.as_dict()
 
-    @task(
-        trigger_rule=TriggerRule.ALL_DONE,
-        inlets=[assets.HUB_STOCK_RESERVATION],
-        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
-        **LATENCY_CRITICAL,
-    )
-    def push_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def push(imports: tuple[list[dict[str, Any]], ...], family: Literal["marketplace", "feed"]) -> list[dict[str, Any]]:
         from dataclasses import asdict
 
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
-        from commerce_sync.orders.importer import push_quantities as push
+        from commerce_sync.orders.importer import push_quantities
 
         results = [r for per_kind in imports for r in (per_kind or []) if r]
         if not any(r.get("lines_reserved") or r.get("lines_released") for r in results):
@@ -154,10 +150,35 @@ def marketplaces_to_hub_orders() -> None:
         # The marketplace that sold (or took a cancelled order's units back) changed its own quantity.
         resend = [(r["channel"], sku) for r in results for sku in r.get("touched_skus", [])]
         with operator_errors("quantity push"):
-            computed = push(hub_dsn(), load_config(), run_context(), resend=resend)
+            computed = push_quantities(
+                hub_dsn(),
+                load_config(),
+                run_context(),
+                resend=resend if family == "marketplace" else (),
+                family=family,
+            )
         for result in computed:
             report_transfer(result.transfer_id)
         return [asdict(r) for r in computed]
+
+    @task(
+        trigger_rule=TriggerRule.ALL_DONE,
+        inlets=[assets.HUB_STOCK_RESERVATION],
+        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+        **LATENCY_CRITICAL,
+    )
+    def push_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The marketplaces and the shop (outbox channels): their asset event starts the publish."""
+        return push(imports, "marketplace")
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, inlets=[assets.HUB_STOCK_RESERVATION])
+    def push_feed_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The feed channels' offers (written to their files every 15 minutes): off the sale's path,
+        no asset event (there is nothing to publish)."""
+        from commerce_sync.lineage import report_output
+
+        report_output(assets.HUB_CHANNEL_OFFER)
+        return push(imports, "feed")
 
     @task(
         trigger_rule=TriggerRule.ALL_DONE,
@@ -196,6 +217,7 @@ def marketplaces_to_hub_orders() -> None:
     # The sale's path (list, import, push_quantities) starts first when executor slots are short.
     imports = per_kind(import_orders, "import", "import_orders")
     push_quantities(*imports)
+    push_feed_quantities(*imports)
     imports >> hand_off_to_erp()
     imports >> report_oversold()
 

@@ -93,6 +93,9 @@ def test_feed_channels_pricing_does_not_start_a_marketplace_run(dagbag) -> None:
     names = lambda task: {a.name for a in task.outlets}  # noqa: E731
     assert "commerce_hub.hub.channel_offer" in names(dag.get_task("compute_offers"))
     assert names(dag.get_task("compute_feed_offers")) == set()
+    orders = dagbag.dags["marketplaces_to_hub_orders"]
+    assert "commerce_hub.hub.channel_offer" in names(orders.get_task("push_quantities"))
+    assert names(orders.get_task("push_feed_quantities")) == set()
     condition = dagbag.dags["hub_to_marketplaces"].timetable.asset_condition
     assert {a.name for a in condition.objects} == {"commerce_hub.hub.channel_offer"}
 

@@ -138,14 +138,20 @@ def import_orders(
 
 
 def push_quantities(
-    dsn: str, config: Config, run: ledger.RunContext, *, resend: Iterable[tuple[str, str]] = ()
+    dsn: str,
+    config: Config,
+    run: ledger.RunContext,
+    *,
+    resend: Iterable[tuple[str, str]] = (),
+    family: registry.Family | None = None,
 ) -> list[OfferComputation]:
     """Recompute (incrementally) every enabled channel's offers; return what each run changed.
 
     ``resend``: (channel, SKU) pairs whose marketplace changed its own quantity (it sold, or put a
     cancelled order's units back). Where the hub's quantity for such a pair did not change, nothing
     would be enqueued and the marketplace would keep its own figure: the hub's quantity is queued again
-    (:func:`resend_quantities`).
+    (:func:`resend_quantities`). ``family``: only the channels of that family (``marketplace``: the
+    outbox channels, which must hear of a sale at once; ``feed``: the files written every 15 minutes).
     """
     from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers
 
@@ -153,7 +159,7 @@ def push_quantities(
     results = []
     failed: list[tuple[str, Exception]] = []
     for channel in config.channels:
-        if not channel.enabled:
+        if not channel.enabled or (family is not None and registry.get(channel.kind).family != family):
             continue
         try:  # one channel's breaker or missing rate must not keep the others at the old quantity
             results.append(compute_channel_offers(dsn, channel, config.rule_for(channel), run, setup=setup))

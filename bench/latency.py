@@ -426,6 +426,10 @@ def main() -> None:
         else:  # an earlier build: bring both to the current code's schema (idempotent, no rows added)
             migrate(hub)
             load_erp(erp, n=0)
+            # The simulators start empty each run (their order event ids start again at 1), unlike a real
+            # marketplace: an order cursor kept from the last run would be past every new event.
+            with connect(hub) as conn:
+                conn.execute("DELETE FROM hub.order_cursor")
         if args.build_only:
             log(f"built {hub} and {erp}; measure with --reuse")
             return

@@ -10,6 +10,7 @@ chain verifies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -314,6 +315,80 @@ def _print_orders(hub_url: str, bought: list[tuple[str, str, str, int, bool]]) -
     return problems
 
 
+async def _first_event(trigger: Any, timeout: float, after_start: Any = None) -> tuple[dict[str, Any] | None, float]:
+    """Run ``trigger`` as the triggerer would until its first event (or ``timeout``); (payload, seconds)."""
+    import asyncio
+
+    events = trigger.run()
+    waiting = asyncio.ensure_future(events.__anext__())
+    started = time.monotonic()
+    try:
+        if after_start is not None:
+            started = await after_start()
+        event = await asyncio.wait_for(asyncio.shield(waiting), timeout)
+        return dict(event.payload), time.monotonic() - started
+    except TimeoutError:
+        return None, time.monotonic() - started
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(BaseException):
+            await waiting
+        await events.aclose()
+
+
+def ring_doorbells(erp_url: str) -> list[str]:
+    """Both event triggers once, in this process (in Airflow the triggerer runs them as AssetWatchers):
+    the order doorbell hears the units just bought; the ERP doorbell hears a touched ERP row (its
+    ``updated_at`` moves, its data does not, so the next ERP sync changes nothing)."""
+    import asyncio
+
+    from commerce_sync.triggers import (
+        APPLICATION_NAME,
+        ERP_CONN_ID,
+        ERP_NOTIFY_CHANNEL,
+        ERP_TABLE,
+        OrderDoorbellTrigger,
+        PostgresChangeTrigger,
+    )
+
+    problems: list[str] = []
+    print("\nDoorbells (run once here; in Airflow the triggerer runs them and each event starts a DAG run)")
+    payload, seconds = asyncio.run(_first_event(OrderDoorbellTrigger(poll_seconds=0.5), 30))
+    if payload is None:
+        problems.append("the order doorbell did not ring for the units just bought (30 s)")
+    else:
+        print(
+            f"  order doorbell rang after {seconds:.1f} s: news on {', '.join(payload.get('channels', []))}"
+            " -> starts marketplaces_to_hub_orders"
+        )
+
+    async def touch_when_listening() -> float:
+        for _ in range(100):  # until the trigger's LISTEN connection is up
+            with connect(erp_url) as conn:
+                if conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+                ).fetchone():
+                    break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # past its first watermark read
+        with connect(erp_url) as conn:
+            conn.execute("UPDATE erp.products SET updated_at = now() WHERE sku = (SELECT min(sku) FROM erp.products)")
+        return time.monotonic()
+
+    bell = PostgresChangeTrigger(
+        conn_id=ERP_CONN_ID, channel=ERP_NOTIFY_CHANNEL, table=ERP_TABLE, poll_seconds=20, reconnect_seconds=0.5
+    )
+    payload, seconds = asyncio.run(_first_event(bell, 30, touch_when_listening))
+    if payload is None:
+        problems.append("the ERP doorbell did not ring for a touched ERP row (30 s)")
+    else:
+        print(
+            f"  ERP doorbell rang {seconds:.1f} s after the commit (woken by {payload.get('woken_by')}, "
+            f"watermark {payload.get('watermark')}) -> starts erp_to_hub_products"
+        )
+    return problems
+
+
 def run_demo(*, erp_url: str, hub_url: str) -> int:
     """Prepare the sandbox, run every DAG once and print the summary; 0 only if all went well."""
     print(prepare_sandbox(erp_url, sandbox_dir()))
@@ -329,6 +404,7 @@ def run_demo(*, erp_url: str, hub_url: str) -> int:
                 failures.append(f"DAG {dag_id} failed; see {log_file}")
         bought = buy_on_marketplaces(hub_url)
         print("\nBought on the simulators: " + ", ".join(f"{u} x {s} on {c}" for c, _, s, u, _ in bought))
+        failures += ring_doorbells(erp_url)
         for dag_id, ok, seconds, log_file in run_dags(ORDER_DAGS, log_dir):
             print(f"  {dag_id:<26} {'ok' if ok else 'FAILED':<7} {seconds:5.1f} s   log: {log_file}")
             if not ok:

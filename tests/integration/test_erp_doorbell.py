@@ -190,21 +190,24 @@ def test_a_missing_connection_is_retried_not_yielded_as_an_error(monkeypatch: py
     asyncio.run(scenario())
 
 
+class MemoryStateStore:
+    """An asset's state store as the triggerer gives it (``aget``/``aset``), kept in memory."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
 def test_the_stored_watermark_finds_changes_made_while_it_was_stopped(erp: tuple[str, str]) -> None:
     """What a triggerer restart looks like: a new instance with the watermark the old one fired for."""
     url, conn_id = erp
 
-    class Store:
-        def __init__(self) -> None:
-            self.values: dict[str, Any] = {}
-
-        async def aget(self, key: str, default: Any = None) -> Any:
-            return self.values.get(key, default)
-
-        async def aset(self, key: str, value: Any) -> None:
-            self.values[key] = value
-
-    store = Store()
+    store = MemoryStateStore()
 
     async def scenario() -> dict[str, Any]:
         trigger = _trigger(conn_id)

@@ -29,6 +29,7 @@ from commerce_sync.triggers import ORDER_STATE_KEY, OrderDoorbellTrigger
 from commerce_sync_sandbox import orders as sandbox_orders
 from commerce_sync_sandbox.server import SandboxServer
 from tests.conftest import new_database
+from tests.integration.test_erp_doorbell import MemoryStateStore
 
 pytestmark = pytest.mark.integration
 
@@ -322,17 +323,7 @@ def test_after_a_restart_it_rings_for_news_made_while_stopped_and_not_again_for_
     for channel in ("allegro", "ebay"):
         world.import_orders(channel)
 
-    class Store:
-        def __init__(self) -> None:
-            self.values: dict[str, Any] = {}
-
-        async def aget(self, key: str, default: Any = None) -> Any:
-            return self.values.get(key, default)
-
-        async def aset(self, key: str, value: Any) -> None:
-            self.values[key] = value
-
-    store = Store()
+    store = MemoryStateStore()
 
     def started() -> Running:
         trigger = _trigger(world, ["allegro", "ebay"])

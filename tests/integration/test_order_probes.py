@@ -7,8 +7,6 @@ reader wrote, as the hub stores it after an import (drained with :func:`drain`, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,26 +16,18 @@ from commerce_sync.channels.orders import OrderNews
 from commerce_sync.errors import TransientError
 from commerce_sync_sandbox import orders as sandbox_orders
 from commerce_sync_sandbox.server import SandboxServer
-from tests.integration.test_order_readers import KINDS, SKU, Sim, _market, drain, start
+from tests.integration.test_order_readers import (  # noqa: F401 - fixtures sandbox, sim
+    KINDS,
+    SKU,
+    Sim,
+    _market,
+    drain,
+    sandbox,
+    sim,
+    start,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
-    with SandboxServer(tmp_path / "feeds", tmp_path / "allegro.json", catalog_n=20) as server:
-        yield server
-
-
-@pytest.fixture(params=KINDS)
-def sim(request: pytest.FixtureRequest, sandbox: SandboxServer) -> Iterator[Sim]:
-    kind: str = request.param
-    waits: list[float] = []
-    market = _market(kind, sandbox, waits)
-    url = {"allegro": sandbox.allegro_url, "ebay": sandbox.ebay_url, "amazon": sandbox.amazon_url}[kind]
-    faults = {"allegro": sandbox.simulator, "ebay": sandbox.ebay, "amazon": sandbox.amazon}[kind].faults
-    yield Sim(kind, url, faults, market, waits, sandbox)
-    market.close()
 
 
 def probe(market: Marketplace, cursor: str | None) -> OrderNews:
@@ -56,7 +46,7 @@ def test_every_order_importing_marketplace_kind_has_a_probe() -> None:
             assert market_type.probes_orders, spec.name
 
 
-def test_no_news_then_a_sale_then_no_news_once_the_hub_imported_it(sim: Sim) -> None:
+def test_no_news_then_a_sale_then_no_news_once_the_hub_imported_it(sim: Sim) -> None:  # noqa: F811
     cursor = start(sim)
     quiet = probe(sim.market, cursor)
     assert quiet.new is False, quiet
@@ -72,7 +62,7 @@ def test_no_news_then_a_sale_then_no_news_once_the_hub_imported_it(sim: Sim) -> 
     assert after.new is False, after
 
 
-def test_a_second_sale_before_the_import_is_new_news(sim: Sim) -> None:
+def test_a_second_sale_before_the_import_is_new_news(sim: Sim) -> None:  # noqa: F811
     cursor = start(sim)
     sim.buy(SKU)
     first = probe(sim.market, cursor)
@@ -82,7 +72,7 @@ def test_a_second_sale_before_the_import_is_new_news(sim: Sim) -> None:
     assert second.marker != first.marker
 
 
-def test_a_paid_order_is_news_after_its_purchase_was_imported(sim: Sim) -> None:
+def test_a_paid_order_is_news_after_its_purchase_was_imported(sim: Sim) -> None:  # noqa: F811
     cursor = start(sim)
     order_id = sim.buy(SKU, paid=False)
     _, cursor, _ = drain(sim.market, cursor)
@@ -92,7 +82,7 @@ def test_a_paid_order_is_news_after_its_purchase_was_imported(sim: Sim) -> None:
 
 
 @pytest.mark.parametrize("kind", ["ebay", "amazon"])
-def test_the_readers_overlapping_window_does_not_ring_forever(sandbox: SandboxServer, kind: str) -> None:
+def test_the_readers_overlapping_window_does_not_ring_forever(sandbox: SandboxServer, kind: str) -> None:  # noqa: F811
     """eBay and Amazon read from ``overlap`` before the newest change: the probe must not count those."""
     market = _market(kind, sandbox, [])
     url = sandbox.ebay_url if kind == "ebay" else sandbox.amazon_url
@@ -107,12 +97,12 @@ def test_the_readers_overlapping_window_does_not_ring_forever(sandbox: SandboxSe
     assert "seen" in state, state
 
 
-def test_without_a_cursor_it_is_news_without_a_call(sim: Sim) -> None:
+def test_without_a_cursor_it_is_news_without_a_call(sim: Sim) -> None:  # noqa: F811
     news = probe(sim.market, None)
     assert (news.new, news.marker) == (True, "no-cursor")
 
 
-def test_a_429_with_retry_after_is_waited_out(sim: Sim) -> None:
+def test_a_429_with_retry_after_is_waited_out(sim: Sim) -> None:  # noqa: F811
     cursor = start(sim)
     sim.buy(SKU)
     sim.faults.arm(throttle=1, retry_after=2)
@@ -121,7 +111,7 @@ def test_a_429_with_retry_after_is_waited_out(sim: Sim) -> None:
     assert 2.0 in sim.waits, "the client waited what Retry-After said"
 
 
-def test_throttling_beyond_the_retries_is_a_transient_error_with_the_retry_after(sandbox: SandboxServer) -> None:
+def test_throttling_beyond_the_retries_is_a_transient_error_with_the_retry_after(sandbox: SandboxServer) -> None:  # noqa: F811
     market = _market("allegro", sandbox, [], max_attempts=2)
     cursor = market.read_orders(None).cursor
     sandbox.simulator.faults.arm(throttle=5, retry_after=30)
@@ -131,7 +121,7 @@ def test_throttling_beyond_the_retries_is_a_transient_error_with_the_retry_after
     sandbox.simulator.faults.clear()
 
 
-def test_amazon_asks_only_when_its_search_bucket_has_a_token(sandbox: SandboxServer) -> None:
+def test_amazon_asks_only_when_its_search_bucket_has_a_token(sandbox: SandboxServer) -> None:  # noqa: F811
     market = _market("amazon", sandbox, [])
     assert isinstance(market, AmazonMarketplace)
     cursor = market.read_orders(None).cursor

@@ -56,6 +56,7 @@ from commerce_sync.channels.order_reading import (
     money,
     order_line,
     parse_time,
+    probe_after,
     reading_orders,
 )
 from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderNews, OrderStatus
@@ -534,16 +535,10 @@ class AmazonMarketplace(Marketplace):
         A cursor in the middle of a window (``token``) is news without a call. The marker is the probe's
         start, the first order it returned and whether there were more.
         """
-        state = decode_cursor(self.title, cursor)
-        if state is None:
-            return OrderNews(True, "no-cursor", {"reason": "no order cursor stored yet"})
-        if state.get("token"):
-            return OrderNews(True, f"paging:{cursor}", {"reason": "the last import stopped inside a window"})
-        start = parse_time(state.get("after"))
-        seen = parse_time(state.get("seen"))
-        if start is None:
-            return OrderNews(True, f"no-start:{cursor}", {"reason": "the cursor has no start"})
-        after = iso_ms(start if seen is None else max(start, seen + timedelta(milliseconds=1)))
+        start = probe_after(self.title, cursor, paging_key="token", start_key="after")
+        if isinstance(start, OrderNews):
+            return start
+        after = iso_ms(start)
         if self.client.orders_bucket.delay() > 0:
             return None
         page = self.client.search_orders(after, page_size=1)

@@ -45,6 +45,7 @@ from commerce_sync.channels.order_reading import (
     money,
     order_line,
     parse_time,
+    probe_after,
     reading_orders,
 )
 from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderNews, OrderStatus
@@ -258,16 +259,9 @@ class EbayMarketplace(Marketplace):
         call. The marker is the probe's start and the count of orders after it: a further sale raises
         the count, an import moves the start.
         """
-        state = decode_cursor(self.title, cursor)
-        if state is None:
-            return OrderNews(True, "no-cursor", {"reason": "no order cursor stored yet"})
-        if state.get("to"):
-            return OrderNews(True, f"paging:{cursor}", {"reason": "the last import stopped inside a window"})
-        start = parse_time(state.get("from"))
-        seen = parse_time(state.get("seen"))
-        if start is None:
-            return OrderNews(True, f"no-start:{cursor}", {"reason": "the cursor has no start"})
-        after = start if seen is None else max(start, seen + timedelta(milliseconds=1))
+        after = probe_after(self.title, cursor, paging_key="to", start_key="from")
+        if isinstance(after, OrderNews):
+            return after
         page = self.client.orders_page(iso_ms(after), None, limit=1, offset=0)
         total = int(page.get("total") or 0)
         return OrderNews(total > 0, f"after:{iso_ms(after)}:orders:{total}", {"after": iso_ms(after), "orders": total})

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderLine
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderLine, OrderNews
 from commerce_sync.errors import DataError, TransientError
 from commerce_sync.transport.http import HttpClient
 
@@ -76,6 +76,26 @@ def parse_time(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def probe_after(title: str, cursor: str | None, *, paging_key: str, start_key: str) -> OrderNews | datetime:
+    """Where a time-window reader's probe asks from, or the news a cursor tells by itself.
+
+    News without a call: no cursor yet, a cursor in the middle of a window (``paging_key`` set: the last
+    import stopped while paging), a cursor without a start. Otherwise the moment after which an order is
+    news: the newest change the hub stored (``seen``) + 1 ms, or the window's start (``start_key``),
+    whichever is later, so the reader's overlapping window does not ring for orders already stored.
+    """
+    state = decode_cursor(title, cursor)
+    if state is None:
+        return OrderNews(True, "no-cursor", {"reason": "no order cursor stored yet"})
+    if state.get(paging_key):
+        return OrderNews(True, f"paging:{cursor}", {"reason": "the last import stopped inside a window"})
+    start = parse_time(state.get(start_key))
+    seen = parse_time(state.get("seen"))
+    if start is None:
+        return OrderNews(True, f"no-start:{cursor}", {"reason": "the cursor has no start"})
+    return start if seen is None else max(start, seen + timedelta(milliseconds=1))
 
 
 def iso_ms(moment: datetime) -> str:

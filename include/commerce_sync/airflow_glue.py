@@ -168,7 +168,7 @@ has the default weight 1), so a single price change does not wait behind a feed 
 reconciliation."""
 
 
-@task(**LATENCY_CRITICAL)
+@task
 def _channels_of_kind(kind: str, capability: registry.Capability, family: registry.Family | None) -> list[str]:
     """The enabled channels of ``kind`` whose kind has ``capability`` (config order)."""
     from commerce_sync.config import load_config
@@ -189,9 +189,13 @@ def per_kind(
     Airflow cannot map over one key of a task's output.) A kind without enabled channels gets an empty
     list: its task is skipped. Returns the mapped tasks, in registry order.
     """
+    # The list task is on the path its worker is on: it takes the worker's priority.
+    priority = {k: v for k, v in worker.kwargs.items() if k in ("priority_weight", "weight_rule")}
     mapped = []
     for kind in registry.kinds(family, capability):
-        channels = _channels_of_kind.override(task_id=f"list_{kind.name}_channels")(kind.name, capability, family)
+        channels = _channels_of_kind.override(task_id=f"list_{kind.name}_channels", **priority)(
+            kind.name, capability, family
+        )
         mapped.append(worker.override(task_id=f"{verb}_{kind.name}", pool=kind.pool).expand(channel_id=channels))
     return mapped
 

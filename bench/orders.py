@@ -28,6 +28,7 @@ import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.order_readers import _markets  # noqa: E402
+from bench.order_readers import _markets, simulators  # noqa: E402
 
 from commerce_sync.audit import ledger  # noqa: E402
 from commerce_sync.channels.orders import OrderBatch  # noqa: E402
@@ -44,7 +45,12 @@ from commerce_sync.config import load_config, load_quality  # noqa: E402
 from commerce_sync.connections import get_connection  # noqa: E402
 from commerce_sync.db import connect, database_name, drop_database, ensure_database, with_database  # noqa: E402
 from commerce_sync.hub.migrate import migrate  # noqa: E402
-from commerce_sync.orders.importer import import_orders, push_quantities  # noqa: E402
+from commerce_sync.orders.importer import (  # noqa: E402
+    ORDERS_PER_TRANSACTION,
+    _combined,
+    import_orders,
+    push_quantities,
+)
 from commerce_sync.orders.store import store_batch  # noqa: E402
 from commerce_sync.pricing.compute import PricingSetup, compute_channel_offers  # noqa: E402
 from commerce_sync.pricing.rates import configured_rates, load_rates  # noqa: E402
@@ -52,7 +58,6 @@ from commerce_sync.settings import data_dir  # noqa: E402
 from commerce_sync.sources.erp import sync_erp  # noqa: E402
 from commerce_sync_sandbox import orders as sandbox_orders  # noqa: E402
 from commerce_sync_sandbox.erp import load_erp  # noqa: E402
-from commerce_sync_sandbox.server import SandboxServer  # noqa: E402
 
 MARKETPLACES = ("allegro", "ebay", "amazon")
 RUN = ledger.RunContext(run_id="bench-orders", dag_id="bench", task_id="orders")
@@ -140,15 +145,41 @@ def _naive(hub: str, batches: list[tuple[str, OrderBatch]], limit: int) -> float
     return (time.perf_counter() - began) / max(done, 1)
 
 
-def run(n: int, catalog: int, limit: int, base: str) -> dict[str, Any]:
-    results: dict[str, Any] = {"n": n, "catalog": catalog, "limit": limit}
+def _grouped(recorded: list[tuple[str, OrderBatch]], per_transaction: int | None) -> list[tuple[str, OrderBatch]]:
+    """Each channel's reads in the order they came, joined until they hold ``per_transaction`` orders."""
+    by_kind: dict[str, list[list[OrderBatch]]] = {}
+    for kind, batch in recorded:
+        groups = by_kind.setdefault(kind, [[]])
+        if groups[-1] and sum(len(b.orders) for b in groups[-1]) >= (per_transaction or 0):
+            groups.append([])
+        groups[-1].append(batch)
+    return [(kind, _combined(pages)) for kind, groups in by_kind.items() for pages in groups if pages]
+
+
+def run(
+    n: int,
+    catalog: int,
+    limit: int,
+    base: str,
+    *,
+    sequential: bool = False,
+    ports: list[int] | None = None,
+    orders_per_transaction: int | None = ORDERS_PER_TRANSACTION,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "n": n,
+        "catalog": catalog,
+        "limit": limit,
+        "sequential": sequential,
+        "orders_per_transaction": orders_per_transaction,
+        "simulators": "own process" if ports else "this process",
+    }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         hub, erp = _prepare(base, tmp, catalog)
         copies: list[str] = []
         try:
-            with SandboxServer(tmp / "feeds", tmp / "allegro.json", catalog_n=catalog) as server:
-                urls = {"allegro": server.allegro_url, "ebay": server.ebay_url, "amazon": server.amazon_url}
+            with simulators(tmp, catalog, ports) as urls:
                 markets = _markets(urls, workers=4)
                 config = load_config()
                 # Start each cursor at "now", as the first scheduled import does.
@@ -177,21 +208,44 @@ def run(n: int, catalog: int, limit: int, base: str) -> dict[str, Any]:
                 naive_hub = _copy_of(hub, f"bench_orders_naive_{os.getpid()}")
                 copies.append(naive_hub)
                 touched: list[tuple[str, str]] = []
-                began = time.perf_counter()
                 per_channel = {}
-                for kind in MARKETPLACES:
+
+                def one(kind: str) -> None:
                     t0 = time.perf_counter()
-                    result = import_orders(hub, config.channel(kind), markets[kind], RUN, limit=limit)
+                    result = import_orders(
+                        hub,
+                        config.channel(kind),
+                        markets[kind],
+                        RUN,
+                        limit=limit,
+                        orders_per_transaction=orders_per_transaction,
+                    )
                     per_channel[kind] = {
                         "orders": result.totals.new_orders,
                         "s": round(time.perf_counter() - t0, 2),
                         "batches": result.batches,
                         "oversold_lines": len(result.totals.oversold),
                     }
-                    touched += [(kind, sku) for sku in result.totals.touched_skus]
+                    touched.extend((kind, sku) for sku in result.totals.touched_skus)
+
+                began = time.perf_counter()
+                if sequential:
+                    for kind in MARKETPLACES:
+                        one(kind)
+                else:  # as marketplaces_to_hub_orders runs it: one mapped import task per channel
+                    with ThreadPoolExecutor(len(MARKETPLACES)) as pool:
+                        list(pool.map(one, MARKETPLACES))
                 imported_s = time.perf_counter() - began
                 began = time.perf_counter()
-                computed = push_quantities(hub, config, RUN, resend=touched)
+                if sequential:
+                    computed = push_quantities(hub, config, RUN, resend=touched)
+                else:  # push_quantities (outbox channels, with the resend) and push_feed_quantities side by side
+                    with ThreadPoolExecutor(2) as pool:
+                        marketplaces = pool.submit(
+                            push_quantities, hub, config, RUN, resend=touched, family="marketplace"
+                        )
+                        feeds = pool.submit(push_quantities, hub, config, RUN, family="feed")
+                        computed = marketplaces.result() + feeds.result()
                 push_s = time.perf_counter() - began
                 with connect(hub) as conn:
                     stored = conn.execute("SELECT count(*) FROM hub.sales_order").fetchone()
@@ -201,10 +255,12 @@ def run(n: int, catalog: int, limit: int, base: str) -> dict[str, Any]:
                     ).fetchone()
                 for market in markets.values():
                     market.close()
-            # The floor: the same batches stored from memory into a copy of the hub as it was before.
+            # The floor: the same reads, grouped per transaction as the import grouped them, stored from
+            # memory into a copy of the hub as it was before.
+            groups = _grouped(recorded, orders_per_transaction)
             began = time.perf_counter()
             with connect(floor_hub) as conn:
-                for kind, batch in recorded:
+                for kind, batch in groups:
                     if batch.orders:
                         with conn.transaction():
                             transfer = ledger.Transfer(source=f"channel:{kind}", target="hub", dataset="order", run=RUN)
@@ -243,9 +299,35 @@ def main() -> None:
     parser.add_argument(
         "--database", default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="import the channels one after the other and push in one call (default: as the DAG runs them, "
+        "one import per channel at once, then the marketplace and feed pushes side by side)",
+    )
+    parser.add_argument(
+        "--per-transaction",
+        type=int,
+        default=ORDERS_PER_TRANSACTION,
+        help="orders stored per hub transaction, reads adding up to it (default: the DAG's); 0: one read each",
+    )
+    parser.add_argument(
+        "--process-ports",
+        help="feeds,allegro,ebay,amazon ports: run the simulators as a `sandbox serve` process (default: in this "
+        "process, where their CPU counts against the importer's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    results = run(args.n, args.catalog, args.limit, args.database)
+    ports = [int(p) for p in args.process_ports.split(",")] if args.process_ports else None
+    results = run(
+        args.n,
+        args.catalog,
+        args.limit,
+        args.database,
+        sequential=args.sequential,
+        ports=ports,
+        orders_per_transaction=args.per_transaction or None,
+    )
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

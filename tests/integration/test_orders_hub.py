@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from commerce_sync import registry
-from commerce_sync.channels.orders import MarketplaceOrder, OrderLine
+from commerce_sync.channels.orders import MarketplaceOrder, OrderBatch, OrderLine
 from commerce_sync.config import load_config
 from commerce_sync.db import connect
+from commerce_sync.orders.importer import import_orders
 from tests.faults.world import fault_world, step_erp, step_price
 from tests.integration.orders_world import (
+    RUN,
     T0,
     ScriptedOrders,
     erp_hand_off,
@@ -216,3 +219,82 @@ def test_bad_orders_are_quarantined_and_good_ones_kept(world: object) -> None:
             conn.execute("SELECT order_id, erp_state FROM hub.sales_order WHERE channel = 'amazon'").fetchall()
         )
     assert states == {"OK-1": "handed", "UNKNOWN-1": "pending"}
+
+
+class _RecordedOrders(ScriptedOrders):
+    """A scripted feed that records each read (cursor, thread) and can fail the read from one cursor."""
+
+    def __init__(self, fail_from: str = "never") -> None:
+        super().__init__()
+        self.reads: list[tuple[str | None, str]] = []
+        self.fail_from = fail_from
+
+    def read_orders(self, cursor: str | None, *, limit: int = 100) -> OrderBatch:
+        self.reads.append((cursor, threading.current_thread().name))
+        if cursor == self.fail_from:
+            raise ConnectionError(f"the marketplace dropped the connection reading from {cursor}")
+        return super().read_orders(cursor, limit=limit)
+
+
+def test_the_next_batch_is_read_while_the_last_one_is_stored(world: object) -> None:
+    hub = world.hub  # type: ignore[attr-defined]
+    feed = _RecordedOrders()
+    for i, sku in enumerate(skus_in_stock(hub, 7)):
+        feed.sell(f"RA-{i}", sku, 1)
+    result = import_orders(hub, load_config().channel("ebay"), feed, RUN, limit=2)
+    assert (result.batches, result.totals.new_orders, result.cursor) == (4, 7, "7")
+    # Each cursor read once; every read after the first ran on the read-ahead thread, during a store.
+    assert [cursor for cursor, _ in feed.reads] == [None, "2", "4", "6"]
+    assert all(thread.startswith("orders-ebay") for _, thread in feed.reads[1:]), feed.reads
+    with connect(hub) as conn:
+        stored = conn.execute("SELECT count(*) FROM hub.sales_order WHERE order_id LIKE 'RA-%'").fetchone()
+    assert stored == (7,)
+
+
+def test_a_failed_read_ahead_keeps_the_stored_batches_and_is_ledgered(world: object) -> None:
+    hub = world.hub  # type: ignore[attr-defined]
+    feed = _RecordedOrders(fail_from="4")
+    for i, sku in enumerate(skus_in_stock(hub, 6)):
+        feed.sell(f"RF-{i}", sku, 1)
+    with pytest.raises(ConnectionError, match="reading from 4"):
+        import_orders(hub, load_config().channel("amazon"), feed, RUN, limit=2)
+    with connect(hub) as conn:
+        cursor = conn.execute("SELECT cursor FROM hub.order_cursor WHERE channel = 'amazon'").fetchone()
+        stored = conn.execute("SELECT count(*) FROM hub.sales_order WHERE order_id LIKE 'RF-%'").fetchone()
+        failed = conn.execute(
+            "SELECT details->>'cursor_before', message FROM audit.transfer WHERE source = 'channel:amazon' "
+            "AND status = 'failed' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert cursor == ("4",) and stored == (4,)  # the two batches before the failed read are kept
+    assert failed is not None and failed[0] == "4" and "reading from 4" in failed[1]
+    feed.fail_from = "never"  # the retry goes on from the stored cursor
+    result = import_orders(hub, load_config().channel("amazon"), feed, RUN, limit=2)
+    assert (result.totals.new_orders, result.cursor) == (2, "6")
+
+
+def test_reads_add_up_to_one_transaction_and_a_failed_read_keeps_the_earlier_ones(world: object) -> None:
+    hub = world.hub  # type: ignore[attr-defined]
+    channel = load_config().channel("allegro")
+    feed = _RecordedOrders()
+    for i, sku in enumerate(skus_in_stock(hub, 7)):
+        feed.sell(f"RT-{i}", sku, 1)
+    result = import_orders(hub, channel, feed, RUN, limit=2, orders_per_transaction=5)
+    # Reads of 2, 2, 2 (6 >= 5) make the first transaction, the last read of 1 the second.
+    assert (result.batches, result.totals.new_orders, result.cursor) == (2, 7, "7")
+    with connect(hub) as conn:
+        reads = conn.execute(
+            "SELECT (details->'reader'->>'reads')::int, details->>'cursor_after' FROM audit.transfer "
+            "WHERE transfer_id = ANY(%s::uuid[]) ORDER BY seq",
+            (result.transfer_ids,),
+        ).fetchall()
+    assert reads == [(3, "6"), (None, "7")]
+    # A read failing after two good ones in the same transaction: the two are stored, then it fails.
+    feed.fail_from = "11"
+    for i, sku in enumerate(skus_in_stock(hub, 6)):
+        feed.sell(f"RU-{i}", sku, 1)
+    with pytest.raises(ConnectionError, match="reading from 11"):
+        import_orders(hub, channel, feed, RUN, limit=2, orders_per_transaction=100)
+    with connect(hub) as conn:
+        cursor = conn.execute("SELECT cursor FROM hub.order_cursor WHERE channel = 'allegro'").fetchone()
+        stored = conn.execute("SELECT count(*) FROM hub.sales_order WHERE order_id LIKE 'RU-%'").fetchone()
+    assert cursor == ("11",) and stored == (4,)

@@ -400,11 +400,27 @@ def store_batch(conn: psycopg.Connection, channel: str, batch: OrderBatch, trans
                             line.currency,
                         )
                     )
-    conn.execute(_CHANGED, params)
-    stale = conn.execute(_STALE, params).fetchone()
+    # The statements from here on depend on each other only inside the database: they go in one pipeline
+    # (one round trip instead of ~15; each waited ~1-2 ms on the server and the GIL), results read after.
+    with conn.pipeline():
+        conn.execute(_CHANGED, params)
+        stale_rows = conn.execute(_STALE, params)
+        conn.execute(_UPSERT_ORDERS, params)
+        conn.execute(_LINES, params)
+        line_rows = conn.execute(_UPSERT_LINES, params)
+        if rejected:
+            _quarantine_orders(conn, channel, tid, rejected)
+        conn.execute(_STATUS_EVENTS)
+        conn.execute(_RELEASE, params)
+        conn.execute(_REQUANTIFY, params)
+        conn.execute(_RESERVE, params)
+        conn.execute(_RECORD_CHANGES, params)
+        count_rows = conn.execute(_COUNTS)
+        oversold_rows = conn.execute(_OVERSOLD, params)
+        touched_rows = conn.execute("SELECT DISTINCT sku FROM line_event WHERE field = 'reservation'")
+        conn.execute(_SAVE_CURSOR, {**params, "cursor": batch.cursor})
+    stale = stale_rows.fetchone()
     result.stale = int(stale[0]) if stale else 0
-    conn.execute(_UPSERT_ORDERS, params)
-    conn.execute(_LINES, params)
     unresolved = [
         {
             "order_id": order_id,
@@ -415,7 +431,7 @@ def store_batch(conn: psycopg.Connection, channel: str, batch: OrderBatch, trans
             f"or the SKU is in the ERP",
             "raw": {"offer_id": offer_id},
         }
-        for order_id, line_id, sku, offer_id, inserted in conn.execute(_UPSERT_LINES, params).fetchall()
+        for order_id, line_id, sku, offer_id, inserted in line_rows.fetchall()
         if sku is None and inserted
     ]
     if unresolved:
@@ -430,23 +446,13 @@ def store_batch(conn: psycopg.Connection, channel: str, batch: OrderBatch, trans
                 "rows": json.dumps(unresolved, default=str),
             },
         )
-    if rejected:
-        _quarantine_orders(conn, channel, tid, rejected)
-    conn.execute(_STATUS_EVENTS)
-    conn.execute(_RELEASE, params)
-    conn.execute(_REQUANTIFY, params)
-    conn.execute(_RESERVE, params)
-    conn.execute(_RECORD_CHANGES, params)
-    counts = conn.execute(_COUNTS).fetchone()
+    counts = count_rows.fetchone()
     assert counts is not None
     result.new_orders, result.changed_orders, result.cancelled_orders = int(counts[0]), int(counts[1]), int(counts[2])
     result.lines_reserved, result.lines_released = int(counts[3]), int(counts[4])
     result.rejected, result.unresolved_lines = len(rejected), len(unresolved)
-    result.oversold = [OversoldLine(channel, *row) for row in conn.execute(_OVERSOLD, params).fetchall()]
-    result.touched_skus = {
-        row[0] for row in conn.execute("SELECT DISTINCT sku FROM line_event WHERE field = 'reservation'").fetchall()
-    }
-    conn.execute(_SAVE_CURSOR, {**params, "cursor": batch.cursor})
+    result.oversold = [OversoldLine(channel, *row) for row in oversold_rows.fetchall()]
+    result.touched_skus = {row[0] for row in touched_rows.fetchall()}
     changes.summarise(conn, transfer)
     transfer.rows_read += result.orders_read
     transfer.rows_written += result.changed

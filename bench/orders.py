@@ -47,7 +47,7 @@ from commerce_sync.db import connect, database_name, drop_database, ensure_datab
 from commerce_sync.hub.migrate import migrate  # noqa: E402
 from commerce_sync.orders.importer import (  # noqa: E402
     ORDERS_PER_TRANSACTION,
-    _combined,
+    join_reads,
     import_orders,
     push_quantities,
 )
@@ -153,7 +153,7 @@ def _grouped(recorded: list[tuple[str, OrderBatch]], per_transaction: int | None
         if groups[-1] and sum(len(b.orders) for b in groups[-1]) >= (per_transaction or 0):
             groups.append([])
         groups[-1].append(batch)
-    return [(kind, _combined(pages)) for kind, groups in by_kind.items() for pages in groups if pages]
+    return [(kind, join_reads(pages)) for kind, groups in by_kind.items() for pages in groups if pages]
 
 
 def run(

@@ -126,7 +126,7 @@ def import_orders(
                     failure = exc  # the reads before it are stored first, then the task fails
                 finally:
                     ahead = None
-                batch = _combined(pages)
+                batch = join_reads(pages)
                 if not batch.orders and batch.cursor == cursor:
                     result.cursor = cursor  # nothing new: no ledger row
                     if failure is not None:
@@ -183,7 +183,7 @@ def import_orders(
     return result
 
 
-def _combined(pages: list[OrderBatch]) -> OrderBatch:
+def join_reads(pages: list[OrderBatch]) -> OrderBatch:
     """Reads in a row as one batch: every order (a later snapshot of an order after an earlier one),
     the last read's cursor and ``more``, the readers' counts added up."""
     if len(pages) == 1:

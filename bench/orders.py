@@ -47,8 +47,8 @@ from commerce_sync.db import connect, database_name, drop_database, ensure_datab
 from commerce_sync.hub.migrate import migrate  # noqa: E402
 from commerce_sync.orders.importer import (  # noqa: E402
     ORDERS_PER_TRANSACTION,
-    join_reads,
     import_orders,
+    join_reads,
     push_quantities,
 )
 from commerce_sync.orders.store import store_batch  # noqa: E402

@@ -13,8 +13,12 @@ superuser who rewrites the chain and recomputes every hash is caught by
 `commerce-sync ledger verify --heads-dir DIR`. The signing key comes from the environment variable
 `COMMERCE_SYNC_LEDGER_KEY` or the Airflow Variable `commerce_sync_ledger_key`. `apply_retention`
 deletes staging leftovers older than `COMMERCE_SYNC_STAGING_RETENTION_HOURS` (default 24) and quarantine
-rows resolved more than `COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS` ago (default 365; `keep` = never);
-open quarantine rows and the ledger are never deleted. `check_hub_catalog` runs the hub catalog suite
+rows resolved more than `COMMERCE_SYNC_QUARANTINE_RETENTION_DAYS` ago (default 365; `keep` = never),
+settled outbox rows older than `COMMERCE_SYNC_OUTBOX_RETENTION_DAYS` (default 400) that a newer sent
+value of the same channel, SKU and field overtook (the newest sent value is kept whatever its age:
+read-back compares against it), and webhook delivery ids older than
+`COMMERCE_SYNC_WEBHOOK_RETENTION_DAYS` (default 30); open quarantine rows, pending outbox rows and the
+ledger are never deleted. `check_hub_catalog` runs the hub catalog suite
 (GX on PostgreSQL, evidence in the ledger) over the whole catalog every day: pricing runs it itself only
 for changes above the fast-path size (`COMMERCE_SYNC_FAST_PATH_MAX_SKUS`, default 1000 SKUs).
 

@@ -7,16 +7,26 @@ At once when the **order doorbell** rings or a channel's webhook rings (an event
 the kind's API pool on the `marketplace` queue (Allegro order events +
 checkout forms, eBay Fulfillment `getOrders`, Amazon Orders API v2026-01-01 `searchOrders`, and any
 registered kind that can): read the orders changed since the channel's stored cursor and store them,
-their stock reservations and the new cursor in one transaction per batch (`hub.sales_order`,
-`hub.order_line`, `hub.stock_reservation`, `hub.order_cursor`; a ledger transfer per batch, row-level
-changes in `audit.change`, dataset `order`). A sold unit is reserved as soon as the order is seen (it is
+their stock reservations and the new cursor in one transaction per up to 1,000 orders, reading the next
+API page while a batch is stored (`hub.sales_order`, `hub.order_line`, `hub.stock_reservation`,
+`hub.order_cursor`; a ledger transfer per transaction, row-level changes in `audit.change`, dataset
+`order`). A sold unit is reserved as soon as the order is seen (it is
 already gone from that marketplace); a cancelled order releases it.
 
 Then, independently:
 - `push_quantities`: recomputes the affected SKUs' quantity for every outbox channel (sellable = ERP on
   hand − ERP reserved − units held by orders the ERP has not taken over + chosen dropship − buffer;
-  `max_listed_quantity`, `end_when_at_or_below`) and enqueues only what changed; its asset event starts
-  `hub_to_marketplaces`, which sends them. Skipped when no reservation changed.
+  `max_listed_quantity`, `end_when_at_or_below`) and enqueues only what changed, then **sends them from
+  the same task** to every marketplace and the shop, side by side (`publish_pending`: the sale does not
+  wait for a second DAG run and its task start-ups, 10-15 s). That send is an accelerator, not the
+  guarantee: a channel whose offer ids are due for a re-read (minutes for a large account), or whose send
+  fails, is left, and `start_marketplace_publish` then emits the offer event that starts
+  `hub_to_marketplaces`, which sends it with the API pools, retries and runbook (it is skipped when
+  nothing was left). Rows another publisher holds are skipped (`FOR UPDATE SKIP LOCKED`), so a
+  `hub_to_marketplaces` run at the same time is safe. The send runs outside the marketplace pools: at
+  most one such task at a time (this DAG has `max_active_runs=1`) adds to a pool's calls.
+  `COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0` turns it off (every sale's quantities then go through
+  `hub_to_marketplaces`). Skipped when no reservation changed.
 - `push_feed_quantities`: the same for the feed channels, beside it and off the sale's path (no asset
   event: the feed files are rewritten every 15 minutes by `hub_to_catalog_feeds`).
 - `hand_off_to_erp`: hands each ready (paid) order to the ERP once, key `channel:order_id`, and cancels
@@ -41,7 +51,8 @@ next run). It rings once per news (what it rang for is kept in the asset's state
 triggerer rings for sales made while it was down, and not again for what it already rang for). Kinds
 without a probe (WooCommerce: webhooks) are not probed; a channel never imported (no cursor) rings once,
 so its first import sets its starting point at once. Every run imports every channel, whichever rang.
-The sale's tasks (`list_<kind>_channels`, `import_<kind>`, `push_quantities`) are latency-critical
+The sale's tasks (`list_<kind>_channels`, `import_<kind>`, `push_quantities`, `start_marketplace_publish`)
+are latency-critical
 (priority weight 10, absolute): with the executor's slots taken they start before other DAGs' tasks. A
 failing probe (marketplace down, 5xx, 429) is
 logged in the triggerer's log and retried after a backoff; the trigger never yields an error event.
@@ -137,9 +148,10 @@ def marketplaces_to_hub_orders() -> None:
             report_transfer(transfer_id)
         return result.as_dict()
 
-    def push(imports: tuple[list[dict[str, Any]], ...], family: Literal["marketplace", "feed"]) -> list[dict[str, Any]]:
+    def push(imports: tuple[list[dict[str, Any]], ...], family: Literal["marketplace", "feed"]) -> dict[str, Any]:
         from dataclasses import asdict
 
+        from commerce_sync.channels.publish import publish_from_orders_enabled
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
         from commerce_sync.orders.importer import push_quantities
@@ -159,20 +171,53 @@ def marketplaces_to_hub_orders() -> None:
             )
         for result in computed:
             report_transfer(result.transfer_id)
-        return [asdict(r) for r in computed]
+        answer: dict[str, Any] = {"computed": [asdict(r) for r in computed]}
+        if family == "marketplace" and publish_from_orders_enabled():
+            answer.update(publish_sale())
+        return answer
+
+    def publish_sale() -> dict[str, Any]:
+        """Send the queued quantities from this task (see the DAG docs); what is left goes by the asset event."""
+        from dataclasses import asdict
+
+        from commerce_sync import registry
+        from commerce_sync.channels.publish import publish_pending
+        from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_output, report_transfer
+
+        channels = [
+            c
+            for c in load_config().channels
+            if c.enabled and registry.get(c.kind).family == "marketplace" and registry.get(c.kind).can("publish")
+        ]
+        done = publish_pending(hub_dsn(), channels, run_context())
+        by_id = {c.id: c for c in channels}
+        for result in done.published:
+            report_output(registry.get(by_id[result["channel"]].kind).asset(by_id[result["channel"]]))
+            for transfer_id in result["transfer_ids"]:
+                report_transfer(transfer_id)
+        return asdict(done)
 
     @task(
         trigger_rule=TriggerRule.ALL_DONE,
         inlets=[assets.HUB_STOCK_RESERVATION],
-        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+        outlets=[assets.HUB_OUTBOX],
         **LATENCY_CRITICAL,
     )
-    def push_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The marketplaces and the shop (outbox channels): their asset event starts the publish."""
+    def push_quantities(*imports: list[dict[str, Any]]) -> dict[str, Any]:
+        """The marketplaces and the shop (outbox channels): queued, then sent from here (see the DAG docs)."""
         return push(imports, "marketplace")
 
+    @task(outlets=[assets.HUB_CHANNEL_OFFER], **LATENCY_CRITICAL)
+    def start_marketplace_publish(pushed: Any) -> dict[str, str]:  # push_quantities' answer (an XComArg here)
+        """The offer event that starts ``hub_to_marketplaces``, for what ``push_quantities`` did not send."""
+        left = {channel: why for channel, why in (pushed.get("left") or {}).items() if why != "nothing pending"}
+        if "published" in pushed and not left:
+            raise AirflowSkipException("push_quantities sent every queued quantity: no marketplace run needed")
+        return left or {"*": "quantities queued; this DAG does not send them (COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0)"}
+
     @task(trigger_rule=TriggerRule.ALL_DONE, inlets=[assets.HUB_STOCK_RESERVATION])
-    def push_feed_quantities(*imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def push_feed_quantities(*imports: list[dict[str, Any]]) -> dict[str, Any]:
         """The feed channels' offers (written to their files every 15 minutes): off the sale's path,
         no asset event (there is nothing to publish)."""
         from commerce_sync.lineage import report_output
@@ -216,7 +261,7 @@ def marketplaces_to_hub_orders() -> None:
 
     # The sale's path (list, import, push_quantities) starts first when executor slots are short.
     imports = per_kind(import_orders, "import", "import_orders")
-    push_quantities(*imports)
+    start_marketplace_publish(push_quantities(*imports))
     push_feed_quantities(*imports)
     imports >> hand_off_to_erp()
     imports >> report_oversold()

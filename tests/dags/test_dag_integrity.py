@@ -95,7 +95,10 @@ def test_feed_channels_pricing_does_not_start_a_marketplace_run(dagbag) -> None:
     assert "commerce_hub.hub.channel_offer" in names(dag.get_task("compute_offers"))
     assert names(dag.get_task("compute_feed_offers")) == set()
     orders = dagbag.dags["marketplaces_to_hub_orders"]
-    assert "commerce_hub.hub.channel_offer" in names(orders.get_task("push_quantities"))
+    # The sale's quantities are sent by push_quantities itself; hub_to_marketplaces starts only for what it left.
+    assert names(orders.get_task("push_quantities")) == {"commerce_hub.hub.outbox"}
+    assert names(orders.get_task("start_marketplace_publish")) == {"commerce_hub.hub.channel_offer"}
+    assert orders.get_task("start_marketplace_publish").upstream_task_ids == {"push_quantities"}
     assert names(orders.get_task("push_feed_quantities")) == set()
     condition = dagbag.dags["hub_to_marketplaces"].timetable.asset_condition
     assert {a.name for a in condition.objects} == {"commerce_hub.hub.channel_offer"}

@@ -111,6 +111,8 @@ class PublishResult:
     requests: int = 0
     request_ids: list[str] = field(default_factory=list)
     rejected_skus: list[str] = field(default_factory=list)
+    claimed_without_offer_id: int = 0
+    """Rows sent for SKUs the channel has no offer id for (a kind that creates offers creates them)."""
 
 
 class Marketplace(ABC):
@@ -400,6 +402,7 @@ def publish_outbox(
                         request = market.build(items)
                         run.digest.update(encode_json(request.body))
                         result.claimed += len(items)
+                        result.claimed_without_offer_id += sum(1 for item in items if item.offer_id is None)
                         in_flight.append((request, market.send(request)))
                         result.requests += 1
                         if request.request_id:

@@ -11,7 +11,9 @@ logs it, so an operator sees a channel falling behind in the task log and in the
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -95,12 +97,24 @@ def listing_due(dsn: str, channel: Channel) -> str | None:
     return None
 
 
-def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[str, Any]:
+class ListingDue(Exception):
+    """The channel's SKU -> offer id map must be re-read before it is published (see :func:`listing_due`)."""
+
+
+def publish_channel(
+    dsn: str, channel: Channel, run: ledger.RunContext, *, unless_listing_due: bool = False
+) -> dict[str, Any]:
     """Send the channel's pending outbox rows (re-reading its SKU -> offer map first when :func:`listing_due`);
-    return the counts."""
+    return the counts.
+
+    Raises:
+        ListingDue: ``unless_listing_due`` and the map is due for a re-read (nothing was sent).
+    """
     with open_marketplace(channel, "publish") as market:
         transfer_ids: list[str] = []
         why = listing_due(dsn, channel) if market.needs_offer_id else "no offer ids"
+        if why is not None and market.needs_offer_id and unless_listing_due:
+            raise ListingDue(why)
         if why is None:
             minutes = channel.listing_refresh_minutes
             log.info("%s: offer ids read less than %d min ago, every SKU mapped: not re-read", channel.id, minutes)
@@ -124,8 +138,9 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
                 after = backlog_of(dsn, channel.id)
                 transfer.details = {**transfer.details, "backlog_after": after}
         transfer_ids.append(str(transfer.transfer_id))
-        if market.needs_offer_id and market.creates_offers and result.sent:
-            # Offers created by this publish: learn their ids now, so the hub's listing is current at once.
+        if market.needs_offer_id and market.creates_offers and result.sent and result.claimed_without_offer_id:
+            # Offers created by this publish: learn their ids now, so the hub's listing is current at once
+            # (not after a publish that only updated offers the hub already knew: that read costs minutes).
             relisting = ledger.Transfer(
                 source=f"channel:{channel.id}", target="hub", dataset="channel_listing", run=run
             )
@@ -140,6 +155,70 @@ def publish_channel(dsn: str, channel: Channel, run: ledger.RunContext) -> dict[
             "backlog_after": after,
             "transfer_ids": transfer_ids,
         }
+
+
+PUBLISH_FROM_ORDERS_ENV = "COMMERCE_SYNC_PUBLISH_FROM_ORDERS"
+
+
+def publish_from_orders_enabled() -> bool:
+    """``COMMERCE_SYNC_PUBLISH_FROM_ORDERS`` (default on): the orders DAG sends a sale's quantities itself."""
+    raw = os.environ.get(PUBLISH_FROM_ORDERS_ENV, "1").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{PUBLISH_FROM_ORDERS_ENV}={raw!r}: expected 1 or 0")
+
+
+@dataclass
+class PendingPublish:
+    """What :func:`publish_pending` did: per channel the publish's counts, or why it left the channel."""
+
+    published: list[dict[str, Any]] = field(default_factory=list)
+    left: dict[str, str] = field(default_factory=dict)
+
+
+def publish_pending(dsn: str, channels: list[Channel], run: ledger.RunContext) -> PendingPublish:
+    """Send, now and from this process, the pending outbox rows of ``channels`` that are cheap to send.
+
+    The sale path's shortcut: the orders DAG's quantity push calls this right after it queued the new
+    quantities, instead of waiting for ``hub_to_marketplaces`` to be scheduled and to start its tasks
+    (two task start-ups and a DAG run, 10-15 s). It is an accelerator, never the guarantee: a channel is
+    left to ``hub_to_marketplaces`` (which its asset event starts anyway, with the API pools, retries
+    and runbook) when it has nothing pending, when its SKU -> offer id map is due for a re-read
+    (minutes for a large account), or when its publish fails (logged as a warning, recorded in the ledger
+    by the publish itself). Channels are sent side by side, one thread each; rows another publisher
+    holds are skipped (``FOR UPDATE SKIP LOCKED``), so a concurrent ``hub_to_marketplaces`` run is safe.
+    """
+    done = PendingPublish()
+    due: list[Channel] = []
+    for channel in channels:
+        with connect(dsn) as conn:
+            pending = outbox.backlog(conn, channel.id).pending
+        if pending:
+            due.append(channel)
+        else:
+            done.left[channel.id] = "nothing pending"
+
+    def one(channel: Channel) -> dict[str, Any] | str:
+        try:
+            return publish_channel(dsn, channel, run, unless_listing_due=True)
+        except ListingDue as due_now:
+            log.info("%s: offer ids to re-read first (%s): left to hub_to_marketplaces", channel.id, due_now)
+            return f"offer ids to re-read first ({due_now}): left to hub_to_marketplaces"
+        except Exception as exc:  # the DAG's own publish retries it, in its pool
+            message = f"publish failed, left to hub_to_marketplaces: {type(exc).__name__}: {exc}"[:500]
+            log.warning("%s: sale %s", channel.id, message)
+            return message
+
+    if due:
+        with ThreadPoolExecutor(len(due), thread_name_prefix="sale-publish") as pool:
+            for channel, outcome in zip(due, pool.map(one, due), strict=True):
+                if isinstance(outcome, str):
+                    done.left[channel.id] = outcome
+                else:
+                    done.published.append(outcome)
+    return done
 
 
 def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report_dir: Path) -> dict[str, Any]:

@@ -17,8 +17,9 @@ Airflow's REST API. Results: ``bench/results/latency-<utc>.json`` and a Markdown
 With ``--sales S`` it also times the sale path: S single-unit orders placed on the Allegro simulator,
 from the sale to eBay and Amazon showing the hub's new quantity (the order doorbell probes Allegro every
 ``--order-poll-seconds`` and its event runs ``marketplaces_to_hub_orders``, which imports the order and
-pushes the quantities; that asset event starts ``hub_to_marketplaces``). The sale's hops name the
-doorbell event; a sale the 5-minute cron picked up instead says so.
+pushes the quantities and sends them itself; only what it could not send goes through
+``hub_to_marketplaces``). The sale's hops name the doorbell event; a sale the 5-minute cron picked up
+instead says so.
 """
 
 from __future__ import annotations
@@ -296,6 +297,15 @@ def breakdown(airflow: AirflowStack, changes: list[Change]) -> None:
             task_hops("orders ", ORDERS_DAG, orders, hops)
             push = [t for t in instances(ORDERS_DAG, orders) if t["task_id"] == "push_quantities" and t.get("end_date")]
             push_end = _ts(push[0]["end_date"]) if push else None
+            starter = [
+                t
+                for t in instances(ORDERS_DAG, orders)
+                if t["task_id"] == "start_marketplace_publish" and t.get("state") == "success"
+            ]
+            if push_end and not starter:  # push_quantities sent every quantity itself: no marketplace run
+                last = max(change.arrived_at.values()) if change.arrived_at else push_end
+                hops["push_quantities end (sent from the orders run) -> last simulator seen"] = last - push_end
+                continue
             market = _first(runs[DAGS[2]], "queued_at", (push_end or 0) - 1) if push_end else None
             if market is None:
                 continue

@@ -292,6 +292,18 @@ def _print_orders(hub_url: str, bought: list[tuple[str, str, str, int, bool]]) -
                 "SELECT channel, sku, quantity FROM hub.channel_offer WHERE sku = ANY(%s)", (skus,)
             ).fetchall()
         }
+        sent_here = conn.execute(
+            "SELECT target, sum(rows_changed) FROM audit.transfer WHERE dag_id = 'marketplaces_to_hub_orders' "
+            "AND task_id = 'push_quantities' AND dataset = 'offer_update' AND status = 'success' "
+            "GROUP BY target ORDER BY target"
+        ).fetchall()
+    if sent_here:
+        print(
+            "\n  Sent by the orders run itself (push_quantities, no hub_to_marketplaces run waited for): "
+            + ", ".join(f"{target.removeprefix('channel:')} {int(rows)} row(s)" for target, rows in sent_here)
+        )
+    else:
+        problems.append("push_quantities sent no quantity itself (COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0?)")
     print("\n  The new quantities: what the hub computed / what each marketplace shows now")
     config = load_config()
     shown: dict[tuple[str, str], int | None] = {}

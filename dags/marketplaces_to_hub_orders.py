@@ -50,7 +50,11 @@ channel has news it has not rung for, it sends one asset event naming the channe
 next run). It rings once per news (what it rang for is kept in the asset's state store, so a restarted
 triggerer rings for sales made while it was down, and not again for what it already rang for). Kinds
 without a probe (WooCommerce: webhooks) are not probed; a channel never imported (no cursor) rings once,
-so its first import sets its starting point at once. Every run imports every channel, whichever rang.
+so its first import sets its starting point at once. A run the doorbell or a webhook started imports
+only the channels its events name (the others' list tasks return nothing; Amazon's searchOrders budget
+of one call per ~3 minutes is not spent on every Allegro sale, and the sale's push does not wait for
+imports with no news); the 5-minute cron run, and a run started by hand or by an event naming no
+channel, imports every channel.
 The sale's tasks (`list_<kind>_channels`, `import_<kind>`, `push_quantities`, `start_marketplace_publish`)
 are latency-critical
 (priority weight 10, absolute): with the executor's slots taken they start before other DAGs' tasks. A
@@ -260,7 +264,7 @@ def marketplaces_to_hub_orders() -> None:
             return [line.describe() for line in alert_oversold(hub_dsn())]
 
     # The sale's path (list, import, push_quantities) starts first when executor slots are short.
-    imports = per_kind(import_orders, "import", "import_orders")
+    imports = per_kind(import_orders, "import", "import_orders", rung_only=True)
     start_marketplace_publish(push_quantities(*imports))
     push_feed_quantities(*imports)
     imports >> hand_off_to_erp()

@@ -9,9 +9,10 @@ Task bodies in ``dags/`` call into :mod:`commerce_sync` through these helpers so
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ from commerce_sync.db import as_data_error, lost_connection_is_transient
 from commerce_sync.errors import BreakerTripped, ChannelError, ConfigError, DataError, TransientError
 from commerce_sync.notify import FailureNotifier, deadline_missed, runbook_line
 from commerce_sync.quality.breakers import OVERRIDE_PARAM, OVERRIDE_REASON_PARAM, Override
+
+log = logging.getLogger(__name__)
 
 HUB_CONN_ID = "hub_db"
 
@@ -168,18 +171,57 @@ has the default weight 1), so a single price change does not wait behind a feed 
 reconciliation."""
 
 
+def channels_rung(run_type: str, events: Iterable[Mapping[str, Any]]) -> set[str] | None:
+    """The channels a run's triggering asset events name (their ``extra``), or None for every channel.
+
+    An order doorbell event names them in ``payload.channels``, a shop webhook event in ``channel``. A run
+    the cron (or a person) started, or one with an event naming no channel (e.g. posted by hand to the
+    REST API), imports every channel.
+    """
+    if run_type != "asset_triggered":
+        return None
+    named: set[str] = set()
+    for extra in events:
+        payload = extra.get("payload")
+        channels = payload.get("channels") if isinstance(payload, Mapping) else [extra.get("channel")]
+        if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
+            return None
+        named.update(channels)
+    return named or None
+
+
 @task
-def _channels_of_kind(kind: str, capability: registry.Capability, family: registry.Family | None) -> list[str]:
-    """The enabled channels of ``kind`` whose kind has ``capability`` (config order)."""
+def _channels_of_kind(
+    kind: str, capability: registry.Capability, family: registry.Family | None, rung_only: bool = False
+) -> list[str]:
+    """The enabled channels of ``kind`` whose kind has ``capability`` (config order); with ``rung_only``,
+    only those the run's triggering events name (:func:`channels_rung`)."""
     from commerce_sync.config import load_config
 
     with operator_errors("channels.yaml"):
         channels = [c for c in load_config().channels if c.kind == kind]
-        return registry.channels_that(channels, capability, family)
+        chosen = registry.channels_that(channels, capability, family)
+    if rung_only and chosen:
+        context = get_current_context()
+        events = [
+            dict(event.extra or {}) for per_asset in context["triggering_asset_events"].values() for event in per_asset
+        ]
+        rung = channels_rung(str(getattr(context["dag_run"], "run_type", "")), events)
+        if rung is not None:
+            left = [c for c in chosen if c not in rung]
+            chosen = [c for c in chosen if c in rung]
+            if left:
+                log.info("%s: not rung by this run's events (the next ring or the cron reads them)", left)
+    return chosen
 
 
 def per_kind(
-    worker: Any, verb: str, capability: registry.Capability, family: registry.Family | None = None
+    worker: Any,
+    verb: str,
+    capability: registry.Capability,
+    family: registry.Family | None = None,
+    *,
+    rung_only: bool = False,
 ) -> list[Any]:
     """Per registered kind with ``capability``: ``list_<kind>_channels``, then ``<verb>_<kind>`` mapped over
     that kind's enabled channels in the kind's API pool (``worker`` takes ``channel_id``).
@@ -187,14 +229,15 @@ def per_kind(
     The pool bounds concurrent calls to a marketplace's API across DAGs (publish, read back, orders);
     the client's token bucket bounds their rate. (One list task for all kinds would save start-ups, but
     Airflow cannot map over one key of a task's output.) A kind without enabled channels gets an empty
-    list: its task is skipped. Returns the mapped tasks, in registry order.
+    list: its task is skipped. ``rung_only``: in a run started by asset events, only the channels the
+    events name (:func:`channels_rung`). Returns the mapped tasks, in registry order.
     """
     # The list task is on the path its worker is on: it takes the worker's priority.
     priority = {k: v for k, v in worker.kwargs.items() if k in ("priority_weight", "weight_rule")}
     mapped = []
     for kind in registry.kinds(family, capability):
         channels = _channels_of_kind.override(task_id=f"list_{kind.name}_channels", **priority)(
-            kind.name, capability, family
+            kind.name, capability, family, rung_only
         )
         mapped.append(worker.override(task_id=f"{verb}_{kind.name}", pool=kind.pool).expand(channel_id=channels))
     return mapped

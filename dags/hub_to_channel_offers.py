@@ -11,10 +11,19 @@ margin) + fee, with commission and VAT, never below the rule's MAP) that always 
 reserved + chosen supplier's dropship stock − the channel's buffer, capped, never negative.
 Only SKUs whose inputs changed are recomputed (a rule/config/rate change recomputes the channel).
 Changed offers get a new version; for marketplace channels each changed field becomes an outbox row.
-Marketplace and shop channels are priced by `compute_offers`, whose asset event starts
-`hub_to_marketplaces`; feed channels by `compute_feed_offers`, which emits no event (the feeds are written
-every 15 minutes by `hub_to_catalog_feeds`, and a feed channel's event would only start an empty
-marketplace run that a real change then waits for).
+Marketplace and shop channels are priced by `compute_offers`; feed channels by `compute_feed_offers`,
+which emits no event (the feeds are written every 15 minutes by `hub_to_catalog_feeds`, and a feed
+channel's event would only start an empty marketplace run that a real change then waits for).
+
+**Small changes are sent from here.** On the fast path (below), after pricing a channel, `compute_offers`
+sends its pending outbox rows itself when there are at most 3 x `COMMERCE_SYNC_FAST_PATH_MAX_SKUS` (3,000)
+of them and its offer ids need no re-read: a single ERP change does not wait for a `hub_to_marketplaces`
+run to be scheduled and to start its tasks (10-15 s). `start_marketplace_publish` then emits the offer event that starts
+`hub_to_marketplaces` only for what was left (a large change, offer ids due for a re-read, a failed send:
+that DAG sends it with the API pools, retries and runbook); it is skipped when everything went out. The
+inline send runs outside the marketplace pools and the `marketplace` queue (at most one task per channel
+at a time). `COMMERCE_SYNC_INLINE_PUBLISH=0` leaves every change to `hub_to_marketplaces`.
+Approved held moves (`publish_held_changes`) start `hub_to_marketplaces` by the same event.
 
 **Guards**
 - *Hub catalog suite* (`check_hub_catalog`, GX on PostgreSQL over `hub.product` + `hub.sku_supply`): its
@@ -69,6 +78,7 @@ from commerce_sync.airflow_glue import (
     label_map_index,
     operator_errors,
     run_context,
+    start_publish,
     sync_deadline,
 )
 from commerce_sync.pricing.approval import SUMMARY_TASK, HeldPriceMovesApproval
@@ -170,14 +180,27 @@ def hub_to_channel_offers() -> None:
 
     @task(
         inlets=inputs,
-        outlets=[assets.HUB_CHANNEL_OFFER, assets.HUB_OUTBOX],
+        outlets=[assets.HUB_OUTBOX],
         map_index_template="{{ channel_id }}",
         **LATENCY_CRITICAL,
     )
     def compute_offers(channel_id: str) -> dict[str, Any]:
-        """A marketplace or shop channel: its changed fields go to the outbox; the offer event starts publishing."""
+        """A marketplace or shop channel: its changed fields go to the outbox, and a small change is sent
+        from here at once (see the DAG docs)."""
+        from commerce_sync.channels.publish import inline_publish_enabled, publish_inline
+        from commerce_sync.config import load_config
+
         label_map_index(channel_id=channel_id)
-        return compute(channel_id)
+        answer = compute(channel_id)
+        catalog = get_current_context()["ti"].xcom_pull(task_ids="check_hub_catalog") or {}
+        if catalog.get("fast_path") and inline_publish_enabled():  # a small change: send it from here
+            answer["inline"] = publish_inline(hub_dsn(), [load_config().channel(channel_id)], run_context())
+        return answer
+
+    @task(outlets=[assets.HUB_CHANNEL_OFFER], trigger_rule=TriggerRule.ALL_DONE, **LATENCY_CRITICAL)
+    def start_marketplace_publish(computed: Any) -> dict[str, str]:  # compute_offers' answers (an XComArg)
+        """The offer event that starts ``hub_to_marketplaces``, for what ``compute_offers`` did not send."""
+        return start_publish(computed)
 
     @task(inlets=inputs, map_index_template="{{ channel_id }}")
     def compute_feed_offers(channel_id: str) -> dict[str, Any]:
@@ -213,9 +236,10 @@ def hub_to_channel_offers() -> None:
         response_timeout=timedelta(hours=24),
     )
 
-    @task
+    @task(outlets=[assets.HUB_CHANNEL_OFFER])
     def publish_held_changes() -> list[dict[str, Any]]:
-        """Runs only on Approve (on Reject the approval task skips it and records the rejection itself)."""
+        """Runs only on Approve (on Reject the approval task skips it and records the rejection itself).
+        The approved moves go to the outbox; the offer event starts ``hub_to_marketplaces`` to send them."""
         from commerce_sync.pricing.approval import decide_from_context
 
         context = get_current_context()
@@ -223,10 +247,9 @@ def hub_to_channel_offers() -> None:
 
     rates = load_exchange_rates()
     catalog = check_hub_catalog()
-    computed = [
-        compute_offers.expand(channel_id=list_channels()),
-        compute_feed_offers.expand(channel_id=list_feed_channels()),
-    ]
+    offers = compute_offers.expand(channel_id=list_channels())
+    computed = [offers, compute_feed_offers.expand(channel_id=list_feed_channels())]
+    start_marketplace_publish(offers)
     [rates, catalog] >> computed[0]  # side by side: one task start-up less on the critical path
     [rates, catalog] >> computed[1]
     summary = summarise_held_changes()

@@ -25,8 +25,9 @@ Then, independently:
   nothing was left). Rows another publisher holds are skipped (`FOR UPDATE SKIP LOCKED`), so a
   `hub_to_marketplaces` run at the same time is safe. The send runs outside the marketplace pools: at
   most one such task at a time (this DAG has `max_active_runs=1`) adds to a pool's calls.
-  `COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0` turns it off (every sale's quantities then go through
-  `hub_to_marketplaces`). Skipped when no reservation changed.
+  `COMMERCE_SYNC_INLINE_PUBLISH=0` turns it off (every sale's quantities then go through
+  `hub_to_marketplaces`); a channel with more than 3 x `COMMERCE_SYNC_FAST_PATH_MAX_SKUS` pending rows is
+  left to it too. Skipped when no reservation changed.
 - `push_feed_quantities`: the same for the feed channels, beside it and off the sale's path (no asset
   event: the feed files are rewritten every 15 minutes by `hub_to_catalog_feeds`).
 - `hand_off_to_erp`: hands each ready (paid) order to the ERP once, key `channel:order_id`, and cancels
@@ -112,8 +113,10 @@ from commerce_sync.airflow_glue import (
     hub_dsn,
     label_map_index,
     operator_errors,
+    outbox_channels,
     per_kind,
     run_context,
+    start_publish,
     sync_deadline,
 )
 from commerce_sync.triggers import order_doorbell_asset
@@ -155,7 +158,7 @@ def marketplaces_to_hub_orders() -> None:
     def push(imports: tuple[list[dict[str, Any]], ...], family: Literal["marketplace", "feed"]) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from commerce_sync.channels.publish import publish_from_orders_enabled
+        from commerce_sync.channels.publish import inline_publish_enabled, publish_inline
         from commerce_sync.config import load_config
         from commerce_sync.lineage import report_transfer
         from commerce_sync.orders.importer import push_quantities
@@ -176,31 +179,9 @@ def marketplaces_to_hub_orders() -> None:
         for result in computed:
             report_transfer(result.transfer_id)
         answer: dict[str, Any] = {"computed": [asdict(r) for r in computed]}
-        if family == "marketplace" and publish_from_orders_enabled():
-            answer.update(publish_sale())
+        if family == "marketplace" and inline_publish_enabled():
+            answer["inline"] = publish_inline(hub_dsn(), outbox_channels(load_config()), run_context())
         return answer
-
-    def publish_sale() -> dict[str, Any]:
-        """Send the queued quantities from this task (see the DAG docs); what is left goes by the asset event."""
-        from dataclasses import asdict
-
-        from commerce_sync import registry
-        from commerce_sync.channels.publish import publish_pending
-        from commerce_sync.config import load_config
-        from commerce_sync.lineage import report_output, report_transfer
-
-        channels = [
-            c
-            for c in load_config().channels
-            if c.enabled and registry.get(c.kind).family == "marketplace" and registry.get(c.kind).can("publish")
-        ]
-        done = publish_pending(hub_dsn(), channels, run_context())
-        by_id = {c.id: c for c in channels}
-        for result in done.published:
-            report_output(registry.get(by_id[result["channel"]].kind).asset(by_id[result["channel"]]))
-            for transfer_id in result["transfer_ids"]:
-                report_transfer(transfer_id)
-        return asdict(done)
 
     @task(
         trigger_rule=TriggerRule.ALL_DONE,
@@ -215,10 +196,7 @@ def marketplaces_to_hub_orders() -> None:
     @task(outlets=[assets.HUB_CHANNEL_OFFER], **LATENCY_CRITICAL)
     def start_marketplace_publish(pushed: Any) -> dict[str, str]:  # push_quantities' answer (an XComArg here)
         """The offer event that starts ``hub_to_marketplaces``, for what ``push_quantities`` did not send."""
-        left = {channel: why for channel, why in (pushed.get("left") or {}).items() if why != "nothing pending"}
-        if "published" in pushed and not left:
-            raise AirflowSkipException("push_quantities sent every queued quantity: no marketplace run needed")
-        return left or {"*": "quantities queued; this DAG does not send them (COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0)"}
+        return start_publish([pushed])
 
     @task(trigger_rule=TriggerRule.ALL_DONE, inlets=[assets.HUB_STOCK_RESERVATION])
     def push_feed_quantities(*imports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -303,7 +303,7 @@ def _print_orders(hub_url: str, bought: list[tuple[str, str, str, int, bool]]) -
             + ", ".join(f"{target.removeprefix('channel:')} {int(rows)} row(s)" for target, rows in sent_here)
         )
     else:
-        problems.append("push_quantities sent no quantity itself (COMMERCE_SYNC_PUBLISH_FROM_ORDERS=0?)")
+        problems.append("push_quantities sent no quantity itself (COMMERCE_SYNC_INLINE_PUBLISH=0?)")
     print("\n  The new quantities: what the hub computed / what each marketplace shows now")
     config = load_config()
     shown: dict[tuple[str, str], int | None] = {}

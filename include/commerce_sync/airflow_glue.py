@@ -21,7 +21,7 @@ import psycopg
 from airflow.sdk import get_current_context, task
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from commerce_sync import registry
 from commerce_sync.audit.ledger import RunContext
@@ -213,6 +213,31 @@ def _channels_of_kind(
             if left:
                 log.info("%s: not rung by this run's events (the next ring or the cron reads them)", left)
     return chosen
+
+
+def outbox_channels(config: Any) -> list[Any]:
+    """The enabled channels whose changes go through ``hub.outbox`` and ``hub_to_marketplaces``."""
+    return [
+        c
+        for c in config.channels
+        if c.enabled and registry.get(c.kind).family == "marketplace" and registry.get(c.kind).can("publish")
+    ]
+
+
+def start_publish(results: Iterable[Any]) -> dict[str, str]:
+    """The body of a ``start_marketplace_publish`` task (outlet: the offer asset ``hub_to_marketplaces`` is
+    scheduled on): succeed, and so start that DAG, when the tasks before it left something to send;
+    skip when their inline publishes (``channels.publish.publish_inline``, under ``inline`` in each
+    task's answer) sent everything."""
+    left: dict[str, str] = {}
+    for result in results:
+        inline = (result or {}).get("inline")
+        if not isinstance(inline, Mapping):
+            return {"*": "changes queued and not sent inline (COMMERCE_SYNC_INLINE_PUBLISH=0, or a large change)"}
+        left.update(inline.get("left") or {})
+    if not left:
+        raise AirflowSkipException("every queued change was sent inline: no hub_to_marketplaces run needed")
+    return left
 
 
 def per_kind(

@@ -68,7 +68,13 @@ def test_marketplace_calls_run_per_kind_in_its_pool_on_the_marketplace_queue(dag
 
 CRITICAL_PATH = {
     "erp_to_hub_products": {"sync_erp_products"},
-    "hub_to_channel_offers": {"load_exchange_rates", "check_hub_catalog", "list_channels", "compute_offers"},
+    "hub_to_channel_offers": {
+        "load_exchange_rates",
+        "check_hub_catalog",
+        "list_channels",
+        "compute_offers",
+        "start_marketplace_publish",
+    },
     "hub_to_marketplaces": {"publish_*"},
     "marketplaces_to_hub_reconciliation": set(),  # hourly: off the path, its list tasks too
 }
@@ -92,7 +98,12 @@ def test_feed_channels_pricing_does_not_start_a_marketplace_run(dagbag) -> None:
     """Only the outbox channels' pricing emits the offer event hub_to_marketplaces is scheduled on."""
     dag = dagbag.dags["hub_to_channel_offers"]
     names = lambda task: {a.name for a in task.outlets}  # noqa: E731
-    assert "commerce_hub.hub.channel_offer" in names(dag.get_task("compute_offers"))
+    # compute_offers sends a small change itself; start_marketplace_publish starts hub_to_marketplaces for
+    # what it left, and approved held moves start it too.
+    assert names(dag.get_task("compute_offers")) == {"commerce_hub.hub.outbox"}
+    assert names(dag.get_task("start_marketplace_publish")) == {"commerce_hub.hub.channel_offer"}
+    assert dag.get_task("start_marketplace_publish").upstream_task_ids == {"compute_offers"}
+    assert names(dag.get_task("publish_held_changes")) == {"commerce_hub.hub.channel_offer"}
     assert names(dag.get_task("compute_feed_offers")) == set()
     orders = dagbag.dags["marketplaces_to_hub_orders"]
     # The sale's quantities are sent by push_quantities itself; hub_to_marketplaces starts only for what it left.

@@ -153,6 +153,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     extra = {
         "COMMERCE_SYNC_DEADLINE_ERP_TO_HUB_PRODUCTS": "1s",  # every ERP run is late: the alert must arrive
         "COMMERCE_SYNC_RETRY_DELAY_SECONDS": "2",
+        # Every publish through hub_to_marketplaces (its pools, the worker killed mid-publish), not inline
+        # from pricing: what this module tests is the Celery deployment of that DAG.
+        "COMMERCE_SYNC_INLINE_PUBLISH": "0",
     }
     with (
         smtp_server() as (mails, smtp_port),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from commerce_sync import registry
-from commerce_sync.channels.publish import PUBLISH_FROM_ORDERS_ENV, publish_from_orders_enabled, publish_pending
+from commerce_sync.channels.publish import INLINE_PUBLISH_ENV, inline_publish_enabled, publish_pending
 from commerce_sync.config import Channel, load_config
 from commerce_sync.db import connect
 from commerce_sync.errors import ConfigError
@@ -79,7 +79,7 @@ def test_the_sale_is_sent_to_every_channel_from_the_push(world: Any) -> None:
     sku = _sell(world, 0)
     done = publish_pending(world.hub, _channels(), RUN)
     assert {"ebay", "amazon"} <= {r["channel"] for r in done.published}, done
-    assert not [why for why in done.left.values() if why != "nothing pending"], done.left
+    assert done.left == {}, done.left
     assert _pending(world.hub, sku) == set()
     assert world.server.ebay.available(sku) == _hub_quantity(world.hub, "ebay", sku)
     assert world.server.amazon.available(sku) == _hub_quantity(world.hub, "amazon", sku)
@@ -114,16 +114,26 @@ def test_what_cannot_be_sent_cheaply_or_at_all_is_left_to_the_dag(world: Any) ->
     assert world.server.ebay.available(sku) == _hub_quantity(world.hub, "ebay", sku)
 
 
+def test_a_large_backlog_is_left_to_the_dag(world: Any) -> None:
+    sku = _sell(world, 2)
+    done = publish_pending(world.hub, _channels(), RUN, max_rows=0)
+    assert done.published == []
+    assert "ebay" in done.left and done.left["ebay"].endswith("more than 0 sent inline: left to hub_to_marketplaces")
+    assert {"ebay", "amazon"} <= _pending(world.hub, sku)
+    step_publish(world.hub)
+    assert _pending(world.hub, sku) == set()
+
+
 @pytest.mark.parametrize(("raw", "expected"), [(None, True), ("1", True), ("on", True), ("0", False), ("off", False)])
 def test_the_switch(monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: bool) -> None:
     if raw is None:
-        monkeypatch.delenv(PUBLISH_FROM_ORDERS_ENV, raising=False)
+        monkeypatch.delenv(INLINE_PUBLISH_ENV, raising=False)
     else:
-        monkeypatch.setenv(PUBLISH_FROM_ORDERS_ENV, raw)
-    assert publish_from_orders_enabled() is expected
+        monkeypatch.setenv(INLINE_PUBLISH_ENV, raw)
+    assert inline_publish_enabled() is expected
 
 
 def test_a_bad_switch_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PUBLISH_FROM_ORDERS_ENV, "sometimes")
-    with pytest.raises(ConfigError, match="COMMERCE_SYNC_PUBLISH_FROM_ORDERS='sometimes': expected 1 or 0"):
-        publish_from_orders_enabled()
+    monkeypatch.setenv(INLINE_PUBLISH_ENV, "sometimes")
+    with pytest.raises(ConfigError, match="COMMERCE_SYNC_INLINE_PUBLISH='sometimes': expected 1 or 0"):
+        inline_publish_enabled()

@@ -157,17 +157,27 @@ def publish_channel(
         }
 
 
-PUBLISH_FROM_ORDERS_ENV = "COMMERCE_SYNC_PUBLISH_FROM_ORDERS"
+INLINE_PUBLISH_ENV = "COMMERCE_SYNC_INLINE_PUBLISH"
+INLINE_ROWS_PER_SKU = 3
+"""Outbox rows a SKU's change may queue on a channel (price, quantity, content): the inline limit is the
+fast path's size in SKUs times this."""
 
 
-def publish_from_orders_enabled() -> bool:
-    """``COMMERCE_SYNC_PUBLISH_FROM_ORDERS`` (default on): the orders DAG sends a sale's quantities itself."""
-    raw = os.environ.get(PUBLISH_FROM_ORDERS_ENV, "1").strip().lower()
+def inline_publish_enabled() -> bool:
+    """``COMMERCE_SYNC_INLINE_PUBLISH`` (default on): pricing and the orders run send small changes themselves."""
+    raw = os.environ.get(INLINE_PUBLISH_ENV, "1").strip().lower()
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{PUBLISH_FROM_ORDERS_ENV}={raw!r}: expected 1 or 0")
+    raise ConfigError(f"{INLINE_PUBLISH_ENV}={raw!r}: expected 1 or 0")
+
+
+def inline_publish_max_rows() -> int:
+    """The most pending rows a channel may have to be sent inline: the fast path's size times three."""
+    from commerce_sync.settings import fast_path_max_skus
+
+    return fast_path_max_skus() * INLINE_ROWS_PER_SKU
 
 
 @dataclass
@@ -176,29 +186,38 @@ class PendingPublish:
 
     published: list[dict[str, Any]] = field(default_factory=list)
     left: dict[str, str] = field(default_factory=dict)
+    idle: list[str] = field(default_factory=list)
+    """Channels with nothing pending."""
 
 
-def publish_pending(dsn: str, channels: list[Channel], run: ledger.RunContext) -> PendingPublish:
+def publish_pending(
+    dsn: str, channels: list[Channel], run: ledger.RunContext, *, max_rows: int | None = None
+) -> PendingPublish:
     """Send, now and from this process, the pending outbox rows of ``channels`` that are cheap to send.
 
-    The sale path's shortcut: the orders DAG's quantity push calls this right after it queued the new
-    quantities, instead of waiting for ``hub_to_marketplaces`` to be scheduled and to start its tasks
-    (two task start-ups and a DAG run, 10-15 s). It is an accelerator, never the guarantee: a channel is
-    left to ``hub_to_marketplaces`` (which its asset event starts anyway, with the API pools, retries
-    and runbook) when it has nothing pending, when its SKU -> offer id map is due for a re-read
-    (minutes for a large account), or when its publish fails (logged as a warning, recorded in the ledger
-    by the publish itself). Channels are sent side by side, one thread each; rows another publisher
-    holds are skipped (``FOR UPDATE SKIP LOCKED``), so a concurrent ``hub_to_marketplaces`` run is safe.
+    The shortcut of a small change: the task that queued it (a channel's pricing, the orders run's
+    quantity push) sends it at once, instead of waiting for ``hub_to_marketplaces`` to be scheduled and to
+    start its tasks (a DAG run and two task start-ups, 10-15 s). It is an accelerator, never the
+    guarantee: a channel is left to ``hub_to_marketplaces`` (which the caller's DAG then starts, with the
+    API pools, retries and runbook) when it has more than ``max_rows`` pending rows, when its SKU -> offer
+    id map is due for a re-read (minutes for a large account), or when its publish fails (logged as a
+    warning and recorded in the ledger by the publish itself). Channels are sent side by side, one
+    thread each; rows another publisher holds are skipped (``FOR UPDATE SKIP LOCKED``), so a concurrent
+    ``hub_to_marketplaces`` run is safe.
     """
     done = PendingPublish()
     due: list[Channel] = []
     for channel in channels:
         with connect(dsn) as conn:
             pending = outbox.backlog(conn, channel.id).pending
-        if pending:
-            due.append(channel)
+        if not pending:
+            done.idle.append(channel.id)
+        elif max_rows is not None and pending > max_rows:
+            done.left[channel.id] = (
+                f"{pending} pending rows, more than {max_rows} sent inline: left to hub_to_marketplaces"
+            )
         else:
-            done.left[channel.id] = "nothing pending"
+            due.append(channel)
 
     def one(channel: Channel) -> dict[str, Any] | str:
         try:
@@ -208,17 +227,32 @@ def publish_pending(dsn: str, channels: list[Channel], run: ledger.RunContext) -
             return f"offer ids to re-read first ({due_now}): left to hub_to_marketplaces"
         except Exception as exc:  # the DAG's own publish retries it, in its pool
             message = f"publish failed, left to hub_to_marketplaces: {type(exc).__name__}: {exc}"[:500]
-            log.warning("%s: sale %s", channel.id, message)
+            log.warning("%s: inline %s", channel.id, message)
             return message
 
     if due:
-        with ThreadPoolExecutor(len(due), thread_name_prefix="sale-publish") as pool:
+        with ThreadPoolExecutor(len(due), thread_name_prefix="inline-publish") as pool:
             for channel, outcome in zip(due, pool.map(one, due), strict=True):
                 if isinstance(outcome, str):
                     done.left[channel.id] = outcome
                 else:
                     done.published.append(outcome)
     return done
+
+
+def publish_inline(dsn: str, channels: list[Channel], run: ledger.RunContext) -> dict[str, Any]:
+    """:func:`publish_pending` with the inline limit (:func:`inline_publish_max_rows`), reporting each
+    channel it sent to as the task's lineage output; the :class:`PendingPublish` as a dict (for XCom)."""
+    from commerce_sync.lineage import report_output, report_transfer
+
+    done = publish_pending(dsn, channels, run, max_rows=inline_publish_max_rows())
+    by_id = {c.id: c for c in channels}
+    for result in done.published:
+        channel = by_id[result["channel"]]
+        report_output(registry.get(channel.kind).asset(channel))
+        for transfer_id in result["transfer_ids"]:
+            report_transfer(transfer_id)
+    return asdict(done)
 
 
 def reconcile_channel(dsn: str, channel: Channel, run: ledger.RunContext, report_dir: Path) -> dict[str, Any]:

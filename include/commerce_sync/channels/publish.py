@@ -245,7 +245,12 @@ def publish_inline(dsn: str, channels: list[Channel], run: ledger.RunContext) ->
     channel it sent to as the task's lineage output; the :class:`PendingPublish` as a dict (for XCom)."""
     from commerce_sync.lineage import report_output, report_transfer
 
-    done = publish_pending(dsn, channels, run, max_rows=inline_publish_max_rows())
+    try:
+        done = publish_pending(dsn, channels, run, max_rows=inline_publish_max_rows())
+    except Exception as exc:  # never fail the task that queued the change: the DAG sends what is left
+        log.warning("inline publish failed, left to hub_to_marketplaces: %s: %s", type(exc).__name__, exc)
+        why = f"inline publish failed, left to hub_to_marketplaces: {type(exc).__name__}: {exc}"[:500]
+        done = PendingPublish(left={c.id: why for c in channels})
     by_id = {c.id: c for c in channels}
     for result in done.published:
         channel = by_id[result["channel"]]

@@ -189,8 +189,10 @@ def hub_to_channel_offers() -> None:
         from here at once (see the DAG docs)."""
         from commerce_sync.channels.publish import inline_publish_enabled, publish_inline
         from commerce_sync.config import load_config
+        from commerce_sync.lineage import report_output
 
         label_map_index(channel_id=channel_id)
+        report_output(assets.HUB_CHANNEL_OFFER)  # lineage only: the asset event is start_marketplace_publish's
         answer = compute(channel_id)
         catalog = get_current_context()["ti"].xcom_pull(task_ids="check_hub_catalog") or {}
         if catalog.get("fast_path") and inline_publish_enabled():  # a small change: send it from here

@@ -191,6 +191,9 @@ def marketplaces_to_hub_orders() -> None:
     )
     def push_quantities(*imports: list[dict[str, Any]]) -> dict[str, Any]:
         """The marketplaces and the shop (outbox channels): queued, then sent from here (see the DAG docs)."""
+        from commerce_sync.lineage import report_output
+
+        report_output(assets.HUB_CHANNEL_OFFER)  # lineage only: the asset event is start_marketplace_publish's
         return push(imports, "marketplace")
 
     @task(outlets=[assets.HUB_CHANNEL_OFFER], **LATENCY_CRITICAL)

@@ -70,6 +70,9 @@ EXPECTED: dict[tuple[str, str], tuple[set[tuple[str, str]], set[tuple[str, str]]
         {hub("product"), hub("stock"), hub("sku_supply"), hub("exchange_rate")},
         {hub("channel_offer"), hub("outbox")},
     ),
+    # The offer event that starts hub_to_marketplaces for what compute_offers did not send inline (all of
+    # a first sync); its outlet is that asset.
+    ("hub_to_channel_offers", "start_marketplace_publish"): (set(), {hub("channel_offer")}),
     # Feed channels: the same table, reported at run time (no asset event: see the DAG's docs).
     ("hub_to_channel_offers", "list_feed_channels"): (set(), set()),
     ("hub_to_channel_offers", "compute_feed_offers"): (

@@ -47,7 +47,7 @@ def _run(dag_ids: tuple[str, ...], logs: Path) -> dict[str, Path]:
 def _ledger(hub: str, since_seq: int = 0) -> list[dict]:
     with connect(hub) as conn:
         cur = conn.execute(
-            "SELECT seq, task_id, source, target, dataset, status, rows_read, rows_written, rows_rejected, "
+            "SELECT seq, dag_id, task_id, source, target, dataset, status, rows_read, rows_written, rows_rejected, "
             "rows_changed, message, details FROM audit.transfer WHERE seq > %s ORDER BY seq",
             (since_seq,),
         )
@@ -117,7 +117,9 @@ def test_round_2_one_price_change_republishes_exactly_that_sku(world: dict) -> N
     product = next(r for r in rows if r["dataset"] == "product")
     assert product["rows_changed"] == 1
     assert all(r["rows_changed"] == 0 for r in rows if r["dataset"] == "supplier_offer")
-    computed = [r for r in rows if r["task_id"] in ("compute_offers", "compute_feed_offers")]
+    computed = [
+        r for r in rows if r["task_id"] in ("compute_offers", "compute_feed_offers") and r["dataset"] == "channel_offer"
+    ]
     assert sorted(r["target"] for r in computed) == [
         "channel:allegro",
         "channel:amazon",
@@ -128,7 +130,9 @@ def test_round_2_one_price_change_republishes_exactly_that_sku(world: dict) -> N
         "channel:shop",
     ]
     assert all(r["rows_changed"] == 1 for r in computed)
+    # A one-SKU change takes the fast path: the pricing task sent it itself, hub_to_marketplaces did not run.
     publish = next(r for r in rows if r["dataset"] == "offer_update" and r["target"] == "channel:allegro")
+    assert (publish["dag_id"], publish["task_id"]) == ("hub_to_channel_offers", "compute_offers")
     assert (publish["rows_written"], publish["rows_rejected"]) == (1, 0)
     feed_row = next(r for r in rows if r["task_id"] == "write_feed" and r["target"] == "channel:google")
     assert feed_row["rows_changed"] == 1

@@ -204,6 +204,22 @@ def shown_quantities(server: SandboxServer, sku: str) -> dict[str, int | None]:
     }
 
 
+def below_cap(hub: str, skus: list[str]) -> list[str]:
+    """The SKUs eBay and Amazon list with at least one unit and below their ``max_listed_quantity``."""
+    from commerce_sync.config import load_config
+
+    caps = {m: load_config().channel(m).max_listed_quantity for m in SALE_TARGETS}
+    with connect(hub) as conn:
+        rows = conn.execute(
+            "SELECT sku, channel, quantity FROM hub.channel_offer WHERE channel = ANY(%s) AND sku = ANY(%s)",
+            (list(SALE_TARGETS), skus),
+        ).fetchall()
+    listed: dict[str, dict[str, int]] = {}
+    for sku, channel, quantity in rows:
+        listed.setdefault(sku, {})[channel] = int(quantity)
+    return [sku for sku in skus if all(0 < listed.get(sku, {}).get(m, 0) < (caps[m] or 10**9) for m in SALE_TARGETS)]
+
+
 def wait_until_sale_shown(
     hub: str, server: SandboxServer, change: Change, before: dict[str, int], timeout: float, check: Callable[[], None]
 ) -> None:
@@ -484,9 +500,16 @@ def main() -> None:
                 interval=3,
             )
             time.sleep(25)  # let the doorbell settle on the ERP's watermark
-            pool = rng.sample([f"SKU-{i:06d}" for i in range(1, args.offers + 1)], args.changes + args.sales)
+            offered = [f"SKU-{i:06d}" for i in range(1, args.offers + 1)]
+            sellable = below_cap(hub, offered)  # a sale of a SKU listed at the cap changes no listed quantity
+            if len(sellable) < args.sales:
+                raise SystemExit(f"only {len(sellable)} of the {args.offers} offered SKUs are listed below the cap")
+            sold = rng.sample(sellable, args.sales)
+            changed = rng.sample([sku for sku in offered if sku not in sold], args.changes)
             plan = ["erp"] * args.changes + ["sale"] * args.sales
             rng.shuffle(plan)
+            picks = {"erp": iter(changed), "sale": iter(sold)}
+            pool = [next(picks[kind]) for kind in plan]
             for number, (kind, sku) in enumerate(zip(plan, pool, strict=True), start=1):
                 time.sleep(rng.uniform(pause_min, pause_max))
                 if kind == "sale":

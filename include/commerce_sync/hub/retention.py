@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from psycopg import sql
 
@@ -123,16 +124,22 @@ SELECT count(*) FROM gone
 """
 
 
+def _delete_older(conn: Any, statement: str, days: int | None) -> int:
+    """Run a ``DELETE ... < now() - %s`` with ``days`` as the interval; None keeps everything (0 deleted)."""
+    if days is None:
+        return 0
+    return int(conn.execute(statement, (timedelta(days=days),)).rowcount)
+
+
 def apply_retention(dsn: str, policy: RetentionPolicy, run: ledger.RunContext) -> RetentionResult:
     """Delete what ``policy`` allows, in one transaction with its ledger row."""
     transfer = ledger.Transfer(source="hub", target="hub", dataset="retention", run=run)
     with ledger.recording(dsn, transfer), connect(dsn) as conn:
-        quarantine_deleted = 0
-        if policy.quarantine_days is not None:
-            quarantine_deleted = conn.execute(
-                "DELETE FROM hub.quarantine WHERE status = 'resolved' AND resolved_at < now() - %s",
-                (timedelta(days=policy.quarantine_days),),
-            ).rowcount
+        quarantine_deleted = _delete_older(
+            conn,
+            "DELETE FROM hub.quarantine WHERE status = 'resolved' AND resolved_at < now() - %s",
+            policy.quarantine_days,
+        )
         staging_deleted = 0
         for table in STAGING_TABLES:
             schema, name = table.split(".")
@@ -142,22 +149,16 @@ def apply_retention(dsn: str, policy: RetentionPolicy, run: ledger.RunContext) -
                 ),
                 (timedelta(hours=policy.staging_hours),),
             ).rowcount
-        price_change_deleted = 0
-        if policy.price_change_days is not None:
-            price_change_deleted = conn.execute(
-                "DELETE FROM hub.supplier_price_change WHERE created_at < now() - %s",
-                (timedelta(days=policy.price_change_days),),
-            ).rowcount
+        price_change_deleted = _delete_older(
+            conn, "DELETE FROM hub.supplier_price_change WHERE created_at < now() - %s", policy.price_change_days
+        )
         outbox_deleted = 0
         if policy.outbox_days is not None:
             row = conn.execute(_OUTBOX, {"age": timedelta(days=policy.outbox_days)}).fetchone()
             outbox_deleted = int(row[0]) if row else 0
-        webhook_deleted = 0
-        if policy.webhook_days is not None:
-            webhook_deleted = conn.execute(
-                "DELETE FROM hub.webhook_delivery WHERE received_at < now() - %s",
-                (timedelta(days=policy.webhook_days),),
-            ).rowcount
+        webhook_deleted = _delete_older(
+            conn, "DELETE FROM hub.webhook_delivery WHERE received_at < now() - %s", policy.webhook_days
+        )
         transfer.rows_changed = (
             quarantine_deleted + staging_deleted + price_change_deleted + outbox_deleted + webhook_deleted
         )
